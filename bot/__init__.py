@@ -1,0 +1,1 @@
+"""prefloop's collection side: users, the database, the queue and the front ends."""

@@ -1,0 +1,136 @@
+"""prefloop's settings: one object, read once at start-up, passed to whatever needs it.
+
+Every setting comes from the environment (prefix ``PREFLOOP_``, sections joined with
+``__``, e.g. ``PREFLOOP_GENERATOR__STEPS=20``) or an optional ``.env`` file. A bad value
+stops start-up with the variable's name and the reason (:class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PREFLOOP_"
+DEFAULT_GENERATOR = "CompVis/stable-diffusion-v1-4"  # the model the HPS paper adapted
+
+
+class GeneratorSettings(BaseModel):
+    """Which Stable Diffusion model makes the images, and how."""
+
+    model: str = Field(
+        DEFAULT_GENERATOR,
+        description="Hub id, local diffusers folder, or a preset name ('tiny').",
+    )
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    images_per_prompt: int = Field(4, ge=2, le=4)
+    steps: int = Field(30, ge=1, le=200)
+    guidance: float = Field(7.5, ge=0.0, le=30.0)
+    width: int | None = Field(None, ge=64, le=2048, multiple_of=8)
+    height: int | None = Field(None, ge=64, le=2048, multiple_of=8)
+    safety_checker: bool = Field(True, description="Run the model's safety checker if it has one.")
+    negative_prompt: str = Field("", description="Always added to every member's negative prompt.")
+
+
+class LimitSettings(BaseModel):
+    """What one member may ask for."""
+
+    max_queued_per_user: int = Field(2, ge=1, description="Unfinished generations per member.")
+    max_prompt_chars: int = Field(1000, ge=1, le=10_000)
+    max_prompt_tokens: int = Field(75, ge=1, le=75, description="CLIP reads 75 + start/end.")
+    blocked_words: list[str] = Field(default_factory=list)
+
+    @field_validator("blocked_words")
+    @classmethod
+    def _lowercase(cls, words: list[str]) -> list[str]:
+        return [w.strip().lower() for w in words if w.strip()]
+
+
+class StorageSettings(BaseModel):
+    """Where image files live. Unset = ``<data_dir>/store``."""
+
+    url: str | None = Field(None, description="A folder path, file:// or s3://bucket/prefix URL.")
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url and "://" in url and not url.startswith(("file://", "s3://")):
+            raise ValueError("must be a folder, file://… or s3://bucket/prefix")
+        return url
+
+
+class WorkerSettings(BaseModel):
+    """The generation worker and its job queue."""
+
+    concurrency: int = Field(1, ge=1, le=16, description="Jobs at once (one pipeline each GPU).")
+    max_attempts: int = Field(3, ge=1, le=10, description="Tries before a job fails for good.")
+    heartbeat_interval: float = Field(5.0, gt=0)
+    stalled_after: float = Field(30.0, gt=0, description="Seconds without heartbeat = dead.")
+    progress_interval: float = Field(1.0, ge=0, description="Seconds between progress notices.")
+    shutdown_grace: float = Field(
+        60.0, ge=0, description="On stop, seconds to let running jobs finish before re-queueing."
+    )
+
+
+class DiscordSettings(BaseModel):
+    """The Discord front end (the bot itself arrives with its own issue)."""
+
+    token: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """All of prefloop's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        None, description="postgresql://user:pass@host:port/db; unset = embedded server."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        if not re.match(r"^postgres(ql)?(\+\w+)?://", url):
+            raise ValueError("must be a postgresql:// URL")
+        return url
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the variable and says why."""
+
+
+def env_name(location: tuple[str | int, ...]) -> str:
+    """The environment variable that sets the field at ``location``."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in location)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once, turning validation errors into one readable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        lines = [
+            f"{env_name(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in error.errors()
+        ]
+        raise ConfigError("bad configuration:\n  " + "\n  ".join(lines)) from None

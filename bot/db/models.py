@@ -1,0 +1,220 @@
+"""The collection schema: who asked, what was generated, which image each member picked.
+
+Integrity lives in the schema: a pick must point at an existing image of its generation
+(composite foreign key), a member has one current pick per generation (unique), and only
+one model version of each kind is active at a time (partial unique index).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONB,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class Frontend(enum.StrEnum):
+    """The door a member came in through."""
+
+    discord = "discord"
+    cli = "cli"
+    web = "web"
+
+
+class GenerationStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class ModelKind(enum.StrEnum):
+    hps = "hps"
+    generator_adapter = "generator_adapter"
+
+
+class ModelStatus(enum.StrEnum):
+    candidate = "candidate"
+    active = "active"
+    retired = "retired"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e])
+
+
+class User(Base):
+    """A member, identified by the front end they use and their id there."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("frontend", "external_id", name="uq_users_frontend_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    frontend: Mapped[Frontend] = mapped_column(_enum(Frontend, "frontend"))
+    external_id: Mapped[str] = mapped_column(String(100))
+    banned: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    banned_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Set when the member asked to be forgotten; their data is gone, the row stays so
+    # that later exports can leave them out and admins can see the request was honoured.
+    forgotten_at: Mapped[datetime | None]
+
+
+class ModelVersion(Base):
+    """A trained HPS model or generator adapter, and whether it serves."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        Index(
+            "uq_model_versions_one_active",
+            "kind",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind, "model_kind"))
+    uri: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    status: Mapped[ModelStatus] = mapped_column(
+        _enum(ModelStatus, "model_status"), server_default=ModelStatus.candidate.value
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    promoted_at: Mapped[datetime | None]
+
+
+class Generation(Base):
+    """One prompt, asked once, answered with 2-4 images."""
+
+    __tablename__ = "generations"
+    __table_args__ = (
+        CheckConstraint("n_images BETWEEN 2 AND 4", name="n_images"),
+        Index("ix_generations_user_status", "requested_by", "status"),
+        Index(
+            "ix_generations_undelivered",
+            "finished_at",
+            postgresql_where=text("delivered_at IS NULL AND status IN ('done', 'failed')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, server_default="")
+    n_images: Mapped[int] = mapped_column(SmallInteger)
+    # steps, guidance, width, height and the per-image seeds, fixed at submit time so
+    # that a retried job makes the same images.
+    params: Mapped[dict[str, Any]]
+    generator_version: Mapped[str | None] = mapped_column(Text)
+    adapter_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT")
+    )
+    status: Mapped[GenerationStatus] = mapped_column(
+        _enum(GenerationStatus, "generation_status"),
+        server_default=GenerationStatus.queued.value,
+    )
+    requested_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    requested_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    images: Mapped[list[Image]] = relationship(
+        back_populates="generation", order_by="Image.index", passive_deletes=True
+    )
+
+
+class Image(Base):
+    """One image of a generation; the file lives in the store under ``storage_key``."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("generation_id", "index", name="uq_images_generation_index"),
+        CheckConstraint('"index" BETWEEN 0 AND 3', name="index"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(SmallInteger)
+    storage_key: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(SmallInteger)
+    height: Mapped[int] = mapped_column(SmallInteger)
+    nsfw: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+    generation: Mapped[Generation] = relationship(back_populates="images")
+
+
+class Choice(Base):
+    """A member's current pick for a generation (one per member and generation)."""
+
+    __tablename__ = "choices"
+    __table_args__ = (
+        UniqueConstraint("generation_id", "user_id", name="uq_choices_generation_user"),
+        ForeignKeyConstraint(
+            ["generation_id", "image_index"],
+            ["images.generation_id", "images.index"],
+            ondelete="CASCADE",
+            name="fk_choices_image",
+        ),
+        Index("ix_choices_user", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    image_index: Mapped[int] = mapped_column(SmallInteger)
+    chosen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ChoiceEvent(Base):
+    """Every pick and re-pick, in order: the history behind ``choices``."""
+
+    __tablename__ = "choice_history"
+    __table_args__ = (Index("ix_choice_history_generation_user", "generation_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    image_index: Mapped[int] = mapped_column(SmallInteger)
+    chosen_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,180 @@
+"""Queries the use cases share. Each takes the session first and never commits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import Choice, Frontend, Generation, GenerationStatus, User
+
+GENERATION_CHANNEL = "prefloop_generation"  # pg_notify channel: a generation finished
+PROGRESS_CHANNEL = "prefloop_progress"  # pg_notify channel: step k of n
+
+UNFINISHED = (GenerationStatus.queued, GenerationStatus.running)
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    banned: bool
+    banned_reason: str | None
+
+
+async def find_user(session: AsyncSession, frontend: Frontend, external_id: str) -> UserRow | None:
+    """The member with this front-end id, or None if they never came by."""
+    row = (
+        await session.execute(
+            select(User.id, User.banned, User.banned_reason).where(
+                User.frontend == frontend, User.external_id == external_id
+            )
+        )
+    ).first()
+    return UserRow(*row) if row else None
+
+
+async def ensure_user(session: AsyncSession, frontend: Frontend, external_id: str) -> UserRow:
+    """The member's row, created on first sight (safe under concurrent first clicks)."""
+    found = await find_user(session, frontend, external_id)
+    if found:
+        return found
+    await session.execute(
+        insert(User)
+        .values(frontend=frontend, external_id=external_id)
+        .on_conflict_do_nothing(constraint="uq_users_frontend_id")
+    )
+    created = await find_user(session, frontend, external_id)
+    assert created is not None
+    return created
+
+
+async def lock_member(session: AsyncSession, frontend: Frontend, external_id: str) -> None:
+    """Serialise one member's submissions until the transaction ends (queue limits hold)."""
+    key = f"{frontend.value}:{external_id}"
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
+async def unfinished_generations(session: AsyncSession, user_id: int) -> list[int]:
+    """Ids of the member's queued or running generations, oldest first."""
+    rows = await session.execute(
+        select(Generation.id)
+        .where(Generation.requested_by == user_id, Generation.status.in_(UNFINISHED))
+        .order_by(Generation.id)
+    )
+    return list(rows.scalars())
+
+
+async def queue_position(session: AsyncSession, generation_id: int) -> int:
+    """1 + the number of queued generations submitted before this one."""
+    ahead = await session.scalar(
+        select(func.count())
+        .select_from(Generation)
+        .where(Generation.status == GenerationStatus.queued, Generation.id < generation_id)
+    )
+    return int(ahead or 0) + 1
+
+
+async def defer_job(
+    session: AsyncSession, *, task: str, queue: str, args: dict[str, Any], lock: str | None = None
+) -> int:
+    """Queue a procrastinate job inside the caller's transaction; return its id.
+
+    procrastinate's own ``defer`` runs on its own connection; calling its versioned SQL
+    function here instead makes the job and the rows that need it commit together.
+    """
+    job_id = await session.scalar(
+        text(
+            "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW("
+            "CAST(:queue AS varchar), CAST(:task AS varchar), 0, CAST(:lock AS text), "
+            "NULL::text, CAST(:args AS jsonb), NULL::timestamptz"
+            ")::procrastinate_job_to_defer_v1]))"
+        ),
+        {"queue": queue, "task": task, "lock": lock, "args": json.dumps(args)},
+    )
+    assert job_id is not None
+    return int(job_id)
+
+
+async def notify(session: AsyncSession, channel: str, payload: dict[str, Any]) -> None:
+    """pg_notify, delivered when (and only if) the caller's transaction commits."""
+    await session.execute(select(func.pg_notify(channel, json.dumps(payload))))
+
+
+_SAVE_CHOICE = text(
+    """
+    WITH previous AS (
+        SELECT image_index FROM choices WHERE generation_id = :generation AND user_id = :user
+    ), changed AS (
+        INSERT INTO choices (generation_id, user_id, image_index)
+        VALUES (:generation, :user, :index)
+        ON CONFLICT ON CONSTRAINT uq_choices_generation_user DO UPDATE
+            SET image_index = EXCLUDED.image_index, chosen_at = now()
+            WHERE choices.image_index <> EXCLUDED.image_index
+        RETURNING generation_id, user_id, image_index, chosen_at
+    ), logged AS (
+        INSERT INTO choice_history (generation_id, user_id, image_index, chosen_at)
+        SELECT generation_id, user_id, image_index, chosen_at FROM changed
+    )
+    SELECT EXISTS (SELECT 1 FROM changed), (SELECT image_index FROM previous)
+    """
+)
+
+
+async def save_choice(
+    session: AsyncSession, generation_id: int, user_id: int, index: int
+) -> tuple[bool, int | None]:
+    """Make ``index`` the member's pick; returns (changed, previous index).
+
+    One statement: the upsert touches the row only when the index differs (re-checked
+    under the row lock, so concurrent double clicks agree), and only a change is
+    appended to the history.
+    """
+    row = (
+        await session.execute(
+            _SAVE_CHOICE, {"generation": generation_id, "user": user_id, "index": index}
+        )
+    ).one()
+    return bool(row[0]), row[1]
+
+
+async def pickers(session: AsyncSession, generation_id: int) -> int:
+    """How many members have picked an image of this generation."""
+    count = await session.scalar(
+        select(func.count()).select_from(Choice).where(Choice.generation_id == generation_id)
+    )
+    return int(count or 0)
+
+
+async def delete_generations(session: AsyncSession, ids: Sequence[int]) -> int:
+    """Delete generations (their images and everyone's picks go with them)."""
+    if not ids:
+        return 0
+    result = await session.execute(delete(Generation).where(Generation.id.in_(ids)))
+    return result.rowcount or 0
+
+
+async def mark_delivered(session: AsyncSession, generation_id: int) -> bool:
+    """Record that a front end showed the result; False if it already had."""
+    result = await session.execute(
+        update(Generation)
+        .where(Generation.id == generation_id, Generation.delivered_at.is_(None))
+        .values(delivered_at=func.now())
+    )
+    return bool(result.rowcount)
+
+
+async def live_workers(session: AsyncSession, within_seconds: float) -> int:
+    """Queue workers whose last heartbeat is at most ``within_seconds`` old."""
+    count = await session.scalar(
+        text(
+            "SELECT count(*) FROM procrastinate_workers "
+            "WHERE last_heartbeat > now() - make_interval(secs => :seconds)"
+        ),
+        {"seconds": within_seconds},
+    )
+    return int(count or 0)

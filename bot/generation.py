@@ -1,0 +1,238 @@
+"""Runs one generation job: claim the row, one batched pipeline call, store, record, announce.
+
+The pipeline runs in a thread so the worker's event loop keeps its heartbeat and
+notifications going. A job may run more than once (a retry after an error, or after its
+worker died); every step is safe to repeat: seeds are fixed at submit time, image keys
+are content hashes, and a finished generation is never redone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db import queries
+from bot.db.models import Generation, GenerationStatus, Image, User
+from bot.storage import Storage
+from training.generator import GeneratedImages, Generator
+
+log = logging.getLogger(__name__)
+
+IMAGE_FORMAT = "png"  # lossless: the dataset keeps exactly what the model made
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a job needs to know about its generation."""
+
+    generation_id: int
+    prompt: str
+    negative_prompt: str
+    params: dict[str, Any]
+    frontend: str
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    index: int
+    key: str
+    sha256: str
+    seed: int
+    width: int
+    height: int
+    nsfw: bool
+
+
+class GenerationRunner:
+    """Turns queued generations into stored images, one job at a time per pipeline."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: Storage,
+        generator: Generator,
+        *,
+        progress_interval: float = 1.0,
+    ) -> None:
+        self.sessions = sessions
+        self.storage = storage
+        self.generator = generator
+        self.progress_interval = progress_interval
+
+    async def run(self, generation_id: int, *, final_attempt: bool = True) -> str:
+        """Make the images of ``generation_id``; returns ``done``, ``failed`` or ``skipped``.
+
+        An error is re-raised so the queue can retry the job; on the final attempt the
+        generation is first marked failed with a message the member will see.
+        """
+        work = await self._claim(generation_id)
+        if work is None:
+            log.info("generation %s is finished or gone; nothing to do", generation_id)
+            return "skipped"
+        try:
+            made = await self._generate(work)
+            stored = await self._store(work, made)
+        except Exception as error:
+            log.exception("generation %s failed (final attempt: %s)", generation_id, final_attempt)
+            if final_attempt:
+                await mark_failed(self.sessions, generation_id, describe_failure(error))
+            raise
+        return await self._finish(work, stored)
+
+    async def _claim(self, generation_id: int) -> Work | None:
+        async with self.sessions.begin() as session:
+            row = (
+                await session.execute(
+                    update(Generation)
+                    .where(
+                        Generation.id == generation_id,
+                        Generation.status.in_(queries.UNFINISHED),
+                    )
+                    .values(
+                        status=GenerationStatus.running,
+                        started_at=func.now(),
+                        attempts=Generation.attempts + 1,
+                        generator_version=self.generator.name,
+                    )
+                    .returning(
+                        Generation.prompt,
+                        Generation.negative_prompt,
+                        Generation.params,
+                        Generation.requested_by,
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            frontend = await session.scalar(select(User.frontend).where(User.id == row[3]))
+            work = Work(generation_id, row[0], row[1], row[2], str(frontend))
+            await _notify_progress(session, work, 0, int(work.params["steps"]))
+        return work
+
+    async def _generate(self, work: Work) -> GeneratedImages:
+        loop = asyncio.get_running_loop()
+        params = work.params
+        last_sent = 0.0
+
+        def on_step(step: int, total: int) -> None:
+            nonlocal last_sent
+            now = time.monotonic()
+            if step < total and now - last_sent < self.progress_interval:
+                return
+            last_sent = now
+            asyncio.run_coroutine_threadsafe(self._progress(work, step, total), loop)
+
+        return await asyncio.to_thread(
+            self.generator.generate,
+            work.prompt,
+            params["seeds"],
+            negative_prompt=work.negative_prompt,
+            steps=params["steps"],
+            guidance=params["guidance"],
+            width=params.get("width"),
+            height=params.get("height"),
+            on_step=on_step,
+        )
+
+    async def _progress(self, work: Work, step: int, total: int) -> None:
+        try:
+            async with self.sessions.begin() as session:
+                await _notify_progress(session, work, step, total)
+        except Exception:  # progress is best effort; the job must not fail for it
+            log.warning("could not announce progress of generation %s", work.generation_id)
+
+    async def _store(self, work: Work, made: GeneratedImages) -> list[StoredImage]:
+        encoded = await asyncio.gather(*(asyncio.to_thread(_encode, im) for im in made.images))
+        keys = await asyncio.gather(*(self.storage.put(data, IMAGE_FORMAT) for data in encoded))
+        seeds = work.params["seeds"]
+        return [
+            StoredImage(k, key, digest, seeds[k], image.width, image.height, made.nsfw[k])
+            for k, ((key, digest), image) in enumerate(zip(keys, made.images, strict=True))
+        ]
+
+    async def _finish(self, work: Work, stored: list[StoredImage]) -> str:
+        async with self.sessions.begin() as session:
+            status = await session.scalar(
+                select(Generation.status)
+                .where(Generation.id == work.generation_id)
+                .with_for_update()
+            )
+            if status is None:
+                log.info("generation %s was deleted while it ran", work.generation_id)
+                return "skipped"
+            session.add_all(
+                Image(
+                    generation_id=work.generation_id,
+                    index=s.index,
+                    storage_key=s.key,
+                    sha256=s.sha256,
+                    seed=s.seed,
+                    width=s.width,
+                    height=s.height,
+                    nsfw=s.nsfw,
+                )
+                for s in stored
+            )
+            await session.execute(
+                update(Generation)
+                .where(Generation.id == work.generation_id)
+                .values(status=GenerationStatus.done, finished_at=func.now(), error=None)
+            )
+            await queries.notify(
+                session,
+                queries.GENERATION_CHANNEL,
+                {"id": work.generation_id, "status": "done", "frontend": work.frontend},
+            )
+        return "done"
+
+
+async def mark_failed(
+    sessions: async_sessionmaker[AsyncSession], generation_id: int, message: str
+) -> None:
+    """Mark a generation failed for good and announce it, with ``message`` for the member."""
+    async with sessions.begin() as session:
+        row = (
+            await session.execute(
+                update(Generation)
+                .where(Generation.id == generation_id, Generation.status.in_(queries.UNFINISHED))
+                .values(status=GenerationStatus.failed, finished_at=func.now(), error=message)
+                .returning(Generation.requested_by)
+            )
+        ).first()
+        if row is None:
+            return
+        frontend = await session.scalar(select(User.frontend).where(User.id == row[0]))
+        await queries.notify(
+            session,
+            queries.GENERATION_CHANNEL,
+            {"id": generation_id, "status": "failed", "frontend": str(frontend)},
+        )
+
+
+def describe_failure(error: BaseException) -> str:
+    """A short, plain reason a member can read."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "out of memory" in text.lower():
+        return "The GPU ran out of memory; try fewer images or a smaller size."
+    return f"The generator failed: {text[:200]}"
+
+
+async def _notify_progress(session: AsyncSession, work: Work, step: int, total: int) -> None:
+    await queries.notify(
+        session,
+        queries.PROGRESS_CHANNEL,
+        {"id": work.generation_id, "step": step, "total": total, "frontend": work.frontend},
+    )
+
+
+def _encode(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=IMAGE_FORMAT, compress_level=4)
+    return buffer.getvalue()

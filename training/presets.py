@@ -1,0 +1,173 @@
+"""Tiny, seeded, offline models for tests and demos.
+
+A preset is a small *real* model: the same diffusers classes as Stable Diffusion 1.x
+(UNet, VAE, CLIP text encoder and tokenizer, scheduler, safety checker) at a size that
+runs on a laptop CPU in milliseconds. Weights are random but fixed by a seed, so every
+machine builds the same model. Presets are written to a folder with ``save_pretrained``
+and loaded back through the same code as any downloaded model (see ``generator.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from training.tokens import CONTEXT_LENGTH, END, START, build_clip_tokenizer, clip_vocabulary
+
+TINY = "tiny"
+PRESET_VERSION = 1  # bump when a preset's architecture or seed changes
+MARKER = "prefloop_preset.json"
+TINY_MERGES = 2000  # a trimmed CLIP vocabulary (2,514 tokens) keeps the text encoder small
+
+
+def _tiny_tokenizer() -> Any:
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(
+        tokenizer_object=build_clip_tokenizer(TINY_MERGES),
+        bos_token=START,
+        eos_token=END,
+        pad_token=END,
+        unk_token=END,
+        model_max_length=CONTEXT_LENGTH,
+    )
+
+
+def _tiny_text_encoder(vocab: dict[str, int]) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=CONTEXT_LENGTH,
+        bos_token_id=vocab[START],
+        eos_token_id=vocab[END],
+        pad_token_id=vocab[END],
+    )
+    return CLIPTextModel(config)
+
+
+def _tiny_safety_checker() -> tuple[Any, Any]:
+    """Stable Diffusion's safety checker at toy size (it flags nothing until told to)."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=32,
+    )
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    return StableDiffusionSafetyChecker(config), processor
+
+
+def build_tiny_pipeline(seed: int = 0, *, safety_checker: bool = True) -> Any:
+    """A 64x64 Stable Diffusion pipeline with about 1.8M random (seeded) parameters."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=32,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=_tiny_text_encoder(clip_vocabulary(TINY_MERGES)),
+        tokenizer=_tiny_tokenizer(),
+        scheduler=scheduler,
+        safety_checker=checker,
+        feature_extractor=processor,
+        requires_safety_checker=safety_checker,
+    )
+
+
+PRESETS: dict[str, Callable[[], Any]] = {TINY: build_tiny_pipeline}
+
+
+def is_preset(name: str) -> bool:
+    return name in PRESETS
+
+
+def save_preset(name: str, folder: Path) -> Path:
+    """Write preset ``name`` to ``folder`` once; later calls reuse it while its version matches.
+
+    The preset is written beside ``folder`` and renamed into place, so a process that
+    loads it never sees a half-written folder, even with several writing at once.
+    """
+    folder = Path(folder)
+    wanted = {"preset": name, "version": PRESET_VERSION}
+    if _marker(folder) == wanted:
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        PRESETS[name]().save_pretrained(staging, safe_serialization=True)
+        (staging / MARKER).write_text(json.dumps(wanted))
+        if folder.exists() and _marker(folder) != wanted:
+            shutil.rmtree(folder)  # an older preset version
+        with contextlib.suppress(OSError):  # another process won the race: use theirs
+            staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _marker(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
