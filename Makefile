@@ -1,0 +1,45 @@
+# prefloop: `make run` serves the platform, `make test` runs the tests.
+# Each target creates .venv with plain pip on first use (and again when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+# `make run` serves the generator you configure (PREFLOOP_GENERATOR__MODEL in the
+# environment or .env). With none configured it serves the offline 'tiny' preset, so the
+# platform runs anywhere; the settings' own default, Stable Diffusion 1.4 from the hub,
+# is one variable away: PREFLOOP_GENERATOR__MODEL=CompVis/stable-diffusion-v1-4 make run
+CONFIGURED_MODEL := $(or $(PREFLOOP_GENERATOR__MODEL),$(shell grep -s '^PREFLOOP_GENERATOR__MODEL=' .env))
+RUN_ENV := $(if $(CONFIGURED_MODEL),,PREFLOOP_GENERATOR__MODEL=tiny)
+
+.PHONY: run test bench lint format clean
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[all]' --group dev
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: $(STAMP)
+	@$(if $(RUN_ENV),echo "make run: no generator configured; serving the offline 'tiny' preset (see README)")
+	$(RUN_ENV) $(BIN)/prefloop run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/choices.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,204 @@
+"""The real procrastinate worker: jobs run, finish, fail, survive a dead worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from sqlalchemy import text
+
+from bot.jobs.app import build_app
+from bot.jobs.worker import recover_stalled_jobs, serve_worker
+from bot.notify import GenerationEvent, NotificationListener, ProgressEvent
+from bot.service import UserRef
+from tests.support import eventually, generation_status, make_done_generation
+
+ALICE = UserRef.parse("cli:alice")
+
+
+@contextlib.asynccontextmanager
+async def running(coroutine: Any) -> Any:
+    task = asyncio.create_task(coroutine)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_submit_generate_store_announce_pick(platform: Any) -> None:
+    finished: list[GenerationEvent] = []
+    progress: list[ProgressEvent] = []
+
+    async def on_generation(event: GenerationEvent) -> None:
+        finished.append(event)
+
+    async def on_progress(event: ProgressEvent) -> None:
+        progress.append(event)
+
+    listener = NotificationListener(
+        platform.database_url, on_generation=on_generation, on_progress=on_progress
+    )
+    async with running(listener.run()), running(serve_worker(platform)):
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        submitted = await platform.service.submit_prompt(ALICE, "a red cat", 4)
+        await eventually(lambda: _async(finished))
+
+    assert finished == [GenerationEvent(submitted.generation_id, "done", "cli")]
+    steps = [(p.step, p.total) for p in progress]
+    assert steps[0] == (0, 3) and steps[-1] == (3, 3)
+    view = await platform.service.get_generation(submitted.generation_id)
+    assert view.status == "done" and view.generator_version == platform.settings.generator.model
+    assert [i.seed for i in view.images] == submitted.seeds
+    for image in view.images:
+        data = await platform.storage.get(image.storage_key)
+        assert hashlib.sha256(data).hexdigest() == image.sha256
+        with Image.open(io.BytesIO(data)) as png:
+            assert png.format == "PNG" and png.size == (image.width, image.height) == (64, 64)
+    pick = await platform.service.record_choice(submitted.generation_id, ALICE, 3)
+    assert pick.changed and pick.is_requester
+
+
+async def test_a_job_failing_on_every_attempt_fails_the_generation(
+    platform: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.generator import Generator
+
+    def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(Generator, "generate", broken)
+    platform.settings.worker.max_attempts = 2
+    failed: list[GenerationEvent] = []
+
+    async def on_generation(event: GenerationEvent) -> None:
+        failed.append(event)
+
+    listener = NotificationListener(platform.database_url, on_generation=on_generation)
+    async with running(listener.run()), running(serve_worker(platform)):
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        submitted = await platform.service.submit_prompt(ALICE, "a cat", 2)
+        await eventually(lambda: _async(failed), timeout=30)
+
+    assert failed[0].status == "failed"
+    view = await platform.service.get_generation(submitted.generation_id)
+    assert view.status == "failed" and "device-side assert" in view.error
+    async with platform.engine.connect() as conn:
+        attempts = await conn.scalar(text("SELECT attempts FROM generations"))
+        job_status = await conn.scalar(text("SELECT status FROM procrastinate_jobs"))
+    assert attempts == 2 and job_status == "failed"
+
+
+async def test_stopping_a_worker_lets_the_running_job_finish(platform: Any) -> None:
+    platform.settings.generator.steps = 150  # a few seconds on the CPU
+    submitted = await platform.service.submit_prompt(ALICE, "a slow cat", 4)
+    async with running(serve_worker(platform)) as worker:
+        await eventually(lambda: _is(platform, submitted.generation_id, "running"))
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    assert await generation_status(platform, submitted.generation_id) == "done"
+
+
+async def test_a_job_whose_worker_was_killed_runs_again(platform: Any, tmp_path: Path) -> None:
+    platform.settings.generator.steps = 400  # long enough to kill it midway
+    submitted = await platform.service.submit_prompt(ALICE, "an interrupted cat", 4)
+    process = _worker_process(platform, tmp_path)
+    try:
+        await eventually(lambda: _is(platform, submitted.generation_id, "running"), timeout=120)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        process.kill()
+    assert await generation_status(platform, submitted.generation_id) == "running"
+
+    platform.settings.generator.steps = 3
+    async with running(serve_worker(platform)):
+        await eventually(lambda: _is(platform, submitted.generation_id, "done"), timeout=60)
+    async with platform.engine.connect() as conn:
+        attempts = await conn.scalar(text("SELECT attempts FROM generations"))
+        job = (await conn.execute(text("SELECT status, attempts FROM procrastinate_jobs"))).one()
+    assert attempts == 2
+    assert job.status == "succeeded" and job.attempts == 2  # procrastinate counts runs
+    assert len((await platform.service.get_generation(submitted.generation_id)).images) == 4
+
+
+async def test_a_job_that_lost_its_worker_too_often_fails_for_good(platform: Any) -> None:
+    submitted = await platform.service.submit_prompt(ALICE, "a cat", 2)
+    attempts = platform.settings.worker.max_attempts - 1
+    async with platform.engine.begin() as conn:  # as a dead worker leaves its last try
+        await conn.execute(
+            text("UPDATE procrastinate_jobs SET status = 'doing', attempts = :a"), {"a": attempts}
+        )
+        await conn.execute(text("UPDATE generations SET status = 'running'"))
+    app = build_app(platform.database_url, platform.settings.worker)
+    async with app.open_async():
+        assert await recover_stalled_jobs(app, platform) == [submitted.job_id]
+    view = await platform.service.get_generation(submitted.generation_id)
+    assert view.status == "failed" and "worker stopped" in view.error
+
+
+async def test_listener_catches_up_on_every_reconnect(platform: Any, generator: Any) -> None:
+    finished_while_away = await make_done_generation(platform, generator)
+    seen: list[int] = []
+
+    async def catch_up() -> None:
+        seen.extend(await platform.service.undelivered(ALICE.frontend))
+
+    listener = NotificationListener(
+        platform.database_url, on_generation=_ignore, on_connect=catch_up
+    )
+    async with running(listener.run()):
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        assert seen == [finished_while_away]
+        async with platform.engine.begin() as conn:  # the database drops the connection
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+                )
+            )
+        await eventually(lambda: _async(len(seen) == 2), timeout=20)
+    assert seen == [finished_while_away, finished_while_away]
+
+
+def _worker_process(platform: Any, tmp_path: Path) -> subprocess.Popen[bytes]:
+    settings = platform.settings
+    env = {
+        **os.environ,
+        "PREFLOOP_DATABASE_URL": platform.database_url,
+        "PREFLOOP_DATA_DIR": str(tmp_path / "worker-data"),
+        "PREFLOOP_GENERATOR__MODEL": settings.generator.model,
+        "PREFLOOP_GENERATOR__DEVICE": "cpu",
+        "PREFLOOP_WORKER__HEARTBEAT_INTERVAL": "0.5",
+        "PREFLOOP_WORKER__STALLED_AFTER": "2",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _is(platform: Any, generation_id: int, status: str) -> bool:
+    return await generation_status(platform, generation_id) == status
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def _ignore(event: Any) -> None:
+    return None
