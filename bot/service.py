@@ -266,31 +266,27 @@ class CollectionService:
         """Record that ``user`` prefers image ``index`` (0-based) of a generation.
 
         Idempotent: the same pick again changes nothing; another image replaces the pick
-        and the history keeps both.
+        and the history keeps both. One statement in the usual case.
         """
         async with self.sessions.begin() as session:
-            target = (
-                await session.execute(
-                    select(
-                        Generation.status, Generation.n_images, Generation.requested_by, Image.nsfw
-                    )
-                    .outerjoin(
-                        Image, (Image.generation_id == Generation.id) & (Image.index == index)
-                    )
-                    .where(Generation.id == generation_id)
+            row = await queries.record_pick(
+                session, generation_id, user.frontend, user.external_id, index
+            )
+            _check_pick(generation_id, index, row)
+            if row.user_id is None:  # first time we see this member
+                await queries.ensure_user(session, user.frontend, user.external_id)
+                row = await queries.record_pick(
+                    session, generation_id, user.frontend, user.external_id, index
                 )
-            ).first()
-            _check_pick_target(generation_id, index, target)
-            member = await queries.find_user(session, user.frontend, user.external_id)
-            if member and member.banned:
-                raise Refusal(
-                    "You are banned from prefloop; your picks are not recorded.", code="banned"
-                )
-            member = member or await queries.ensure_user(session, user.frontend, user.external_id)
-            changed, previous = await queries.save_choice(session, generation_id, member.id, index)
-            count = await queries.pickers(session, generation_id)
+                _check_pick(generation_id, index, row)
+        new_picker = row.changed and row.previous is None
         return PickResult(
-            generation_id, index, previous, changed, target.requested_by == member.id, count
+            generation_id,
+            index,
+            row.previous,
+            row.changed,
+            row.requested_by == row.user_id,
+            row.pickers_before + new_picker,
         )
 
     # ----- look ---------------------------------------------------------------------
@@ -478,20 +474,21 @@ class CollectionService:
             return await queries.live_workers(session, within_seconds)
 
 
-def _check_pick_target(generation_id: int, index: int, target: Any) -> None:
-    if target is None:
+def _check_pick(generation_id: int, index: int, row: queries.PickRow) -> None:
+    if row.status is None:
         raise _gone(generation_id)
-    status, n_images, _, nsfw = target
-    if status == GenerationStatus.failed:
+    if row.status == GenerationStatus.failed:
         raise Refusal("This generation failed, so there is nothing to pick.", code="failed")
-    if status != GenerationStatus.done:
+    if row.status != GenerationStatus.done:
         raise Refusal("These images are not ready yet.", code="not_ready")
-    if not 0 <= index < n_images:
+    if not 0 <= index < (row.n_images or 0):
         raise Refusal(
-            f"There is no image {index + 1} here; pick 1 to {n_images}.", code="bad_index"
+            f"There is no image {index + 1} here; pick 1 to {row.n_images}.", code="bad_index"
         )
-    if nsfw:
+    if row.nsfw:
         raise Refusal("That image was withheld by the safety filter.", code="withheld")
+    if row.banned:
+        raise Refusal("You are banned from prefloop; your picks are not recorded.", code="banned")
 
 
 def _gone(generation_id: int) -> Refusal:

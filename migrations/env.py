@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging.config
+from concurrent.futures import ThreadPoolExecutor
 
 from alembic import context
 from sqlalchemy import pool
@@ -68,6 +69,17 @@ async def _run_async() -> None:
         await engine.dispose()
 
 
+def _run_outside_any_loop() -> None:
+    """asyncio.run here, or in a thread when the caller is inside an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_run_async())
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _run_async()).result()
+
+
 if context.is_offline_mode():
     raise SystemExit("offline (--sql) migrations are not supported; run against a database")
-asyncio.run(_run_async())
+_run_outside_any_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +13,33 @@ import pytest
 from bot.storage import LocalStorage, S3Storage, Storage, StorageError
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A local S3 server (moto's server mode) with an empty bucket."""
+@contextmanager
+def start_s3() -> Iterator[str]:
+    """A local S3 server (moto's server mode) with an empty bucket "prefloop"."""
     import boto3
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-        Bucket="prefloop"
-    )
-    yield endpoint
-    server.stop()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="prefloop")
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with start_s3() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(params=["folder", "s3"])

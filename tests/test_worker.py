@@ -202,3 +202,48 @@ async def _async(value: Any) -> Any:
 
 async def _ignore(event: Any) -> None:
     return None
+
+
+async def test_flagged_images_are_stored_with_their_flag_and_never_shown(
+    platform: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from bot.generation import GenerationRunner
+    from training.generator import Generator
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model)
+    with torch.no_grad():  # a checker that flags everything
+        pipe.safety_checker.concept_embeds_weights.fill_(-2.0)
+    strict = Generator(pipe, "strict-tiny")
+    submitted = await platform.service.submit_prompt(ALICE, "a cat", 2)
+    runner = GenerationRunner(platform.sessions, platform.storage, strict)
+    assert await runner.run(submitted.generation_id) == "done"
+
+    async with platform.engine.connect() as conn:
+        flags = (await conn.execute(text("SELECT nsfw FROM images ORDER BY index"))).scalars()
+        assert list(flags) == [True, True]
+    view = await platform.service.get_generation(submitted.generation_id)
+    assert view.images == [] and view.withheld == 2
+
+
+async def test_workers_and_front_ends_share_an_s3_store(
+    platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.storage import S3Storage, make_storage
+    from tests.test_storage import start_s3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with start_s3() as endpoint:
+        platform.settings.storage.url = "s3://prefloop/shared"
+        platform.settings.storage.s3_endpoint_url = endpoint
+        platform.settings.storage.s3_region = "us-east-1"
+        platform.storage = make_storage(platform.settings)  # what every process would build
+        assert isinstance(platform.storage, S3Storage)
+        gen = await make_done_generation(platform, generator)
+        reader = make_storage(platform.settings)  # another process, same settings
+        for image in (await platform.service.get_generation(gen)).images:
+            data = await reader.get(image.storage_key)
+            assert hashlib.sha256(data).hexdigest() == image.sha256

@@ -94,7 +94,7 @@ class Generator:
 
         source = model_source(model, Path(cache_dir))
         device = resolve_device(device)
-        options: dict[str, Any] = {"torch_dtype": resolve_dtype(dtype, device)}
+        options: dict[str, Any] = {"dtype": resolve_dtype(dtype, device)}
         if not safety_checker:
             options.update(safety_checker=None, requires_safety_checker=False)
         try:
@@ -105,7 +105,7 @@ class Generator:
                 "PREFLOOP_GENERATOR__MODEL to a local diffusers folder, a reachable hub id, "
                 "or 'tiny' (an offline test model)."
             ) from error
-        log.info("generator %s loaded on %s (%s)", model, device, options["torch_dtype"])
+        log.info("generator %s loaded on %s (%s)", model, device, options["dtype"])
         return cls(pipe.to(device), model)
 
     @property

@@ -60,7 +60,7 @@ def start_embedded(pgdata: Path) -> str:
                 f"See {pgdata / 'log'}, or set PREFLOOP_DATABASE_URL to use another server."
             ) from error
     _ensure_database(server.get_uri("postgres"))
-    log.info("embedded PostgreSQL running in %s", pgdata)
+    log.debug("embedded PostgreSQL running in %s", pgdata)
     return server.get_uri(DATABASE)
 
 

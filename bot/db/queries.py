@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import Choice, Frontend, Generation, GenerationStatus, User
+from bot.db.models import Frontend, Generation, GenerationStatus, User
 
 GENERATION_CHANNEL = "prefloop_generation"  # pg_notify channel: a generation finished
 PROGRESS_CHANNEL = "prefloop_progress"  # pg_notify channel: step k of n
@@ -105,13 +105,22 @@ async def notify(session: AsyncSession, channel: str, payload: dict[str, Any]) -
     await session.execute(select(func.pg_notify(channel, json.dumps(payload))))
 
 
-_SAVE_CHOICE = text(
+_RECORD_PICK = text(
     """
-    WITH previous AS (
-        SELECT image_index FROM choices WHERE generation_id = :generation AND user_id = :user
+    WITH target AS (
+        SELECT g.status, g.n_images, g.requested_by, i.nsfw
+        FROM generations g
+        LEFT JOIN images i ON i.generation_id = g.id AND i.index = :index
+        WHERE g.id = :generation
+    ), member AS (
+        SELECT id, banned FROM users WHERE frontend = :frontend AND external_id = :external_id
+    ), previous AS (
+        SELECT c.image_index FROM choices c JOIN member m ON c.user_id = m.id
+        WHERE c.generation_id = :generation
     ), changed AS (
         INSERT INTO choices (generation_id, user_id, image_index)
-        VALUES (:generation, :user, :index)
+        SELECT :generation, m.id, :index FROM target t, member m
+        WHERE t.status = 'done' AND t.nsfw IS FALSE AND NOT m.banned
         ON CONFLICT ON CONSTRAINT uq_choices_generation_user DO UPDATE
             SET image_index = EXCLUDED.image_index, chosen_at = now()
             WHERE choices.image_index <> EXCLUDED.image_index
@@ -120,34 +129,54 @@ _SAVE_CHOICE = text(
         INSERT INTO choice_history (generation_id, user_id, image_index, chosen_at)
         SELECT generation_id, user_id, image_index, chosen_at FROM changed
     )
-    SELECT EXISTS (SELECT 1 FROM changed), (SELECT image_index FROM previous)
+    SELECT t.status, t.n_images, t.requested_by, t.nsfw, m.id AS user_id, m.banned,
+           EXISTS (SELECT 1 FROM changed) AS changed,
+           (SELECT image_index FROM previous) AS previous,
+           (SELECT count(*) FROM choices WHERE generation_id = :generation) AS pickers_before
+    FROM (SELECT 1) AS one
+    LEFT JOIN target t ON true
+    LEFT JOIN member m ON true
     """
 )
 
 
-async def save_choice(
-    session: AsyncSession, generation_id: int, user_id: int, index: int
-) -> tuple[bool, int | None]:
-    """Make ``index`` the member's pick; returns (changed, previous index).
+@dataclass(frozen=True)
+class PickRow:
+    """What one pick statement found and did; ``status`` None = no such generation."""
 
-    One statement: the upsert touches the row only when the index differs (re-checked
+    status: str | None
+    n_images: int | None
+    requested_by: int | None
+    nsfw: bool | None
+    user_id: int | None
+    banned: bool | None
+    changed: bool
+    previous: int | None
+    pickers_before: int
+
+
+async def record_pick(
+    session: AsyncSession, generation_id: int, frontend: Frontend, external_id: str, index: int
+) -> PickRow:
+    """Check and record a pick in ONE statement (the hot path of every button click).
+
+    The pick is written only when the generation is done, the image exists and is not
+    withheld, and the member exists and is not banned; the returned row says which
+    check failed. The upsert changes the row only when the index differs (re-checked
     under the row lock, so concurrent double clicks agree), and only a change is
-    appended to the history.
+    appended to the history. A member seen for the first time has no row yet: create
+    it with :func:`ensure_user` and call again.
     """
-    row = (
-        await session.execute(
-            _SAVE_CHOICE, {"generation": generation_id, "user": user_id, "index": index}
-        )
-    ).one()
-    return bool(row[0]), row[1]
-
-
-async def pickers(session: AsyncSession, generation_id: int) -> int:
-    """How many members have picked an image of this generation."""
-    count = await session.scalar(
-        select(func.count()).select_from(Choice).where(Choice.generation_id == generation_id)
+    row = await session.execute(
+        _RECORD_PICK,
+        {
+            "generation": generation_id,
+            "index": index,
+            "frontend": frontend.value,
+            "external_id": external_id,
+        },
     )
-    return int(count or 0)
+    return PickRow(*row.one())
 
 
 async def delete_generations(session: AsyncSession, ids: Sequence[int]) -> int:

@@ -28,8 +28,13 @@ log = logging.getLogger(__name__)
 
 async def load_generator(platform: Platform):  # -> training.generator.Generator
     """Load the configured pipeline once (in a thread: it takes seconds to minutes)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     from training.generator import Generator
 
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_progress_bar()  # per-step bars would flood a server's log
     gen = platform.settings.generator
     return await asyncio.to_thread(
         Generator.load,
