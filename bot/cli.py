@@ -12,9 +12,9 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -52,7 +52,7 @@ def _settings() -> Settings:
     try:
         settings = load_settings()
     except ConfigError as error:
-        err.print(f"[red]{error}[/red]", highlight=False)
+        err.print(str(error), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
     _setup_logging(settings.log_level)
     return settings
@@ -79,7 +79,15 @@ def _setup_logging(level: str) -> None:
 
 def _run(coroutine: Awaitable[T]) -> T:
     """Run a command's coroutine, turning the errors users meet into one plain line."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    with _plain_errors():
+        return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _plain_errors() -> Iterator[None]:
+    """Print what went wrong as one line for the user (no traceback) and exit 1."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
     from bot.db.embedded import EmbeddedServerError
     from bot.runtime import SchemaError
@@ -87,17 +95,24 @@ def _run(coroutine: Awaitable[T]) -> T:
     from bot.storage import StorageError
     from training.generator import GeneratorLoadError
 
+    known = (SchemaError, EmbeddedServerError, GeneratorLoadError, StorageError, CommandError)
     try:
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
+        yield
     except Refusal as refusal:
-        err.print(f"[yellow]{refusal.message}[/yellow]", highlight=False)
-        raise typer.Exit(1) from None
-    except (SchemaError, EmbeddedServerError, GeneratorLoadError, StorageError) as error:
-        err.print(f"[red]{error}[/red]", highlight=False)
-        raise typer.Exit(1) from None
-    except (OperationalError, DBAPIError, OSError) as error:
-        err.print(f"[red]cannot reach the database: {_first_line(error)}[/red]", highlight=False)
-        raise typer.Exit(1) from None
+        _fail(refusal.message, "yellow")
+    except known as error:
+        _fail(str(error))
+    except (ConnectionError, TimeoutError, OperationalError, InterfaceError) as error:
+        _fail(f"cannot reach the database: {_first_line(error)}")
+    except DBAPIError as error:
+        _fail(f"database error: {_first_line(error)}")
+    except OSError as error:  # a data folder we may not write, a missing file …
+        _fail(str(error))
+
+
+def _fail(message: str, style: str = "red") -> NoReturn:
+    err.print(message, style=style, markup=False, highlight=False)
+    raise typer.Exit(1)
 
 
 def _first_line(error: BaseException) -> str:
@@ -129,15 +144,13 @@ async def _until_signalled(*tasks: asyncio.Task[Any]) -> None:
         loop.add_signal_handler(sig, first_signal)
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError):
-            await task
-    stopper.cancel()
-    for task in done:
-        if task is not stopper and not task.cancelled() and task.exception():
-            raise task.exception()  # type: ignore[misc]
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for task, outcome in zip(tasks, outcomes, strict=True):
+        if task in done and isinstance(outcome, Exception):
+            raise outcome  # a part stopped on its own: say why
 
 
 # ----- serving ----------------------------------------------------------------------
@@ -152,20 +165,18 @@ def run() -> None:
 
 
 @app.command()
-def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Jobs at once.")] = None,
-) -> None:
+def worker() -> None:
     """Run one generation worker alone (one per GPU, on any machine reaching the database)."""
     settings = _settings()
-    _run(_serve(settings, listener=False, concurrency=concurrency))
+    _run(_serve(settings, listener=False))
 
 
-async def _serve(settings: Settings, *, listener: bool, concurrency: int | None = None) -> None:
+async def _serve(settings: Settings, *, listener: bool) -> None:
     from bot.jobs.worker import serve_worker
     from bot.runtime import open_platform
 
     async with open_platform(settings, upgrade=True if listener else None) as platform:
-        tasks = [asyncio.create_task(serve_worker(platform, concurrency=concurrency))]
+        tasks = [asyncio.create_task(serve_worker(platform))]
         if listener:
             tasks.append(asyncio.create_task(_log_completions(platform)))
         err.print(
@@ -195,8 +206,10 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: all)."""
     from bot.db import migrate
 
-    migrate.upgrade(_database_url(), revision)
-    console.print(f"database at {migrate.current(_database_url()) or 'base'}")
+    with _plain_errors():
+        url = _database_url()
+        migrate.upgrade(url, revision)
+        console.print(f"database at {migrate.current(url) or 'base'}")
 
 
 @db_app.command("downgrade")
@@ -204,8 +217,10 @@ def db_downgrade(revision: Annotated[str, typer.Argument()] = "-1") -> None:
     """Revert migrations down to REVISION (default: one step; 'base' = empty)."""
     from bot.db import migrate
 
-    migrate.downgrade(_database_url(), revision)
-    console.print(f"database at {migrate.current(_database_url()) or 'base'}")
+    with _plain_errors():
+        url = _database_url()
+        migrate.downgrade(url, revision)
+        console.print(f"database at {migrate.current(url) or 'base'}")
 
 
 @db_app.command("current")
@@ -213,18 +228,15 @@ def db_current() -> None:
     """Print the database's revision and the newest one this code has."""
     from bot.db import migrate
 
-    console.print(f"database at {migrate.current(_database_url()) or 'base'}")
-    console.print(f"code head   {migrate.head()}")
+    with _plain_errors():
+        console.print(f"database at {migrate.current(_database_url()) or 'base'}")
+        console.print(f"code head   {migrate.head()}")
 
 
 def _database_url() -> str:
-    from bot.db.embedded import EmbeddedServerError, resolve_database_url
+    from bot.db.embedded import resolve_database_url
 
-    try:
-        return resolve_database_url(_settings())
-    except EmbeddedServerError as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(1) from None
+    return resolve_database_url(_settings())
 
 
 # ----- use cases --------------------------------------------------------------------

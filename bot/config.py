@@ -68,7 +68,6 @@ class StorageSettings(BaseModel):
 class WorkerSettings(BaseModel):
     """The generation worker and its job queue."""
 
-    concurrency: int = Field(1, ge=1, le=16, description="Jobs at once (one pipeline each GPU).")
     max_attempts: int = Field(3, ge=1, le=10, description="Tries before a job fails for good.")
     heartbeat_interval: float = Field(5.0, gt=0)
     stalled_after: float = Field(30.0, gt=0, description="Seconds without heartbeat = dead.")

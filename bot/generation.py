@@ -72,19 +72,24 @@ class GenerationRunner:
         An error is re-raised so the queue can retry the job; on the final attempt the
         generation is first marked failed with a message the member will see.
         """
-        work = await self._claim(generation_id)
-        if work is None:
-            log.info("generation %s is finished or gone; nothing to do", generation_id)
-            return "skipped"
         try:
+            work = await self._claim(generation_id)
+            if work is None:
+                log.info("generation %s is finished or gone; nothing to do", generation_id)
+                return "skipped"
             made = await self._generate(work)
             stored = await self._store(work, made)
-        except Exception as error:
-            log.exception("generation %s failed (final attempt: %s)", generation_id, final_attempt)
+            return await self._finish(work, stored)
+        except BaseException as error:  # cancellation too: a stopped worker's last try
+            log.error(
+                "generation %s failed (final attempt: %s): %r", generation_id, final_attempt, error
+            )
             if final_attempt:
-                await mark_failed(self.sessions, generation_id, describe_failure(error))
+                # shielded: the member must hear about it even while we are being cancelled
+                await asyncio.shield(
+                    mark_failed(self.sessions, generation_id, describe_failure(error))
+                )
             raise
-        return await self._finish(work, stored)
 
     async def _claim(self, generation_id: int) -> Work | None:
         async with self.sessions.begin() as session:
@@ -164,33 +169,44 @@ class GenerationRunner:
                 .where(Generation.id == work.generation_id)
                 .with_for_update()
             )
-            if status is None:
-                log.info("generation %s was deleted while it ran", work.generation_id)
-                return "skipped"
-            session.add_all(
-                Image(
-                    generation_id=work.generation_id,
-                    index=s.index,
-                    storage_key=s.key,
-                    sha256=s.sha256,
-                    seed=s.seed,
-                    width=s.width,
-                    height=s.height,
-                    nsfw=s.nsfw,
-                )
-                for s in stored
+            if status == GenerationStatus.running:
+                await self._record(session, work, stored)
+                return "done"
+        # Deleted while it ran (a member forgotten), or finished by another run.
+        log.info("generation %s is %s; images not recorded", work.generation_id, status or "gone")
+        if status is None:
+            await self._delete_unused([s.key for s in stored])
+        return "skipped"
+
+    async def _record(self, session: AsyncSession, work: Work, stored: list[StoredImage]) -> None:
+        """Images, status and announcement: one transaction, so all or none are seen."""
+        session.add_all(
+            Image(
+                generation_id=work.generation_id,
+                index=s.index,
+                storage_key=s.key,
+                sha256=s.sha256,
+                seed=s.seed,
+                width=s.width,
+                height=s.height,
+                nsfw=s.nsfw,
             )
-            await session.execute(
-                update(Generation)
-                .where(Generation.id == work.generation_id)
-                .values(status=GenerationStatus.done, finished_at=func.now(), error=None)
+            for s in stored
+        )
+        await session.execute(
+            update(Generation)
+            .where(Generation.id == work.generation_id)
+            .values(status=GenerationStatus.done, finished_at=func.now(), error=None)
+        )
+        await queries.notify_finished(session, work.generation_id, "done", work.frontend)
+
+    async def _delete_unused(self, keys: list[str]) -> None:
+        async with self.sessions() as session:
+            used = set(
+                await session.scalars(select(Image.storage_key).where(Image.storage_key.in_(keys)))
             )
-            await queries.notify(
-                session,
-                queries.GENERATION_CHANNEL,
-                {"id": work.generation_id, "status": "done", "frontend": work.frontend},
-            )
-        return "done"
+        for key in set(keys) - used:
+            await self.storage.delete(key)
 
 
 async def mark_failed(
@@ -198,26 +214,29 @@ async def mark_failed(
 ) -> None:
     """Mark a generation failed for good and announce it, with ``message`` for the member."""
     async with sessions.begin() as session:
-        row = (
-            await session.execute(
-                update(Generation)
-                .where(Generation.id == generation_id, Generation.status.in_(queries.UNFINISHED))
-                .values(status=GenerationStatus.failed, finished_at=func.now(), error=message)
-                .returning(Generation.requested_by)
-            )
-        ).first()
-        if row is None:
-            return
-        frontend = await session.scalar(select(User.frontend).where(User.id == row[0]))
-        await queries.notify(
-            session,
-            queries.GENERATION_CHANNEL,
-            {"id": generation_id, "status": "failed", "frontend": str(frontend)},
+        await mark_failed_in(session, generation_id, message)
+
+
+async def mark_failed_in(session: AsyncSession, generation_id: int, message: str) -> None:
+    """:func:`mark_failed` inside the caller's transaction (no-op once it is finished)."""
+    row = (
+        await session.execute(
+            update(Generation)
+            .where(Generation.id == generation_id, Generation.status.in_(queries.UNFINISHED))
+            .values(status=GenerationStatus.failed, finished_at=func.now(), error=message)
+            .returning(Generation.requested_by)
         )
+    ).first()
+    if row is None:
+        return
+    frontend = await session.scalar(select(User.frontend).where(User.id == row[0]))
+    await queries.notify_finished(session, generation_id, "failed", str(frontend))
 
 
 def describe_failure(error: BaseException) -> str:
     """A short, plain reason a member can read."""
+    if isinstance(error, asyncio.CancelledError):
+        return "The worker was stopped while making these images; please try again."
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if "out of memory" in text.lower():
         return "The GPU ran out of memory; try fewer images or a smaller size."

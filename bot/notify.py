@@ -20,6 +20,7 @@ import asyncpg
 
 from bot.db.engine import libpq_url
 from bot.db.queries import GENERATION_CHANNEL, PROGRESS_CHANNEL
+from bot.service import Refusal
 
 if TYPE_CHECKING:
     from bot.service import CollectionService, GenerationView
@@ -57,12 +58,14 @@ class NotificationListener:
         on_progress: Callable[[ProgressEvent], Awaitable[None]] | None = None,
         on_connect: Callable[[], Awaitable[None]] | None = None,
         max_backoff: float = 30.0,
+        keepalive: float = 30.0,
     ) -> None:
         self.url = libpq_url(database_url)
         self.on_generation = on_generation
         self.on_progress = on_progress
         self.on_connect = on_connect
         self.max_backoff = max_backoff
+        self.keepalive = keepalive
         self.connected = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -73,8 +76,8 @@ class NotificationListener:
             try:
                 await self._listen_once()
                 backoff = 0.5
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                log.warning("notification connection lost (%s); retrying in %.1fs", error, backoff)
+            except Exception as error:
+                log.warning("notification listener stopped (%r); retrying in %.1fs", error, backoff)
             finally:
                 self.connected.clear()
             await asyncio.sleep(backoff)
@@ -92,7 +95,12 @@ class NotificationListener:
             if self.on_connect:
                 await self.on_connect()
             self.connected.set()
-            await closed.wait()
+            while not closed.is_set():
+                # A half-open TCP connection never reports closing: ping it now and then.
+                try:
+                    await asyncio.wait_for(closed.wait(), self.keepalive)
+                except TimeoutError:
+                    await asyncio.wait_for(connection.fetchval("SELECT 1"), 10)
         finally:
             with contextlib.suppress(Exception):
                 await connection.close(timeout=2)
@@ -133,7 +141,11 @@ async def wait_for_generation(
     finished = asyncio.Event()
 
     async def check() -> None:
-        view = await service.get_generation(generation_id)
+        try:
+            view = await service.get_generation(generation_id)
+        except Refusal:  # deleted: the final get_generation below says so
+            finished.set()
+            return
         if view.status in ("done", "failed"):
             finished.set()
 

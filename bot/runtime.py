@@ -20,6 +20,7 @@ from bot.db.embedded import resolve_database_url
 from bot.db.engine import make_engine, make_sessionmaker
 from bot.service import CollectionService
 from bot.storage import Storage, make_storage
+from training.tokens import fit_prompt
 
 
 class SchemaError(RuntimeError):
@@ -55,6 +56,7 @@ async def open_platform(
     try:
         if not upgrade:
             await check_schema(engine)
+        await asyncio.to_thread(fit_prompt, "")  # build the tokenizer off the event loop
         sessions = make_sessionmaker(engine)
         storage = make_storage(settings)
         yield Platform(

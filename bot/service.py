@@ -35,6 +35,7 @@ from training.tokens import fit_prompt
 GENERATE_TASK = "prefloop.generate"
 GENERATE_QUEUE = "generate"
 MAX_SEED = 2**32 - 1
+MAX_MEMBER_ID = 100  # users.external_id is varchar(100)
 
 
 class Refusal(Exception):
@@ -53,6 +54,13 @@ class UserRef:
 
     frontend: Frontend
     external_id: str
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.external_id) <= MAX_MEMBER_ID:
+            raise Refusal(
+                f"A member id has 1 to {MAX_MEMBER_ID} characters; got {len(self.external_id)}.",
+                code="bad_member",
+            )
 
     @classmethod
     def parse(cls, text: str, default: Frontend = Frontend.cli) -> UserRef:
@@ -268,6 +276,10 @@ class CollectionService:
         Idempotent: the same pick again changes nothing; another image replaces the pick
         and the history keeps both. One statement in the usual case.
         """
+        if not 0 <= index < 4:
+            raise Refusal(
+                f"There is no image {index + 1}; images are numbered 1 to 4.", code="bad_index"
+            )
         async with self.sessions.begin() as session:
             row = await queries.record_pick(
                 session, generation_id, user.frontend, user.external_id, index
@@ -421,6 +433,9 @@ class CollectionService:
         Image files no other generation uses are removed from the store afterwards.
         """
         async with self.sessions.begin() as session:
+            await queries.lock_member(
+                session, user.frontend, user.external_id
+            )  # no submits meanwhile
             member = await queries.find_user(session, user.frontend, user.external_id)
             if member is None:
                 return Forgotten(0, 0, [])

@@ -155,7 +155,7 @@ class S3Storage:
 
 
 def make_storage(settings: Settings) -> Storage:
-    """The store the settings name: ``s3://…``, a folder/``file://`` URL, or data_dir/images."""
+    """The store the settings name: ``s3://…``, a folder/``file://`` URL, or data_dir/store."""
     url = settings.storage.url
     if url and url.startswith("s3://"):
         return S3Storage(

@@ -64,13 +64,20 @@ def test_run_imagine_pick_stats_stop(platform: Any, tmp_path: Path) -> None:
 
         picked = prefloop("pick", "1", "2", "--user", "alice", env=env)
         assert picked.returncode == 0 and "you picked image 2 of generation 1" in picked.stdout
-        changed = prefloop("pick", "1", "3", "--user", "bob", env=env)
-        assert "you picked image 3" in changed.stdout
+        changed = prefloop("pick", "1", "3", "--user", "alice", env=env)
+        assert "changed your pick for generation 1 from image 2 to image 3" in changed.stdout
+        again = prefloop("pick", "1", "3", "--user", "alice", env=env)
+        assert "image 3 was already your pick" in again.stdout
+        other = prefloop("pick", "1", "1", "--user", "bob", env=env)
+        assert "you picked image 1" in other.stdout
+        huge = prefloop("pick", "1", "70000", env=env)
+        assert huge.returncode == 1 and "no image 70000" in huge.stderr
         stale = prefloop("pick", "9", "1", env=env)
         assert stale.returncode == 1 and "no longer exists" in stale.stderr
 
         stats = json.loads(prefloop("stats", "--json", "--user", "alice", env=env).stdout)
         assert stats["picks"] == 2 and stats["requester_picks"] == 1 and stats["images"] == 3
+        assert stats["repicks"] == 1
         assert stats["member_generations"] == 1
     finally:
         server.send_signal(signal.SIGINT)
@@ -85,9 +92,10 @@ def test_refusals_exit_non_zero_with_the_message(platform: Any, tmp_path: Path) 
     assert result.returncode == 1 and "Your prompt is empty" in result.stderr
 
 
-def test_an_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["stats"], ["db", "current"], ["db", "upgrade"]])
+def test_an_unreachable_database_is_one_clear_line(tmp_path: Path, command: list[str]) -> None:
     env = cli_env(database_url="postgresql://nobody@127.0.0.1:1/none", data_dir=str(tmp_path))
-    result = prefloop("stats", env=env)
+    result = prefloop(*command, env=env)
     assert result.returncode == 1
     assert "cannot reach the database" in result.stderr and "Traceback" not in result.stderr
 

@@ -101,14 +101,20 @@ async def test_a_job_failing_on_every_attempt_fails_the_generation(
 
 
 async def test_stopping_a_worker_lets_the_running_job_finish(platform: Any) -> None:
-    platform.settings.generator.steps = 150  # a few seconds on the CPU
+    platform.settings.generator.steps = 200  # ~9 s: the drain outlasts `stalled_after`
     submitted = await platform.service.submit_prompt(ALICE, "a slow cat", 4)
-    async with running(serve_worker(platform)) as worker:
+    async with running(serve_worker(platform)) as stopping:
         await eventually(lambda: _is(platform, submitted.generation_id, "running"))
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        # Another worker watches for dead ones while the first drains.
+        async with running(serve_worker(platform)):
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
     assert await generation_status(platform, submitted.generation_id) == "done"
+    async with platform.engine.connect() as conn:  # it ran once: nobody took it meanwhile
+        assert await conn.scalar(text("SELECT attempts FROM generations")) == 1
+        job = (await conn.execute(text("SELECT status, attempts FROM procrastinate_jobs"))).one()
+    assert job.status == "succeeded" and job.attempts == 1
 
 
 async def test_a_job_whose_worker_was_killed_runs_again(platform: Any, tmp_path: Path) -> None:
@@ -244,6 +250,37 @@ async def test_workers_and_front_ends_share_an_s3_store(
         assert isinstance(platform.storage, S3Storage)
         gen = await make_done_generation(platform, generator)
         reader = make_storage(platform.settings)  # another process, same settings
-        for image in (await platform.service.get_generation(gen)).images:
+        images = (await platform.service.get_generation(gen)).images
+        assert len(images) == 4
+        for image in images:
             data = await reader.get(image.storage_key)
             assert hashlib.sha256(data).hexdigest() == image.sha256
+
+
+async def test_a_generation_whose_job_ended_without_it_is_failed(platform: Any) -> None:
+    submitted = await platform.service.submit_prompt(ALICE, "a cat", 2)
+    async with platform.engine.begin() as conn:  # e.g. aborted on a stopped worker's last try
+        await conn.execute(text("UPDATE procrastinate_jobs SET status = 'aborted'"))
+        await conn.execute(text("UPDATE generations SET status = 'running'"))
+    app = build_app(platform.database_url, platform.settings.worker)
+    async with app.open_async():
+        await recover_stalled_jobs(app, platform)
+    view = await platform.service.get_generation(submitted.generation_id)
+    assert view.status == "failed" and "stopped" in view.error
+    # its member may submit again: the queue slot is free
+    await platform.service.submit_prompt(ALICE, "again", 2)
+
+
+async def test_a_job_recovered_elsewhere_meanwhile_is_left_alone(platform: Any) -> None:
+    from bot.db import queries
+
+    await platform.service.submit_prompt(ALICE, "a cat", 2)
+    async with platform.engine.begin() as conn:  # seen stalled under worker None ...
+        await conn.execute(text("INSERT INTO procrastinate_workers DEFAULT VALUES"))
+        await conn.execute(text("UPDATE procrastinate_jobs SET status = 'doing', worker_id = 1"))
+    async with platform.sessions.begin() as session:  # ... but a live worker 1 has it now
+        assert not await queries.end_stalled_job(session, 1, None, give_up=False)
+        assert await queries.end_stalled_job(session, 1, 1, give_up=False)
+    async with platform.engine.connect() as conn:
+        job = (await conn.execute(text("SELECT status, attempts FROM procrastinate_jobs"))).one()
+    assert job.status == "todo" and job.attempts == 1

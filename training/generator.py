@@ -4,7 +4,7 @@
 diffusers folder, or a preset name (``tiny``), which is written to ``cache_dir`` first and
 then loaded from there like any folder. All N images of one prompt come from ONE batched
 pipeline call, with one seed per image, so image k is the image a single call with seed k
-would make.
+would make (up to float rounding, which batching can change by a step in a pixel value).
 """
 
 from __future__ import annotations

@@ -207,3 +207,66 @@ async def live_workers(session: AsyncSession, within_seconds: float) -> int:
         {"seconds": within_seconds},
     )
     return int(count or 0)
+
+
+async def notify_finished(
+    session: AsyncSession, generation_id: int, status: str, frontend: str
+) -> None:
+    """Announce that a generation is done or failed (on commit)."""
+    await notify(
+        session, GENERATION_CHANNEL, {"id": generation_id, "status": status, "frontend": frontend}
+    )
+
+
+async def end_stalled_job(
+    session: AsyncSession, job_id: int, seen_worker: int | None, *, give_up: bool
+) -> bool:
+    """Re-queue (or, with ``give_up``, fail) a job still running under ``seen_worker``.
+
+    Locks the job row and acts only if nobody has touched it since it was seen stalled;
+    returns whether it acted. Uses procrastinate's own versioned SQL functions.
+    """
+    action = (
+        "procrastinate_finish_job_v1(id, 'failed'::procrastinate_job_status, false)"
+        if give_up
+        else "procrastinate_retry_job_v2(id, now(), NULL, NULL, NULL)"
+    )
+    locked = await session.scalar(
+        text(
+            "SELECT id FROM procrastinate_jobs WHERE id = :id AND status = 'doing' "
+            "AND worker_id IS NOT DISTINCT FROM :worker FOR UPDATE"
+        ),
+        {"id": job_id, "worker": seen_worker},
+    )
+    if locked is None:
+        return False
+    await session.execute(
+        text(f"SELECT {action} FROM procrastinate_jobs WHERE id = :id"), {"id": job_id}
+    )
+    return True
+
+
+async def fail_abandoned_generations(session: AsyncSession) -> list[tuple[int, str]]:
+    """Fail unfinished generations whose job has ended (failed, aborted, cancelled, gone).
+
+    The backstop for every path that could leave a generation ``running`` forever and
+    hold one of its member's queue slots. Returns (generation id, front end) pairs.
+    """
+    rows = await session.execute(
+        text(
+            """
+            UPDATE generations g
+               SET status = 'failed', finished_at = now(),
+                   error = 'The job making these images stopped; please try again.'
+              FROM users u
+             WHERE u.id = g.requested_by
+               AND g.status IN ('queued', 'running')
+               AND NOT EXISTS (
+                   SELECT 1 FROM procrastinate_jobs j
+                    WHERE j.id = g.job_id AND j.status IN ('todo', 'doing', 'succeeded')
+               )
+         RETURNING g.id, u.frontend::text
+            """
+        )
+    )
+    return [(int(r[0]), r[1]) for r in rows]

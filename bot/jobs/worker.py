@@ -8,17 +8,21 @@ for good once they have used up their attempts, so no generation waits forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 from typing import TYPE_CHECKING
 
 from procrastinate import App
-from procrastinate.jobs import Status
+from procrastinate.worker import Worker
 
-from bot.generation import GenerationRunner, mark_failed
+from bot.config import WorkerSettings
+from bot.db import queries
+from bot.generation import GenerationRunner, mark_failed_in
 from bot.jobs.app import RUNNER, build_app
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
+from training.generator import GeneratorLoadError
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
@@ -28,10 +32,16 @@ log = logging.getLogger(__name__)
 
 async def load_generator(platform: Platform):  # -> training.generator.Generator
     """Load the configured pipeline once (in a thread: it takes seconds to minutes)."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
 
-    from training.generator import Generator
+        from training.generator import Generator
+    except ImportError as error:
+        raise GeneratorLoadError(
+            f"a worker needs the model libraries ({error.name} is missing): "
+            "pip install 'prefloop[ml]'"
+        ) from None
 
     for library in (diffusers_logging, transformers_logging):
         library.disable_progress_bar()  # per-step bars would flood a server's log
@@ -46,8 +56,12 @@ async def load_generator(platform: Platform):  # -> training.generator.Generator
     )
 
 
-async def serve_worker(platform: Platform, *, concurrency: int | None = None) -> None:
-    """Run a worker until cancelled; on cancel, running jobs finish (or are re-queued)."""
+async def serve_worker(platform: Platform) -> None:
+    """Run a worker until cancelled; on cancel, running jobs finish (or are re-queued).
+
+    One job at a time: the pipeline is not safe to call from two threads at once, so
+    more throughput means more workers (one per GPU), not more concurrency.
+    """
     settings = platform.settings.worker
     generator = await load_generator(platform)
     runner = GenerationRunner(
@@ -58,45 +72,75 @@ async def serve_worker(platform: Platform, *, concurrency: int | None = None) ->
     )
     app = build_app(platform.database_url, settings)
     async with app.open_async():
+        worker = Worker(
+            app,
+            name=f"prefloop@{socket.gethostname()}:{os.getpid()}",
+            queues=[GENERATE_QUEUE],
+            concurrency=1,
+            additional_context={RUNNER: runner},
+            install_signal_handlers=False,
+            update_heartbeat_interval=settings.heartbeat_interval,
+            stalled_worker_timeout=settings.stalled_after,
+            shutdown_graceful_timeout=settings.shutdown_grace,
+        )
         reaper = asyncio.create_task(_reap_forever(app, platform), name="stalled-job reaper")
+        run = asyncio.create_task(worker.run(), name="procrastinate worker")
         try:
-            await app.run_worker_async(
-                name=f"prefloop@{socket.gethostname()}:{os.getpid()}",
-                queues=[GENERATE_QUEUE],
-                concurrency=concurrency or settings.concurrency,
-                additional_context={RUNNER: runner},
-                install_signal_handlers=False,
-                update_heartbeat_interval=settings.heartbeat_interval,
-                stalled_worker_timeout=settings.stalled_after,
-                shutdown_graceful_timeout=settings.shutdown_grace,
-            )
+            await asyncio.shield(run)
+        except asyncio.CancelledError:
+            reaper.cancel()
+            # procrastinate stops its heartbeat before draining; keep beating so that no
+            # other worker mistakes this one for dead and runs its job a second time.
+            beating = asyncio.create_task(_heartbeat_while_draining(app, worker, settings))
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            beating.cancel()
+            raise
         finally:
             reaper.cancel()
 
 
+async def _heartbeat_while_draining(app: App, worker: Worker, settings: WorkerSettings) -> None:
+    while worker.worker_id is not None:
+        with contextlib.suppress(Exception):
+            await app.job_manager.update_heartbeat(worker.worker_id)
+        await asyncio.sleep(settings.heartbeat_interval)
+
+
 async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
-    """Re-queue jobs whose worker died; fail those that have no attempt left."""
+    """Re-queue jobs whose worker died; fail those that have no attempt left.
+
+    Each job is handled in one transaction that first checks it is still running under
+    the worker seen dead, so a job another worker already recovered (and a third may be
+    running now) is left alone.
+    """
     settings = platform.settings.worker
     stalled = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=settings.stalled_after)
     recovered = []
     for job in stalled:
-        try:
-            if job.attempts + 1 >= settings.max_attempts:
-                await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
-                if job.task_name == GENERATE_TASK:
-                    await mark_failed(
-                        platform.sessions,
-                        int(job.task_kwargs["generation_id"]),
-                        f"The worker stopped {job.attempts + 1} times while making these "
-                        "images; giving up.",
-                    )
-            else:
-                await app.job_manager.retry_job(job)
-        except Exception as error:  # another worker got there first
-            log.debug("job %s already handled: %s", job.id, error)
-            continue
-        log.warning("job %s (%s) lost its worker; recovered", job.id, job.task_name)
+        give_up = job.attempts + 1 >= settings.max_attempts
+        async with platform.sessions.begin() as session:
+            if not await queries.end_stalled_job(session, job.id, job.worker_id, give_up=give_up):
+                continue  # someone else got there first
+            if give_up and job.task_name == GENERATE_TASK:
+                await mark_failed_in(
+                    session,
+                    int(job.task_kwargs["generation_id"]),
+                    f"The worker stopped {job.attempts + 1} times while making these "
+                    "images; giving up.",
+                )
+        log.warning(
+            "job %s (%s) lost its worker; %s",
+            job.id,
+            job.task_name,
+            "failed for good" if give_up else "queued again",
+        )
         recovered.append(job.id)
+    async with platform.sessions.begin() as session:
+        for generation_id, frontend in await queries.fail_abandoned_generations(session):
+            log.warning("generation %s outlived its job; marked failed", generation_id)
+            await queries.notify_finished(session, generation_id, "failed", frontend)
     return recovered
 
 
