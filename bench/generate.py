@@ -115,15 +115,10 @@ def report(label: str, generator: Any, args: argparse.Namespace, size: int | Non
 def sd15_random_pipeline() -> Any:
     """Stable Diffusion 1.5's architecture at full size with random weights (no download)."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from training.tokens import END, START, build_clip_tokenizer
+    from training.presets import clip_tokenizer, sd_scheduler
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -157,28 +152,12 @@ def sd15_random_pipeline() -> Any:
             pad_token_id=49407,
         )
     )
-    tokenizer = CLIPTokenizer(
-        tokenizer_object=build_clip_tokenizer(),
-        bos_token=START,
-        eos_token=END,
-        pad_token=END,
-        unk_token=END,
-        model_max_length=77,
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
     return StableDiffusionPipeline(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
+        tokenizer=clip_tokenizer(),
+        scheduler=sd_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

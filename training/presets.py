@@ -17,7 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from training.tokens import CONTEXT_LENGTH, END, START, build_clip_tokenizer, clip_vocabulary
+from training.tokens import (
+    CONTEXT_LENGTH,
+    END,
+    FULL_MERGES,
+    START,
+    build_clip_tokenizer,
+    clip_vocabulary,
+)
 
 TINY = "tiny"
 PRESET_VERSION = 1  # bump when a preset's architecture or seed changes
@@ -25,11 +32,12 @@ MARKER = "prefloop_preset.json"
 TINY_MERGES = 2000  # a trimmed CLIP vocabulary (2,514 tokens) keeps the text encoder small
 
 
-def _tiny_tokenizer() -> Any:
+def clip_tokenizer(n_merges: int = FULL_MERGES) -> Any:
+    """Stable Diffusion's tokenizer (transformers' CLIPTokenizer), built offline."""
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(
-        tokenizer_object=build_clip_tokenizer(TINY_MERGES),
+        tokenizer_object=build_clip_tokenizer(n_merges),
         bos_token=START,
         eos_token=END,
         pad_token=END,
@@ -83,12 +91,25 @@ def _tiny_safety_checker() -> tuple[Any, Any]:
     return StableDiffusionSafetyChecker(config), processor
 
 
+def sd_scheduler() -> Any:
+    """Stable Diffusion 1.x's noise schedule, with a DDIM sampler."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
 def build_tiny_pipeline(seed: int = 0, *, safety_checker: bool = True) -> Any:
     """A 64x64 Stable Diffusion pipeline with about 1.8M random (seeded) parameters."""
     import torch
     from diffusers import (
         AutoencoderKL,
-        DDIMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
@@ -114,21 +135,13 @@ def build_tiny_pipeline(seed: int = 0, *, safety_checker: bool = True) -> Any:
         latent_channels=4,
         norm_num_groups=32,
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
     checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
     return StableDiffusionPipeline(
         unet=unet,
         vae=vae,
         text_encoder=_tiny_text_encoder(clip_vocabulary(TINY_MERGES)),
-        tokenizer=_tiny_tokenizer(),
-        scheduler=scheduler,
+        tokenizer=clip_tokenizer(TINY_MERGES),
+        scheduler=sd_scheduler(),
         safety_checker=checker,
         feature_extractor=processor,
         requires_safety_checker=safety_checker,
