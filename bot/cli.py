@@ -11,7 +11,6 @@ import getpass
 import json
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -125,77 +124,23 @@ def _user(user: str | None) -> Any:
     return UserRef.parse(user or getpass.getuser())
 
 
-async def _until_signalled(*tasks: asyncio.Task[Any]) -> None:
-    """Wait for Ctrl-C/SIGTERM (or a task ending), then stop the tasks gracefully.
-
-    A second Ctrl-C stops at once; jobs still running are then re-queued by the next
-    worker (their heartbeat stops).
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def first_signal() -> None:
-        err.print("stopping: letting running jobs finish (Ctrl-C again to quit now)")
-        stop.set()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: os._exit(130))
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, first_signal)
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    for task in tasks:
-        task.cancel()
-    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-    for task, outcome in zip(tasks, outcomes, strict=True):
-        if task in done and isinstance(outcome, Exception):
-            raise outcome  # a part stopped on its own: say why
-
-
 # ----- serving ----------------------------------------------------------------------
 
 
 @app.command()
 def run() -> None:
-    """Run the platform: database up, migrations applied, the worker and the completion
-    listener serving until Ctrl-C."""
-    settings = _settings()
-    _run(_serve(settings, listener=True))
+    """Run the platform until Ctrl-C: database, migrations, worker, completion listener."""
+    from bot.serve import serve
+
+    _run(serve(_settings(), worker=True, listener=True))
 
 
 @app.command()
 def worker() -> None:
     """Run one generation worker alone (one per GPU, on any machine reaching the database)."""
-    settings = _settings()
-    _run(_serve(settings, listener=False))
+    from bot.serve import serve
 
-
-async def _serve(settings: Settings, *, listener: bool) -> None:
-    from bot.jobs.worker import serve_worker
-    from bot.runtime import open_platform
-
-    async with open_platform(settings, upgrade=True if listener else None) as platform:
-        tasks = [asyncio.create_task(serve_worker(platform))]
-        if listener:
-            tasks.append(asyncio.create_task(_log_completions(platform)))
-        err.print(
-            f"prefloop serving: generator {settings.generator.model}, "
-            f"data in {settings.data_dir.resolve()}; Ctrl-C to stop"
-        )
-        await _until_signalled(*tasks)
-
-
-async def _log_completions(platform: Any) -> None:
-    """The completion listener of `prefloop run` (the Discord bot will post instead)."""
-    from bot.notify import GenerationEvent, NotificationListener
-
-    log = logging.getLogger("prefloop.completions")
-
-    async def finished(event: GenerationEvent) -> None:
-        log.info("generation #%s %s", event.generation_id, event.status)
-
-    await NotificationListener(platform.database_url, on_generation=finished).run()
+    _run(serve(_settings(), worker=True, listener=False))
 
 
 # ----- the database -----------------------------------------------------------------

@@ -6,12 +6,6 @@ for the member, and writes nothing.
 
 from __future__ import annotations
 
-import re
-import secrets
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,128 +23,39 @@ from bot.db.models import (
     ModelVersion,
     User,
 )
+from bot.domain import (
+    MAX_MEMBER_ID,
+    Forgotten,
+    GenerationOptions,
+    GenerationView,
+    ImageView,
+    PickResult,
+    Refusal,
+    Stats,
+    Submitted,
+    UserRef,
+)
+from bot.prompts import PromptRules
 from bot.storage import Storage
-from training.tokens import fit_prompt
+
+__all__ = [  # what front ends import from here
+    "GENERATE_QUEUE",
+    "GENERATE_TASK",
+    "MAX_MEMBER_ID",
+    "CollectionService",
+    "Forgotten",
+    "GenerationOptions",
+    "GenerationView",
+    "ImageView",
+    "PickResult",
+    "Refusal",
+    "Stats",
+    "Submitted",
+    "UserRef",
+]
 
 GENERATE_TASK = "prefloop.generate"
 GENERATE_QUEUE = "generate"
-MAX_SEED = 2**32 - 1
-MAX_MEMBER_ID = 100  # users.external_id is varchar(100)
-
-
-class Refusal(Exception):
-    """A request we turn down; ``message`` is written for the member who made it."""
-
-    def __init__(self, message: str, *, code: str, details: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.details = details or {}
-
-
-@dataclass(frozen=True)
-class UserRef:
-    """A member as a front end knows them: ``discord:1234``, ``cli:alice``."""
-
-    frontend: Frontend
-    external_id: str
-
-    def __post_init__(self) -> None:
-        if not 0 < len(self.external_id) <= MAX_MEMBER_ID:
-            raise Refusal(
-                f"A member id has 1 to {MAX_MEMBER_ID} characters; got {len(self.external_id)}.",
-                code="bad_member",
-            )
-
-    @classmethod
-    def parse(cls, text: str, default: Frontend = Frontend.cli) -> UserRef:
-        """``frontend:id``, or a bare name for the ``default`` front end."""
-        prefix, sep, rest = text.partition(":")
-        if sep and prefix in Frontend.__members__:
-            return cls(Frontend(prefix), rest)
-        return cls(default, text)
-
-    def __str__(self) -> str:
-        return f"{self.frontend.value}:{self.external_id}"
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """What a member may set besides the prompt."""
-
-    negative_prompt: str = ""
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class Submitted:
-    generation_id: int
-    job_id: int
-    queue_position: int
-    seeds: list[int]
-
-
-@dataclass(frozen=True)
-class PickResult:
-    generation_id: int
-    index: int
-    previous: int | None
-    changed: bool
-    is_requester: bool
-    pickers: int
-
-
-@dataclass(frozen=True)
-class ImageView:
-    index: int
-    storage_key: str
-    sha256: str
-    seed: int
-    width: int
-    height: int
-    nsfw: bool
-
-
-@dataclass(frozen=True)
-class GenerationView:
-    """A generation as a front end shows it; ``images`` leaves out flagged ones."""
-
-    id: int
-    prompt: str
-    negative_prompt: str
-    status: GenerationStatus
-    requested_by: UserRef
-    n_images: int
-    params: dict[str, Any]
-    generator_version: str | None
-    adapter_version_id: int | None
-    error: str | None
-    requested_at: datetime
-    finished_at: datetime | None
-    images: list[ImageView] = field(default_factory=list)
-    withheld: int = 0  # images the safety checker flagged
-
-
-@dataclass(frozen=True)
-class Stats:
-    members: int
-    banned: int
-    generations: dict[str, int]
-    images: int
-    flagged_images: int
-    picks: int
-    requester_picks: int
-    repicks: int
-    active_models: dict[str, str]
-    member_generations: int | None = None
-    member_picks: int | None = None
-
-
-@dataclass(frozen=True)
-class Forgotten:
-    generations: int
-    picks: int
-    files: list[str]
 
 
 class CollectionService:
@@ -165,8 +70,7 @@ class CollectionService:
         self.sessions = sessions
         self.settings = settings
         self.storage = storage
-        words = "|".join(re.escape(w) for w in settings.limits.blocked_words)
-        self._blocked = re.compile(rf"\b({words})\b", re.IGNORECASE) if words else None
+        self.rules = PromptRules(settings)
 
     # ----- submit -------------------------------------------------------------------
 
@@ -180,9 +84,9 @@ class CollectionService:
         """Validate and queue one generation of ``n`` images (default from the settings)."""
         options = options or GenerationOptions()
         n = self.settings.generator.images_per_prompt if n is None else n
-        prompt = self._check_prompt(prompt, "prompt")
-        negative = self._check_prompt(options.negative_prompt, "negative prompt", optional=True)
-        seeds = self._seeds(n, options.seed)
+        prompt = self.rules.text(prompt)
+        negative = self.rules.text(options.negative_prompt, "negative prompt", optional=True)
+        seeds = self.rules.seeds(n, options.seed)
         async with self.sessions.begin() as session:
             await queries.lock_member(session, user.frontend, user.external_id)
             member = await queries.find_user(session, user.frontend, user.external_id)
@@ -193,7 +97,7 @@ class CollectionService:
                 prompt=prompt,
                 negative_prompt=_join(self.settings.generator.negative_prompt, negative),
                 n_images=n,
-                params=self._params(seeds),
+                params=self.rules.params(seeds),
                 requested_by=member.id,
             )
             session.add(generation)
@@ -206,52 +110,6 @@ class CollectionService:
             )
             position = await queries.queue_position(session, generation.id)
         return Submitted(generation.id, generation.job_id, position, seeds)
-
-    def _check_prompt(self, text: str, what: str, *, optional: bool = False) -> str:
-        text = " ".join(text.split())
-        if not text:
-            if optional:
-                return ""
-            raise Refusal(f"Your {what} is empty: describe the image you want.", code="empty")
-        limit = self.settings.limits.max_prompt_chars
-        if len(text) > limit:
-            raise Refusal(
-                f"Your {what} is {len(text)} characters long; the limit is {limit}.",
-                code="too_long",
-            )
-        fit = fit_prompt(text, self.settings.limits.max_prompt_tokens)
-        if not fit.fits:
-            raise Refusal(
-                f"Your {what} is {fit.tokens} CLIP tokens long, and Stable Diffusion reads "
-                f"only the first {self.settings.limits.max_prompt_tokens}. This part would "
-                f"be cut: «{_ellipsis(fit.cut)}». Shorten it and try again.",
-                code="too_many_tokens",
-                details={"tokens": fit.tokens, "cut": fit.cut},
-            )
-        if self._blocked and (found := self._blocked.search(text)):
-            raise Refusal(
-                f"Your {what} contains a blocked word ({found.group(0)!r}).", code="blocked"
-            )
-        return text
-
-    def _seeds(self, n: int, seed: int | None) -> list[int]:
-        if not 2 <= n <= 4:
-            raise Refusal(f"You can ask for 2 to 4 images, not {n}.", code="bad_count")
-        if seed is None:
-            return [secrets.randbelow(MAX_SEED + 1) for _ in range(n)]
-        if not 0 <= seed <= MAX_SEED - 3:
-            raise Refusal(f"A seed is a whole number from 0 to {MAX_SEED - 3}.", code="bad_seed")
-        return [seed + k for k in range(n)]
-
-    def _params(self, seeds: list[int]) -> dict[str, Any]:
-        gen = self.settings.generator
-        return {
-            "steps": gen.steps,
-            "guidance": gen.guidance,
-            "width": gen.width,
-            "height": gen.height,
-            "seeds": seeds,
-        }
 
     async def _check_member(self, session: AsyncSession, member: queries.UserRow) -> None:
         if member.banned:
@@ -526,7 +384,3 @@ def _image_view(image: Image) -> ImageView:
 
 def _join(*parts: str) -> str:
     return ", ".join(p for p in parts if p)
-
-
-def _ellipsis(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

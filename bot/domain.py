@@ -1,0 +1,126 @@
+"""The words the use cases and their front ends share: members, requests, results, refusals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.db.models import Frontend, GenerationStatus
+
+MAX_MEMBER_ID = 100  # users.external_id is varchar(100)
+
+
+class Refusal(Exception):
+    """A request we turn down; ``message`` is written for the member who made it."""
+
+    def __init__(self, message: str, *, code: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.details = details or {}
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """A member as a front end knows them: ``discord:1234``, ``cli:alice``."""
+
+    frontend: Frontend
+    external_id: str
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.external_id) <= MAX_MEMBER_ID:
+            raise Refusal(
+                f"A member id has 1 to {MAX_MEMBER_ID} characters; got {len(self.external_id)}.",
+                code="bad_member",
+            )
+
+    @classmethod
+    def parse(cls, text: str, default: Frontend = Frontend.cli) -> UserRef:
+        """``frontend:id``, or a bare name for the ``default`` front end."""
+        prefix, sep, rest = text.partition(":")
+        if sep and prefix in Frontend.__members__:
+            return cls(Frontend(prefix), rest)
+        return cls(default, text)
+
+    def __str__(self) -> str:
+        return f"{self.frontend.value}:{self.external_id}"
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What a member may set besides the prompt."""
+
+    negative_prompt: str = ""
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    generation_id: int
+    job_id: int
+    queue_position: int
+    seeds: list[int]
+
+
+@dataclass(frozen=True)
+class PickResult:
+    generation_id: int
+    index: int
+    previous: int | None
+    changed: bool
+    is_requester: bool
+    pickers: int
+
+
+@dataclass(frozen=True)
+class ImageView:
+    index: int
+    storage_key: str
+    sha256: str
+    seed: int
+    width: int
+    height: int
+    nsfw: bool
+
+
+@dataclass(frozen=True)
+class GenerationView:
+    """A generation as a front end shows it; ``images`` leaves out flagged ones."""
+
+    id: int
+    prompt: str
+    negative_prompt: str
+    status: GenerationStatus
+    requested_by: UserRef
+    n_images: int
+    params: dict[str, Any]
+    generator_version: str | None
+    adapter_version_id: int | None
+    error: str | None
+    requested_at: datetime
+    finished_at: datetime | None
+    images: list[ImageView] = field(default_factory=list)
+    withheld: int = 0  # images the safety checker flagged
+
+
+@dataclass(frozen=True)
+class Stats:
+    members: int
+    banned: int
+    generations: dict[str, int]
+    images: int
+    flagged_images: int
+    picks: int
+    requester_picks: int
+    repicks: int
+    active_models: dict[str, str]
+    member_generations: int | None = None
+    member_picks: int | None = None
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    generations: int
+    picks: int
+    files: list[str]
