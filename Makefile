@@ -10,8 +10,12 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # environment or .env). With none configured it serves the offline 'tiny' preset, so the
 # platform runs anywhere; the settings' own default, Stable Diffusion 1.4 from the hub,
 # is one variable away: PREFLOOP_GENERATOR__MODEL=CompVis/stable-diffusion-v1-4 make run
+# Likewise the Discord bot starts when a token is configured; without one the platform
+# runs without it (`prefloop run` itself insists on a token unless given --no-discord).
 CONFIGURED_MODEL := $(or $(PREFLOOP_GENERATOR__MODEL),$(shell grep -s '^PREFLOOP_GENERATOR__MODEL=' .env))
+CONFIGURED_TOKEN := $(or $(PREFLOOP_DISCORD__TOKEN),$(shell grep -s '^PREFLOOP_DISCORD__TOKEN=' .env))
 RUN_ENV := $(if $(CONFIGURED_MODEL),,PREFLOOP_GENERATOR__MODEL=tiny)
+RUN_FLAGS := $(if $(CONFIGURED_TOKEN),,--no-discord)
 
 .PHONY: run test bench lint format clean
 
@@ -24,7 +28,8 @@ $(STAMP):
 
 run: $(STAMP)
 	@$(if $(RUN_ENV),echo "make run: no generator configured; serving the offline 'tiny' preset (see README)")
-	$(RUN_ENV) $(BIN)/prefloop run
+	@$(if $(RUN_FLAGS),echo "make run: no Discord token configured; serving without the bot (see README)")
+	$(RUN_ENV) $(BIN)/prefloop run $(RUN_FLAGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -23,7 +23,7 @@ from bot.config import ConfigError, Settings, load_settings
 
 T = TypeVar("T")
 console = Console(soft_wrap=True)  # paths and ids stay on one line
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(
     help="prefloop: people's picks between generated images -> better image models.",
     no_args_is_help=True,
@@ -32,6 +32,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+discord_app = typer.Typer(help="The Discord bot.", no_args_is_help=True)
+app.add_typer(discord_app, name="discord")
 
 UserOption = Annotated[
     str | None,
@@ -89,12 +91,19 @@ def _plain_errors() -> Iterator[None]:
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
     from bot.db.embedded import EmbeddedServerError
+    from bot.domain import FrontEndError, Refusal
     from bot.runtime import SchemaError
-    from bot.service import Refusal
     from bot.storage import StorageError
     from training.generator import GeneratorLoadError
 
-    known = (SchemaError, EmbeddedServerError, GeneratorLoadError, StorageError, CommandError)
+    known = (
+        SchemaError,
+        EmbeddedServerError,
+        GeneratorLoadError,
+        StorageError,
+        CommandError,
+        FrontEndError,
+    )
     try:
         yield
     except Refusal as refusal:
@@ -128,11 +137,21 @@ def _user(user: str | None) -> Any:
 
 
 @app.command()
-def run() -> None:
-    """Run the platform until Ctrl-C: database, migrations, worker, completion listener."""
+def run(
+    no_discord: Annotated[
+        bool, typer.Option("--no-discord", help="Serve without the Discord bot.")
+    ] = False,
+) -> None:
+    """Run the platform until Ctrl-C: database, migrations, worker, the Discord bot."""
     from bot.serve import serve
 
-    _run(serve(_settings(), worker=True, listener=True))
+    settings = _settings()
+    if not no_discord and settings.discord.token is None:
+        from bot.domain import MissingToken
+
+        err.print(str(MissingToken()), style="red", markup=False, highlight=False)
+        raise typer.Exit(2)
+    _run(serve(settings, worker=True, listener=True, discord=not no_discord))
 
 
 @app.command()
@@ -182,6 +201,20 @@ def _database_url() -> str:
     from bot.db.embedded import resolve_database_url
 
     return resolve_database_url(_settings())
+
+
+@discord_app.command("sync")
+def discord_sync(
+    guild: Annotated[
+        int | None, typer.Option(help="Register in this guild only (instant, for testing).")
+    ] = None,
+) -> None:
+    """Register the slash commands with Discord (Discord limits how often: not on every start)."""
+    from bot.discord.client import sync_commands
+
+    names = _run(sync_commands(_settings(), guild))
+    where = f"guild {guild}" if guild else "all guilds (may take up to an hour to appear)"
+    console.print(f"synced {len(names)} commands to {where}: {', '.join(sorted(names))}")
 
 
 # ----- use cases --------------------------------------------------------------------

@@ -78,9 +78,25 @@ class WorkerSettings(BaseModel):
 
 
 class DiscordSettings(BaseModel):
-    """The Discord front end (the bot itself arrives with its own issue)."""
+    """The Discord bot: its token, where Discord is, and who administers prefloop."""
 
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(None, description="The bot's token (Developer Portal).")
+    api_base_url: str = Field(
+        "https://discord.com/api/v10", pattern=r"^https?://", description="Discord's REST API."
+    )
+    gateway_url: str = Field(
+        "wss://gateway.discord.gg/", pattern=r"^wss?://", description="Discord's gateway."
+    )
+    proxy: str | None = Field(None, description="An HTTP proxy for all Discord traffic.")
+    admin_user_ids: list[int] = Field(
+        default_factory=list, description="Members who may use /admin (JSON list of ids)."
+    )
+    admin_role_ids: list[int] = Field(
+        default_factory=list, description="Roles whose members may use /admin."
+    )
+    progress_interval: float = Field(
+        1.0, ge=0.2, description="Seconds between edits of a progress message, at least."
+    )
 
 
 class Settings(BaseSettings):

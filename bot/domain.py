@@ -11,6 +11,21 @@ from bot.db.models import Frontend, GenerationStatus
 MAX_MEMBER_ID = 100  # users.external_id is varchar(100)
 
 
+class FrontEndError(RuntimeError):
+    """A front end cannot start or reach its service (no token, token refused …)."""
+
+
+class MissingToken(FrontEndError):
+    """No bot token is configured; the message says which setting to set."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the Discord bot needs its token: set PREFLOOP_DISCORD__TOKEN (Discord Developer "
+            "Portal -> your application -> Bot -> Reset Token), or run `prefloop run "
+            "--no-discord` to serve without the bot"
+        )
+
+
 class Refusal(Exception):
     """A request we turn down; ``message`` is written for the member who made it."""
 
@@ -61,6 +76,7 @@ class Submitted:
     job_id: int
     queue_position: int
     seeds: list[int]
+    prompt: str
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,9 @@ class GenerationView:
     finished_at: datetime | None
     images: list[ImageView] = field(default_factory=list)
     withheld: int = 0  # images the safety checker flagged
+    delivery: dict[str, Any] | None = None  # where the front end answers (its own data)
+    delivered: bool = False  # the front end has shown the result
+    pickers: int = 0  # members who picked an image
 
 
 @dataclass(frozen=True)
@@ -124,3 +143,15 @@ class Forgotten:
     generations: int
     picks: int
     files: list[str]
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """What the queue is doing, for admins."""
+
+    queued: int
+    running: int
+    workers: int
+    oldest_queued_at: datetime | None
+    last_done_at: datetime | None
+    last_failure: tuple[int, str] | None  # (generation id, reason)

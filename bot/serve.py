@@ -18,7 +18,7 @@ from bot.runtime import Platform, open_platform
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, *, worker: bool, listener: bool) -> None:
+async def serve(settings: Settings, *, worker: bool, listener: bool, discord: bool = False) -> None:
     """Run the chosen parts on one platform until SIGINT/SIGTERM or until one of them fails.
 
     ``listener`` marks the main process (`prefloop run`): it also applies migrations.
@@ -29,6 +29,10 @@ async def serve(settings: Settings, *, worker: bool, listener: bool) -> None:
             parts.append(serve_worker(platform))
         if listener:
             parts.append(log_completions(platform))
+        if discord:
+            from bot.discord.client import run_bot  # the only place that loads discord.py
+
+            parts.append(run_bot(platform))
         print(
             f"prefloop serving: generator {settings.generator.model}, "
             f"data in {settings.data_dir.resolve()}; Ctrl-C to stop",
@@ -38,7 +42,7 @@ async def serve(settings: Settings, *, worker: bool, listener: bool) -> None:
 
 
 async def log_completions(platform: Platform) -> None:
-    """The completion listener of `prefloop run` (the Discord bot will post instead)."""
+    """Log every finished generation (the Discord bot posts them besides)."""
 
     async def finished(event: GenerationEvent) -> None:
         log.info("generation #%s %s", event.generation_id, event.status)

@@ -6,12 +6,16 @@ for the member, and writes nothing.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select, update
+from typing import Any
+
+from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.db import queries
 from bot.db.models import (
+    AdminAction,
     Choice,
     ChoiceEvent,
     Frontend,
@@ -30,6 +34,7 @@ from bot.domain import (
     GenerationView,
     ImageView,
     PickResult,
+    QueueStatus,
     Refusal,
     Stats,
     Submitted,
@@ -48,6 +53,7 @@ __all__ = [  # what front ends import from here
     "GenerationView",
     "ImageView",
     "PickResult",
+    "QueueStatus",
     "Refusal",
     "Stats",
     "Submitted",
@@ -80,13 +86,46 @@ class CollectionService:
         prompt: str,
         n: int | None = None,
         options: GenerationOptions | None = None,
+        *,
+        delivery: dict[str, Any] | None = None,
     ) -> Submitted:
-        """Validate and queue one generation of ``n`` images (default from the settings)."""
+        """Validate and queue one generation of ``n`` images (default from the settings).
+
+        ``delivery`` is the front end's own note of where to answer (kept with the row).
+        """
         options = options or GenerationOptions()
         n = self.settings.generator.images_per_prompt if n is None else n
         prompt = self.rules.text(prompt)
         negative = self.rules.text(options.negative_prompt, "negative prompt", optional=True)
         seeds = self.rules.seeds(n, options.seed)
+        negative = _join(self.settings.generator.negative_prompt, negative)
+        return await self._enqueue(user, prompt, negative, seeds, delivery)
+
+    async def reroll(
+        self, generation_id: int, user: UserRef, *, delivery: dict[str, Any] | None = None
+    ) -> Submitted:
+        """The same prompt again with new seeds: a new generation, requested by ``user``."""
+        async with self.sessions() as session:
+            old = (
+                await session.execute(
+                    select(
+                        Generation.prompt, Generation.negative_prompt, Generation.n_images
+                    ).where(Generation.id == generation_id)
+                )
+            ).first()
+        if old is None:
+            raise _gone(generation_id)
+        seeds = self.rules.seeds(old.n_images, None)
+        return await self._enqueue(user, old.prompt, old.negative_prompt, seeds, delivery)
+
+    async def _enqueue(
+        self,
+        user: UserRef,
+        prompt: str,
+        negative: str,
+        seeds: list[int],
+        delivery: dict[str, Any] | None,
+    ) -> Submitted:
         async with self.sessions.begin() as session:
             await queries.lock_member(session, user.frontend, user.external_id)
             member = await queries.find_user(session, user.frontend, user.external_id)
@@ -95,10 +134,11 @@ class CollectionService:
             member = member or await queries.ensure_user(session, user.frontend, user.external_id)
             generation = Generation(
                 prompt=prompt,
-                negative_prompt=_join(self.settings.generator.negative_prompt, negative),
-                n_images=n,
+                negative_prompt=negative,
+                n_images=len(seeds),
                 params=self.rules.params(seeds),
                 requested_by=member.id,
+                delivery=delivery,
             )
             session.add(generation)
             await session.flush()
@@ -109,7 +149,7 @@ class CollectionService:
                 args={"generation_id": generation.id},
             )
             position = await queries.queue_position(session, generation.id)
-        return Submitted(generation.id, generation.job_id, position, seeds)
+        return Submitted(generation.id, generation.job_id, position, seeds, prompt)
 
     async def _check_member(self, session: AsyncSession, member: queries.UserRow) -> None:
         if member.banned:
@@ -179,6 +219,11 @@ class CollectionService:
                     select(Image).where(Image.generation_id == generation_id).order_by(Image.index)
                 )
             ).all()
+            pickers = await session.scalar(
+                select(func.count())
+                .select_from(Choice)
+                .where(Choice.generation_id == generation_id)
+            )
         shown = [_image_view(i) for i in images if not i.nsfw]
         return GenerationView(
             id=generation.id,
@@ -195,6 +240,9 @@ class CollectionService:
             finished_at=generation.finished_at,
             images=shown,
             withheld=len(images) - len(shown),
+            delivery=generation.delivery,
+            delivered=generation.delivered_at is not None,
+            pickers=pickers,
         )
 
     async def undelivered(self, frontend: Frontend, limit: int = 100) -> list[int]:
@@ -340,6 +388,76 @@ class CollectionService:
                 .values(banned=False, banned_reason=None)
             )
             return bool(result.rowcount)
+
+    async def update_delivery(self, generation_id: int, **changes: Any) -> None:
+        """Merge ``changes`` into the front end's delivery note of a generation."""
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(Generation)
+                .where(Generation.id == generation_id)
+                .values(
+                    delivery=func.coalesce(Generation.delivery, literal({}, JSONB)).op("||")(
+                        literal(changes, JSONB)
+                    )
+                )
+            )
+
+    async def audit(
+        self,
+        actor: UserRef,
+        action: str,
+        *,
+        target: str | None = None,
+        allowed: bool = True,
+        **details: Any,
+    ) -> None:
+        """Write an admin action (or a refused attempt at one) to the audit log."""
+        async with self.sessions.begin() as session:
+            session.add(
+                AdminAction(
+                    actor=str(actor), action=action, target=target, details=details, allowed=allowed
+                )
+            )
+
+    async def queue_status(self) -> QueueStatus:
+        """Queued and running generations, live workers, the latest outcomes."""
+        async with self.sessions() as session:
+            counts = dict(
+                (
+                    await session.execute(
+                        select(Generation.status, func.count())
+                        .where(Generation.status.in_(queries.UNFINISHED))
+                        .group_by(Generation.status)
+                    )
+                ).all()
+            )
+            oldest = await session.scalar(
+                select(func.min(Generation.requested_at)).where(
+                    Generation.status == GenerationStatus.queued
+                )
+            )
+            last_done = await session.scalar(
+                select(func.max(Generation.finished_at)).where(
+                    Generation.status == GenerationStatus.done
+                )
+            )
+            failure = (
+                await session.execute(
+                    select(Generation.id, Generation.error)
+                    .where(Generation.status == GenerationStatus.failed)
+                    .order_by(Generation.finished_at.desc())
+                    .limit(1)
+                )
+            ).first()
+            workers = await queries.live_workers(session, self.settings.worker.stalled_after)
+        return QueueStatus(
+            queued=int(counts.get(GenerationStatus.queued, 0)),
+            running=int(counts.get(GenerationStatus.running, 0)),
+            workers=workers,
+            oldest_queued_at=oldest,
+            last_done_at=last_done,
+            last_failure=(failure[0], failure[1] or "") if failure else None,
+        )
 
     async def workers_alive(self, within_seconds: float) -> int:
         """How many queue workers sent a heartbeat in the last ``within_seconds``."""

@@ -20,7 +20,7 @@ from bot.runtime import Platform, open_platform
 from tests.support import fresh_database
 
 TABLES = (
-    "users, generations, images, choices, choice_history, model_versions, "
+    "users, generations, images, choices, choice_history, model_versions, admin_actions, "
     "procrastinate_jobs, procrastinate_events, procrastinate_workers, "
     "procrastinate_periodic_defers"
 )

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot.db import migrate
 from tests.support import cli_env, prefloop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def test_run_imagine_pick_stats_stop(platform: Any, tmp_path: Path) -> None:
         generator__steps="3",
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "run"],
+        [sys.executable, "-m", "bot.cli", "run", "--no-discord"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -113,7 +114,7 @@ def _embedded_flow(env: dict[str, str], run_as: list[str]) -> None:
 
     upgraded = cli("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "database at 0002 (head)" in upgraded.stdout
+    assert f"database at {migrate.head()} (head)" in upgraded.stdout
     queued = cli("imagine", "a cat", "-n", "2", "--user", "bob")
     assert "generation 1 queued" in queued.stdout, queued.stderr
     stats = json.loads(cli("stats", "--json").stdout)
@@ -136,3 +137,10 @@ def test_embedded_server_as_a_normal_user(tmp_path: Path) -> None:
     env = cli_env(data_dir=str(home / "data"))
     env["HOME"] = str(home)
     _embedded_flow(env, ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+
+
+def test_run_without_a_discord_token_says_which_setting_to_set(tmp_path: Path) -> None:
+    result = prefloop("run", env=cli_env(data_dir=str(tmp_path)), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "PREFLOOP_DISCORD__TOKEN" in result.stderr and "--no-discord" in result.stderr
+    assert not (tmp_path / "postgres").exists()  # refused before starting anything

@@ -266,3 +266,55 @@ async def test_undelivered_lists_finished_generations_of_one_frontend(
     assert not await platform.service.mark_delivered(cli)
     assert await platform.service.undelivered(UserRef.parse("cli:x").frontend) == []
     assert await platform.service.undelivered(BOB.frontend) == [discord]
+
+
+async def test_reroll_is_a_new_generation_with_new_seeds_for_the_clicker(
+    platform: Any, generator: Any
+) -> None:
+    platform.settings.generator.negative_prompt = "blurry"
+    original = await make_done_generation(platform, generator, user=str(ALICE), n=3)
+    again = await platform.service.reroll(original, BOB, delivery={"where": "here"})
+    old = await platform.service.get_generation(original)
+    new = await platform.service.get_generation(again.generation_id)
+    assert new.prompt == old.prompt and new.negative_prompt == old.negative_prompt == "blurry"
+    assert new.n_images == 3 and new.requested_by == BOB
+    assert new.params["seeds"] != old.params["seeds"] and new.delivery == {"where": "here"}
+    with pytest.raises(Refusal, match="no longer exists"):
+        await platform.service.reroll(original + 99, BOB)
+
+
+async def test_delivery_notes_merge_and_audit_is_written(platform: Any) -> None:
+    submitted = await platform.service.submit_prompt(ALICE, "a cat", 2, delivery={"a": 1})
+    await platform.service.update_delivery(submitted.generation_id, b="2")
+    assert (await platform.service.get_generation(submitted.generation_id)).delivery == {
+        "a": 1,
+        "b": "2",
+    }
+    await platform.service.audit(BOB, "ban", target="discord:9", allowed=False, reason="spam")
+    async with platform.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT actor, action, target, allowed, details FROM admin_actions")
+            )
+        ).one()
+    assert tuple(row) == (str(BOB), "ban", "discord:9", False, {"reason": "spam"})
+
+
+async def test_queue_status_counts_and_reports_the_last_failure(
+    platform: Any, generator: Any
+) -> None:
+    await make_done_generation(platform, generator)
+    failing = await platform.service.submit_prompt(BOB, "a dog", 2)
+    async with platform.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE generations SET status = 'failed', error = 'boom', finished_at = now() "
+                "WHERE id = :id"
+            ),
+            {"id": failing.generation_id},
+        )
+    await platform.service.submit_prompt(BOB, "a bird", 2)
+    status = await platform.service.queue_status()
+    assert (status.queued, status.running, status.workers) == (1, 0, 0)
+    assert status.last_failure == (failing.generation_id, "boom")
+    assert status.oldest_queued_at is not None and status.last_done_at is not None

@@ -157,6 +157,8 @@ class Generation(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     error: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Front-end data for answering: for Discord, the channel and interaction to reply to.
+    delivery: Mapped[dict[str, Any] | None]
 
     images: Mapped[list[Image]] = relationship(
         back_populates="generation", order_by="Image.index", passive_deletes=True
@@ -218,3 +220,18 @@ class ChoiceEvent(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     image_index: Mapped[int] = mapped_column(SmallInteger)
     chosen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class AdminAction(Base):
+    """One admin command, allowed or refused: who, what, on whom, when."""
+
+    __tablename__ = "admin_actions"
+    __table_args__ = (Index("ix_admin_actions_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(120))  # e.g. discord:1234
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())

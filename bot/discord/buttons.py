@@ -1,0 +1,147 @@
+"""Persistent buttons: all their state is in the custom_id (and the database).
+
+discord.py rebuilds a DynamicItem from any custom_id matching its template, so buttons
+posted before a restart keep working. custom_ids stay far below Discord's 100 characters.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.discord import render
+from bot.domain import GenerationView, Refusal
+
+if TYPE_CHECKING:
+    from bot.discord.client import PrefloopBot
+
+log = logging.getLogger(__name__)
+
+
+PICK = r"pf:pick:(?P<gen>\d+):(?P<idx>[0-3])"
+REROLL = r"pf:reroll:(?P<gen>\d+)"
+FORGET = r"pf:forget:(?P<user>\d+)"
+
+
+class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK):
+    """ "Pick k": record the clicking member's favourite image of one generation."""
+
+    def __init__(self, generation_id: int, index: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"Pick {index + 1}",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"pf:pick:{generation_id}:{index}",
+            )
+        )
+        self.generation_id = generation_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+    ) -> PickButton:
+        return cls(int(match["gen"]), int(match["idx"]))
+
+    async def callback(self, interaction: discord.Interaction[PrefloopBot]) -> None:
+        bot = interaction.client
+        try:
+            result = await bot.service.record_choice(
+                self.generation_id, bot.member(interaction.user), self.index
+            )
+        except Refusal as refusal:
+            await interaction.response.send_message(refusal.message, ephemeral=True)
+            return
+        text = render.picked(result.index, result.previous, result.changed)
+        await interaction.response.send_message(text, ephemeral=True)
+        if result.changed and result.previous is None and interaction.message is not None:
+            await bot.delivery.refresh_pickers(self.generation_id, interaction.message)
+
+
+class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=REROLL):
+    """ "Reroll": the same prompt with new seeds, as a new generation for the clicker."""
+
+    def __init__(self, generation_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Reroll",
+                emoji="🔁",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"pf:reroll:{generation_id}",
+            )
+        )
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+    ) -> RerollButton:
+        return cls(int(match["gen"]))
+
+    async def callback(self, interaction: discord.Interaction[PrefloopBot]) -> None:
+        bot = interaction.client
+        member = bot.member(interaction.user)
+
+        async def submit(delivery: dict[str, Any]) -> Any:
+            return await bot.service.reroll(self.generation_id, member, delivery=delivery)
+
+        await bot.delivery.start(interaction, submit)
+
+
+class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=FORGET):
+    """The confirmation of /forget-me; only the member it was shown to can press it."""
+
+    def __init__(self, user_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Delete my prompts and picks",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"pf:forget:{user_id}",
+            )
+        )
+        self.user_id = user_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+    ) -> ForgetButton:
+        return cls(int(match["user"]))
+
+    async def callback(self, interaction: discord.Interaction[PrefloopBot]) -> None:
+        bot = interaction.client
+        if interaction.user.id != self.user_id:
+            await interaction.response.send_message("This button is not yours.", ephemeral=True)
+            return
+        done = await bot.service.forget_user(bot.member(interaction.user))
+        await interaction.response.edit_message(
+            content=f"Done: deleted {done.generations} prompts (with their images) and "
+            f"{done.picks} picks. You can keep using prefloop; new picks are recorded anew.",
+            view=None,
+        )
+
+
+DYNAMIC_ITEMS = (PickButton, RerollButton, ForgetButton)
+
+
+def result_view(view: GenerationView) -> discord.ui.View:
+    """Pick buttons for the shown images, then Reroll."""
+    buttons = discord.ui.View(timeout=None)
+    for image in view.images:
+        buttons.add_item(PickButton(view.id, image.index))
+    buttons.add_item(RerollButton(view.id))
+    return buttons
+
+
+def reroll_view(generation_id: int) -> discord.ui.View:
+    buttons = discord.ui.View(timeout=None)
+    buttons.add_item(RerollButton(generation_id))
+    return buttons
+
+
+def forget_view(user_id: int) -> discord.ui.View:
+    buttons = discord.ui.View(timeout=None)
+    buttons.add_item(ForgetButton(user_id))
+    return buttons
