@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import queries
@@ -73,13 +73,18 @@ class GenerationRunner:
         generation is first marked failed with a message the member will see.
         """
         try:
+            started = time.time()
             work = await self._claim(generation_id)
             if work is None:
                 log.info("generation %s is finished or gone; nothing to do", generation_id)
                 return "skipped"
+            pipeline_start = time.time()
             made = await self._generate(work)
+            timings = {"started": started, "pipeline_start": pipeline_start}
+            timings["pipeline_s"] = time.time() - pipeline_start
             stored = await self._store(work, made)
-            return await self._finish(work, stored)
+            timings["job_s"] = time.time() - started
+            return await self._finish(work, stored, timings)
         except BaseException as error:  # cancellation too: a stopped worker's last try
             log.error(
                 "generation %s failed (final attempt: %s): %r", generation_id, final_attempt, error
@@ -99,6 +104,7 @@ class GenerationRunner:
                     .where(
                         Generation.id == generation_id,
                         Generation.status.in_(queries.UNFINISHED),
+                        User.id == Generation.requested_by,
                     )
                     .values(
                         status=GenerationStatus.running,
@@ -110,14 +116,13 @@ class GenerationRunner:
                         Generation.prompt,
                         Generation.negative_prompt,
                         Generation.params,
-                        Generation.requested_by,
+                        User.frontend,
                     )
                 )
             ).first()
             if row is None:
                 return None
-            frontend = await session.scalar(select(User.frontend).where(User.id == row[3]))
-            work = Work(generation_id, row[0], row[1], row[2], str(frontend))
+            work = Work(generation_id, row[0], row[1], row[2], str(row[3]))
             await _notify_progress(session, work, 0, int(work.params["steps"]))
         return work
 
@@ -162,43 +167,53 @@ class GenerationRunner:
             for k, ((key, digest), image) in enumerate(zip(keys, made.images, strict=True))
         ]
 
-    async def _finish(self, work: Work, stored: list[StoredImage]) -> str:
+    async def _finish(
+        self, work: Work, stored: list[StoredImage], timings: dict[str, float]
+    ) -> str:
+        """Images, status and announcement in one transaction, so all or none are seen.
+
+        Only a generation still ``running`` is recorded (the UPDATE takes its row lock), so
+        of two runs of one job, the second records nothing.
+        """
         async with self.sessions.begin() as session:
-            status = await session.scalar(
-                select(Generation.status)
-                .where(Generation.id == work.generation_id)
-                .with_for_update()
+            finished = await session.scalar(
+                update(Generation)
+                .where(
+                    Generation.id == work.generation_id,
+                    Generation.status == GenerationStatus.running,
+                )
+                .values(
+                    status=GenerationStatus.done, finished_at=func.now(), error=None, timings=timings
+                )
+                .returning(Generation.id)
             )
-            if status == GenerationStatus.running:
-                await self._record(session, work, stored)
+            if finished is not None:
+                await session.execute(
+                    insert(Image),
+                    [
+                        {
+                            "generation_id": work.generation_id,
+                            "index": s.index,
+                            "storage_key": s.key,
+                            "sha256": s.sha256,
+                            "seed": s.seed,
+                            "width": s.width,
+                            "height": s.height,
+                            "nsfw": s.nsfw,
+                        }
+                        for s in stored
+                    ],
+                )
+                await queries.notify_finished(session, work.generation_id, "done", work.frontend)
                 return "done"
+            status = await session.scalar(
+                select(Generation.status).where(Generation.id == work.generation_id)
+            )
         # Deleted while it ran (a member forgotten), or finished by another run.
         log.info("generation %s is %s; images not recorded", work.generation_id, status or "gone")
         if status is None:
             await self._delete_unused([s.key for s in stored])
         return "skipped"
-
-    async def _record(self, session: AsyncSession, work: Work, stored: list[StoredImage]) -> None:
-        """Images, status and announcement: one transaction, so all or none are seen."""
-        session.add_all(
-            Image(
-                generation_id=work.generation_id,
-                index=s.index,
-                storage_key=s.key,
-                sha256=s.sha256,
-                seed=s.seed,
-                width=s.width,
-                height=s.height,
-                nsfw=s.nsfw,
-            )
-            for s in stored
-        )
-        await session.execute(
-            update(Generation)
-            .where(Generation.id == work.generation_id)
-            .values(status=GenerationStatus.done, finished_at=func.now(), error=None)
-        )
-        await queries.notify_finished(session, work.generation_id, "done", work.frontend)
 
     async def _delete_unused(self, keys: list[str]) -> None:
         async with self.sessions() as session:

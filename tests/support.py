@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
@@ -91,3 +91,18 @@ def prefloop(*args: str, env: dict[str, str], cwd: Any = None, timeout: float = 
         text=True,
         timeout=timeout,
     )
+
+
+@asynccontextmanager
+async def running(coroutine: Any) -> AsyncIterator[Any]:
+    """Run ``coroutine`` as a task for the block; cancel it (and wait) afterwards."""
+    import asyncio
+    import contextlib
+
+    task = asyncio.create_task(coroutine)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

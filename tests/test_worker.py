@@ -21,20 +21,9 @@ from bot.jobs.app import build_app
 from bot.jobs.worker import recover_stalled_jobs, serve_worker
 from bot.notify import GenerationEvent, NotificationListener, ProgressEvent
 from bot.service import UserRef
-from tests.support import eventually, generation_status, make_done_generation
+from tests.support import eventually, generation_status, make_done_generation, running
 
 ALICE = UserRef.parse("cli:alice")
-
-
-@contextlib.asynccontextmanager
-async def running(coroutine: Any) -> Any:
-    task = asyncio.create_task(coroutine)
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_submit_generate_store_announce_pick(platform: Any) -> None:

@@ -159,6 +159,8 @@ class Generation(Base):
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     # Front-end data for answering: for Discord, the channel and interaction to reply to.
     delivery: Mapped[dict[str, Any] | None]
+    # Where a job's time went (epoch seconds and durations): started, pipeline_s, job_s.
+    timings: Mapped[dict[str, Any] | None]
 
     images: Mapped[list[Image]] = relationship(
         back_populates="generation", order_by="Image.index", passive_deletes=True

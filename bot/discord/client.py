@@ -114,7 +114,7 @@ async def sync_commands(settings: Settings, guild_id: int | None) -> list[str]:
     if token is None:
         raise MissingToken()
     point_at(settings.discord)
-    client = discord.Client(intents=discord.Intents.none(), proxy=settings.discord.proxy)
+    client = discord.Client(intents=discord.Intents.default(), proxy=settings.discord.proxy)
     tree = command_tree(client)
     try:
         try:

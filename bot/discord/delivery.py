@@ -60,10 +60,13 @@ class Deliverer:
         submit: Callable[[dict[str, Any]], Awaitable[Submitted]],
     ) -> None:
         """Acknowledge at once, queue the generation, and show its place in the queue."""
-        await interaction.response.defer(thinking=True)
-        original = await interaction.original_response()
+        deferred = await interaction.response.defer(thinking=True)
+        # Discord names the placeholder message in its answer; ask only if it did not.
+        message_id = deferred.message_id if deferred else None
+        if message_id is None:
+            message_id = (await interaction.original_response()).id
         try:
-            submitted = await submit(self._note(interaction, original.id))
+            submitted = await submit(self._note(interaction, message_id))
         except Refusal as refusal:
             await interaction.delete_original_response()
             await interaction.followup.send(refusal.message, ephemeral=True)

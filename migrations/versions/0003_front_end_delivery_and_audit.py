@@ -1,4 +1,4 @@
-"""Where a front end answers a generation, and the audit log of admin actions.
+"""Where a front end answers a generation, the job's timings, and the admin audit log.
 
 Revision ID: 0003
 Revises: 0002
@@ -21,6 +21,10 @@ def upgrade() -> None:
     op.add_column(
         "generations",
         sa.Column("delivery", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+    )
+    op.add_column(
+        "generations",
+        sa.Column("timings", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     )
     op.create_table(
         "admin_actions",
@@ -46,4 +50,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_admin_actions_at", table_name="admin_actions")
     op.drop_table("admin_actions")
+    op.drop_column("generations", "timings")
     op.drop_column("generations", "delivery")
