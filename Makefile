@@ -37,6 +37,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/choices.py
+	$(BIN)/python bench/bot_latency.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

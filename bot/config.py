@@ -97,6 +97,9 @@ class DiscordSettings(BaseModel):
     progress_interval: float = Field(
         1.0, ge=0.2, description="Seconds between edits of a progress message, at least."
     )
+    retry_interval: float = Field(
+        30.0, gt=0, description="Seconds between retries of results that failed to post."
+    )
 
 
 class Settings(BaseSettings):

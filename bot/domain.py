@@ -143,6 +143,7 @@ class Forgotten:
     generations: int
     picks: int
     files: list[str]
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # to take posts down
 
 
 @dataclass(frozen=True)

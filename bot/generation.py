@@ -183,7 +183,10 @@ class GenerationRunner:
                     Generation.status == GenerationStatus.running,
                 )
                 .values(
-                    status=GenerationStatus.done, finished_at=func.now(), error=None, timings=timings
+                    status=GenerationStatus.done,
+                    finished_at=func.now(),
+                    error=None,
+                    timings=timings,
                 )
                 .returning(Generation.id)
             )

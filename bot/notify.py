@@ -116,6 +116,11 @@ class NotificationListener:
             )
             self._spawn(self.on_progress(progress))
 
+    async def drain(self) -> None:
+        """Wait for the handlers already running to finish (bound it with asyncio.timeout)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)

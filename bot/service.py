@@ -6,6 +6,7 @@ for the member, and writes nothing.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import delete, func, literal, select, update
@@ -59,6 +60,8 @@ __all__ = [  # what front ends import from here
     "Submitted",
     "UserRef",
 ]
+
+log = logging.getLogger(__name__)
 
 GENERATE_TASK = "prefloop.generate"
 GENERATE_QUEUE = "generate"
@@ -253,6 +256,7 @@ class CollectionService:
                 .join(User, User.id == Generation.requested_by)
                 .where(
                     Generation.delivered_at.is_(None),
+                    Generation.delivery.is_not(None),
                     Generation.status.in_((GenerationStatus.done, GenerationStatus.failed)),
                     User.frontend == frontend,
                 )
@@ -336,20 +340,24 @@ class CollectionService:
         """Delete the member's picks and prompts (with their images) for a data request.
 
         The member row stays, marked ``forgotten_at``, so exports can leave them out.
-        Image files no other generation uses are removed from the store afterwards.
+        Image files no other generation uses are removed from the store afterwards; the
+        front ends' delivery notes of the deleted generations are returned so that they
+        can take down what they posted.
         """
         async with self.sessions.begin() as session:
-            await queries.lock_member(
-                session, user.frontend, user.external_id
-            )  # no submits meanwhile
+            # No submit of theirs may slip in meanwhile.
+            await queries.lock_member(session, user.frontend, user.external_id)
             member = await queries.find_user(session, user.frontend, user.external_id)
             if member is None:
                 return Forgotten(0, 0, [])
-            own = list(
-                await session.scalars(
-                    select(Generation.id).where(Generation.requested_by == member.id)
+            rows = (
+                await session.execute(
+                    select(Generation.id, Generation.delivery).where(
+                        Generation.requested_by == member.id
+                    )
                 )
-            )
+            ).all()
+            own = [generation_id for generation_id, _ in rows]
             keys = set(
                 await session.scalars(select(Image.storage_key).where(Image.generation_id.in_(own)))
             )
@@ -364,8 +372,12 @@ class CollectionService:
             )
         orphans = sorted(keys - still_used)
         for key in orphans:
-            await self.storage.delete(key)
-        return Forgotten(deleted, picks.rowcount or 0, orphans)
+            try:
+                await self.storage.delete(key)
+            except Exception:  # the rows are gone; a stray file must not undo that answer
+                log.exception("could not delete %s of a forgotten member", key)
+        notes = [note for _, note in rows if note]
+        return Forgotten(deleted, picks.rowcount or 0, orphans, notes)
 
     async def ban_user(self, user: UserRef, reason: str | None = None) -> None:
         """Stop a member from submitting and picking (their past data stays)."""

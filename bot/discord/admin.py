@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -16,9 +16,7 @@ Interaction = discord.Interaction["PrefloopBot"]
 
 admin = app_commands.Group(
     name="admin",
-    description="prefloop administration",
-    # Hidden from members by default; rights are still checked on our side every time.
-    default_permissions=discord.Permissions(manage_guild=True),
+    description="prefloop administration (for the admins set in prefloop's settings)",
     guild_only=True,
 )
 
@@ -29,22 +27,32 @@ class NotAdmin(app_commands.CheckFailure):
 
 
 async def _authorise(interaction: Interaction, action: str, target: str | None = None) -> None:
-    """Audit the call, then refuse it unless the caller is a configured admin."""
+    """Refuse, and audit the refused attempt, unless the caller is a configured admin.
+
+    Checked on our side on every call: Discord's own command permissions can be changed
+    by any guild manager, prefloop's admin list cannot.
+    """
     bot = interaction.client
-    allowed = bot.is_admin(interaction.user)
-    await bot.service.audit(bot.member(interaction.user), action, target=target, allowed=allowed)
-    if not allowed:
+    if not bot.is_admin(interaction.user):
+        await bot.service.audit(bot.member(interaction.user), action, target=target, allowed=False)
         raise NotAdmin()
 
 
-async def _reply(interaction: Interaction, text: str) -> None:
+async def _done(interaction: Interaction, action: str, text: str, **details: Any) -> None:
+    """Audit the action with its outcome, then answer the admin privately."""
+    bot = interaction.client
+    target = details.pop("target", None)
+    await bot.service.audit(
+        bot.member(interaction.user), action, target=target, outcome=text, **details
+    )
     await interaction.response.send_message(text, ephemeral=True)
 
 
 @admin.command(name="stats", description="Counts of members, generations, images and picks.")
 async def admin_stats(interaction: Interaction) -> None:
     await _authorise(interaction, "stats")
-    await _reply(interaction, render.admin_stats(await interaction.client.service.stats()))
+    text = render.admin_stats(await interaction.client.service.stats())
+    await _done(interaction, "stats", text)
 
 
 @admin.command(name="ban", description="Stop a member from generating and picking.")
@@ -52,44 +60,49 @@ async def admin_stats(interaction: Interaction) -> None:
 async def admin_ban(
     interaction: Interaction, user: discord.User, reason: str | None = None
 ) -> None:
-    await _authorise(interaction, "ban", str(user.id))
+    target = f"discord:{user.id}"
+    await _authorise(interaction, "ban", target)
     bot = interaction.client
     await bot.service.ban_user(bot.member(user), reason)
-    await _reply(interaction, f"{user.mention} is banned.")
+    await _done(interaction, "ban", f"{user.mention} is banned.", target=target, reason=reason)
 
 
 @admin.command(name="unban", description="Lift a ban.")
 async def admin_unban(interaction: Interaction, user: discord.User) -> None:
-    await _authorise(interaction, "unban", str(user.id))
+    target = f"discord:{user.id}"
+    await _authorise(interaction, "unban", target)
     bot = interaction.client
     lifted = await bot.service.unban_user(bot.member(user))
-    await _reply(interaction, f"{user.mention} is {'no longer' if lifted else 'not'} banned.")
+    text = f"{user.mention} is {'no longer' if lifted else 'not'} banned."
+    await _done(interaction, "unban", text, target=target)
 
 
 @admin.command(name="status", description="The queue, the workers and the latest outcomes.")
 async def admin_status(interaction: Interaction) -> None:
     await _authorise(interaction, "status")
     status = await interaction.client.service.queue_status()
-    await _reply(interaction, render.queue_status(status))
+    await _done(interaction, "status", render.queue_status(status))
 
 
 @admin.command(name="models", description="The registered models and which are active.")
 async def admin_models(interaction: Interaction) -> None:
     await _authorise(interaction, "models")
     numbers = await interaction.client.service.stats()
-    await _reply(interaction, render.models(numbers.active_models))
+    await _done(interaction, "models", render.models(numbers.active_models))
 
 
 @admin.command(name="export", description="Export the picks as a dataset.")
 async def admin_export(interaction: Interaction) -> None:
     await _authorise(interaction, "export")
-    await _reply(interaction, "Dataset export is not available yet (it arrives with its issue).")
+    text = "Dataset export is not available yet (it arrives with its issue)."
+    await _done(interaction, "export", text)
 
 
 @admin.command(name="retrain", description="Retrain the preference model and the generator.")
 async def admin_retrain(interaction: Interaction) -> None:
     await _authorise(interaction, "retrain")
-    await _reply(interaction, "Retraining is not available yet (it arrives with its issue).")
+    text = "Retraining is not available yet (it arrives with its issue)."
+    await _done(interaction, "retrain", text)
 
 
 def register(tree: app_commands.CommandTree) -> None:

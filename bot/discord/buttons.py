@@ -6,19 +6,47 @@ posted before a restart keep working. custom_ids stay far below Discord's 100 ch
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.discord import render
-from bot.domain import GenerationView, Refusal
+from bot.domain import Refusal
 
 if TYPE_CHECKING:
     from bot.discord.client import PrefloopBot
 
 log = logging.getLogger(__name__)
+
+SORRY = (
+    "Sorry, that did not work: prefloop cannot reach its database right now. Nothing you "
+    "recorded before is lost; please click again in a moment."
+)
+Callback = Callable[[Any, "discord.Interaction[PrefloopBot]"], Awaitable[None]]
+
+
+def answers_failures(callback: Callback) -> Callback:
+    """discord.py only logs a failing button callback, and the member sees "This
+    interaction failed"; answer them privately instead."""
+
+    @functools.wraps(callback)
+    async def guarded(self: Any, interaction: discord.Interaction[PrefloopBot]) -> None:
+        try:
+            await callback(self, interaction)
+        except Exception:
+            log.exception("button %s failed", self.custom_id)
+            with contextlib.suppress(discord.HTTPException):
+                if interaction.response.is_done():
+                    await interaction.followup.send(SORRY, ephemeral=True)
+                else:
+                    await interaction.response.send_message(SORRY, ephemeral=True)
+
+    return guarded
 
 
 PICK = r"pf:pick:(?P<gen>\d+):(?P<idx>[0-3])"
@@ -46,6 +74,7 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK):
     ) -> PickButton:
         return cls(int(match["gen"]), int(match["idx"]))
 
+    @answers_failures
     async def callback(self, interaction: discord.Interaction[PrefloopBot]) -> None:
         bot = interaction.client
         try:
@@ -81,6 +110,7 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=REROLL):
     ) -> RerollButton:
         return cls(int(match["gen"]))
 
+    @answers_failures
     async def callback(self, interaction: discord.Interaction[PrefloopBot]) -> None:
         bot = interaction.client
         member = bot.member(interaction.user)
@@ -110,6 +140,7 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=FORGET):
     ) -> ForgetButton:
         return cls(int(match["user"]))
 
+    @answers_failures
     async def callback(self, interaction: discord.Interaction[PrefloopBot]) -> None:
         bot = interaction.client
         if interaction.user.id != self.user_id:
@@ -121,17 +152,18 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=FORGET):
             f"{done.picks} picks. You can keep using prefloop; new picks are recorded anew.",
             view=None,
         )
+        await bot.delivery.take_down(done.deliveries)
 
 
 DYNAMIC_ITEMS = (PickButton, RerollButton, ForgetButton)
 
 
-def result_view(view: GenerationView) -> discord.ui.View:
-    """Pick buttons for the shown images, then Reroll."""
+def result_view(generation_id: int, indexes: Sequence[int]) -> discord.ui.View:
+    """Pick buttons for the images shown (by their index), then Reroll."""
     buttons = discord.ui.View(timeout=None)
-    for image in view.images:
-        buttons.add_item(PickButton(view.id, image.index))
-    buttons.add_item(RerollButton(view.id))
+    for index in indexes:
+        buttons.add_item(PickButton(generation_id, index))
+    buttons.add_item(RerollButton(generation_id))
     return buttons
 
 

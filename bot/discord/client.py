@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import discord
@@ -73,11 +74,14 @@ class PrefloopBot(discord.Client):
     async def setup_hook(self) -> None:
         # Buttons are rebuilt from their custom_id: old messages keep working after a restart.
         self.add_dynamic_items(*DYNAMIC_ITEMS)
-        self._listening = asyncio.create_task(self.delivery.listener.run(), name="deliveries")
+        self._listening = asyncio.create_task(self.delivery.run(), name="deliveries")
 
     async def close(self) -> None:
+        # Let posts under way finish and be recorded before the connection goes.
         if self._listening:
             self._listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listening
         await super().close()
 
     def member(self, user: discord.abc.User) -> UserRef:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 from typing import Any
 
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 from sqlalchemy import text
 
+from bot.discord.client import sync_commands
 from bot.domain import UserRef
 from tests.discord.conftest import (
     ADMIN,
@@ -49,7 +52,7 @@ async def test_imagine_progress_images_buttons_and_a_pick(bot_platform: Any, fak
         assert f"<@{ALICE}>" in final.content and "no adapter" in final.content
         assert bot_platform.settings.generator.model in final.content
         texts = [revision.content for revision in final.revisions]
-        assert any("queued" in t for t in texts) and any("generating, step" in t for t in texts)
+        assert any("queued" in t for t in texts) and any("generating" in t for t in texts)
         progress = [t for t in texts if "generating" in t]
         assert len(progress) == len(set(progress))  # edited only when the text changes
 
@@ -170,7 +173,14 @@ async def test_a_deleted_generations_buttons_answer_plainly(bot_platform: Any, f
     assert await count(bot_platform, "generations") == 0
 
 
-async def test_stats_and_help(bot_platform: Any, fake: Any) -> None:
+async def test_commands_are_synced_stats_and_help(bot_platform: Any, fake: Any) -> None:
+    synced = {command["name"]: command for command in fake.commands()}
+    assert set(synced) == {"imagine", "stats", "forget-me", "help", "admin"}
+    options = {o["name"]: o for o in synced["imagine"]["options"]}
+    assert options["prompt"]["required"] and (
+        options["count"]["min_value"],
+        options["count"]["max_value"],
+    ) == (2, 4)
     async with bot_running(bot_platform, fake):
         stats = await fake.slash_command("stats", user_id=ALICE)
         assert "0 prompts, 0 picks" in await _private(fake, stats, ALICE)
@@ -222,29 +232,68 @@ async def test_admin_commands_are_checked_on_our_side_and_audited(
     assert banned
 
 
-async def test_a_rate_limited_post_is_retried(bot_platform: Any, fake: Any) -> None:
+async def test_a_rate_limited_result_is_posted_after_the_wait(
+    bot_platform: Any, fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.discord.delivery import Deliverer
+
+    async def no_progress(self: Any, event: Any) -> None:
+        return None
+
+    monkeypatch.setattr(Deliverer, "on_progress", no_progress)  # the result is the only edit
     fake.rate_limit("PATCH", r"/webhooks/\d+/[^/]+/messages/\d+", retry_after=0.3, times=2)
     async with bot_running(bot_platform, fake), worker_running(bot_platform):
         it = await imagine(fake, ALICE, "a patient cat", count=2)
         final = await fake.wait_for(lambda: final_message(it), timeout=60)
     assert len(final.attachments) == 2
-    assert sum(r.status == 429 for r in fake.requests) == 2
+    limited = [r for r in fake.requests if r.status == 429]
+    assert len(limited) == 2 and all(len(r.files) == 2 for r in limited)  # the result itself
 
 
+async def test_a_result_that_failed_to_post_is_posted_later(
+    bot_platform: Any, fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.discord.delivery import Deliverer
+
+    post = Deliverer._post
+    failures = []
+
+    async def flaky(self: Any, view: Any) -> None:
+        if not failures:
+            failures.append(view.id)
+            raise ConnectionResetError("the network blinked")
+        await post(self, view)
+
+    monkeypatch.setattr(Deliverer, "_post", flaky)
+    bot_platform.settings.discord.retry_interval = 0.5
+    async with bot_running(bot_platform, fake), worker_running(bot_platform):
+        it = await imagine(fake, ALICE, "a cat, eventually", count=2)
+        final = await fake.wait_for(lambda: final_message(it), timeout=60)
+    assert failures == [1] and len(final.attachments) == 2
+
+
+@pytest.mark.parametrize("how", ["discord says so", "our clock says so"])
 async def test_images_reach_the_channel_when_the_interaction_expired(
-    bot_platform: Any, fake: Any
+    bot_platform: Any, fake: Any, how: str
 ) -> None:
     async with bot_running(bot_platform, fake):
         it = await imagine(fake, ALICE, "a slow queue", count=2)
         await fake.wait_for(lambda: "queued" in (it.original.content if it.original else ""))
         fake.expire_interaction(it)  # 15 minutes in the queue
+        if how == "our clock says so":
+            await bot_platform.service.update_delivery(
+                1, token_expires_at="2000-01-01T00:00:00+00:00"
+            )
         async with worker_running(bot_platform):
             posted = await fake.wait_for(
                 lambda: [m for m in fake.messages_in() if m.via == "channel" and m.attachments],
                 timeout=60,
             )
+            await fake.wait_for(lambda: "images are in a new message" in it.original.content)
     assert len(posted) == 1 and f"<@{ALICE}>" in posted[0].content
     assert posted[0].custom_ids() == ["pf:pick:1:0", "pf:pick:1:1", "pf:reroll:1"]
+    tried_webhook = [r for r in fake.requests if r.path.startswith("/webhooks") and r.files]
+    assert bool(tried_webhook) == (how == "discord says so")
 
 
 async def test_twenty_members_at_once(bot_platform: Any, fake: Any) -> None:
@@ -277,3 +326,78 @@ async def _until(platform: Any, query: str, timeout: float = 60) -> None:
                 if await conn.scalar(text(query)):
                     return
             await asyncio.sleep(0.1)
+
+
+async def test_progress_is_edited_at_most_every_interval_and_picks_stay_private(
+    bot_platform: Any, fake: Any
+) -> None:
+    bot_platform.settings.worker.progress_interval = 0.05  # the worker tells often ...
+    bot_platform.settings.discord.progress_interval = 0.5  # ... the bot edits less often
+    bot_platform.settings.generator.steps = 120  # a few seconds on the CPU
+    async with bot_running(bot_platform, fake), worker_running(bot_platform):
+        it = await imagine(fake, ALICE, "a patient lighthouse", count=2)
+        final = await fake.wait_for(lambda: final_message(it), timeout=120)
+        click = await fake.click(final.id, "pf:pick:1:1", user_id=BOB)
+        await _private(fake, click, BOB)
+        public = await fake.wait_for(
+            lambda: (
+                "1 member has picked" in fake.message(final.id).content and fake.message(final.id)
+            )
+        )
+    times = [r.at for r in final.revisions if "generating, step" in r.content]
+    assert len(times) >= 2
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.45
+    assert "image 2" not in public.content and "Pick" not in public.content  # who picked what
+
+
+async def test_images_over_the_upload_limit_are_sent_smaller(bot_platform: Any) -> None:
+    from tests.fake_discord import FakeDiscord
+
+    async with FakeDiscord(attachment_size_limit=3_000) as small:
+        small.add_member(ALICE, "alice")
+        bot_platform.settings.discord.api_base_url = small.api_base
+        bot_platform.settings.discord.gateway_url = small.gateway_url
+        bot_platform.settings.discord.token = SecretStr(small.token)
+
+        await sync_commands(bot_platform.settings, None)
+        async with bot_running(bot_platform, small), worker_running(bot_platform):
+            it = await imagine(small, ALICE, "a detailed cat", count=2)
+            final = await small.wait_for(lambda: final_message(it), timeout=60)
+    assert all(a.filename.endswith(".jpg") and len(a.data) <= 3_000 for a in final.attachments)
+    stored = (await bot_platform.service.get_generation(1)).images[0]
+    assert (await bot_platform.storage.get(stored.storage_key)).startswith(b"\x89PNG")
+
+
+async def test_when_the_database_fails_a_click_gets_an_apology(
+    bot_platform: Any, fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with bot_running(bot_platform, fake), worker_running(bot_platform):
+        it = await imagine(fake, ALICE, "a cat", count=2)
+        final = await fake.wait_for(lambda: final_message(it), timeout=60)
+
+        async def unreachable(*args: Any, **kwargs: Any) -> Any:
+            raise ConnectionRefusedError("database unreachable")
+
+        monkeypatch.setattr(bot_platform.service, "record_choice", unreachable)
+        click = await fake.click(final.id, "pf:pick:1:0", user_id=BOB)
+        assert "cannot reach its database" in await _private(fake, click, BOB)
+        monkeypatch.setattr(bot_platform.service, "submit_prompt", unreachable)
+        refused = await imagine(fake, BOB, "a dog", count=2)
+        await fake.wait_for(lambda: "could not queue your prompt" in refused.original.content)
+
+
+async def test_forget_me_takes_down_the_posted_images(bot_platform: Any, fake: Any) -> None:
+    async with bot_running(bot_platform, fake), worker_running(bot_platform):
+        it = await imagine(fake, ALICE, "my private cat", count=2)
+        final = await fake.wait_for(lambda: final_message(it), timeout=60)
+        forget = await fake.slash_command("forget-me", user_id=ALICE)
+        await forget.wait_for_callback()
+        await fake.click(forget.messages()[0].id, f"pf:forget:{ALICE}", user_id=ALICE)
+        gone = await fake.wait_for(
+            lambda: (
+                "Deleted at the member's request" in fake.message(final.id).content
+                and fake.message(final.id)
+            )
+        )
+    assert gone.attachments == [] and gone.custom_ids() == []
