@@ -26,7 +26,8 @@ from sqlalchemy import text
 from bench.common import median, percentile, scratch_database
 from bot.config import load_settings
 from bot.db.engine import libpq_url, make_engine, make_sessionmaker
-from bot.service import CollectionService, UserRef
+from bot.domain import UserRef
+from bot.service import CollectionService
 from bot.storage import LocalStorage
 
 GENERATIONS, MEMBERS = 5_000, 2_000

@@ -60,9 +60,9 @@ def time_calls(generator: Any, steps: int, repeats: int, size: int | None) -> tu
 async def job_overhead(generator: Any, steps: int, jobs: int, size: int | None) -> float:
     """Share of job wall time outside the pipeline call, through the real job code."""
     from bot.config import load_settings
+    from bot.domain import UserRef
     from bot.generation import GenerationRunner
     from bot.runtime import open_platform
-    from bot.service import UserRef
 
     inside: list[float] = []
     generate = generator.generate

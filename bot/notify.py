@@ -20,10 +20,11 @@ import asyncpg
 
 from bot.db.engine import libpq_url
 from bot.db.queries import GENERATION_CHANNEL, PROGRESS_CHANNEL
-from bot.service import Refusal
+from bot.domain import Refusal
 
 if TYPE_CHECKING:
-    from bot.service import CollectionService, GenerationView
+    from bot.domain import GenerationView
+    from bot.service import CollectionService
 
 log = logging.getLogger(__name__)
 

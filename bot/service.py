@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.db import queries
+from bot.db import queries, reports
 from bot.db.models import (
     AdminAction,
     Choice,
@@ -23,13 +23,9 @@ from bot.db.models import (
     Generation,
     GenerationStatus,
     Image,
-    ModelKind,
-    ModelStatus,
-    ModelVersion,
     User,
 )
 from bot.domain import (
-    MAX_MEMBER_ID,
     Forgotten,
     GenerationOptions,
     GenerationView,
@@ -43,23 +39,6 @@ from bot.domain import (
 )
 from bot.prompts import PromptRules
 from bot.storage import Storage
-
-__all__ = [  # what front ends import from here
-    "GENERATE_QUEUE",
-    "GENERATE_TASK",
-    "MAX_MEMBER_ID",
-    "CollectionService",
-    "Forgotten",
-    "GenerationOptions",
-    "GenerationView",
-    "ImageView",
-    "PickResult",
-    "QueueStatus",
-    "Refusal",
-    "Stats",
-    "Submitted",
-    "UserRef",
-]
 
 log = logging.getLogger(__name__)
 
@@ -273,66 +252,12 @@ class CollectionService:
     async def stats(self, user: UserRef | None = None) -> Stats:
         """The dataset's size, the active models, and ``user``'s own numbers if given."""
         async with self.sessions() as session:
-            by_status = dict(
-                (
-                    await session.execute(
-                        select(Generation.status, func.count()).group_by(Generation.status)
-                    )
-                ).all()
-            )
-            totals = (
-                await session.execute(
-                    select(
-                        select(func.count()).select_from(User).scalar_subquery(),
-                        select(func.count()).select_from(User).where(User.banned).scalar_subquery(),
-                        select(func.count()).select_from(Image).scalar_subquery(),
-                        select(func.count()).select_from(Image).where(Image.nsfw).scalar_subquery(),
-                        select(func.count()).select_from(Choice).scalar_subquery(),
-                        select(func.count()).select_from(ChoiceEvent).scalar_subquery(),
-                        select(func.count())
-                        .select_from(Choice)
-                        .join(Generation, Generation.id == Choice.generation_id)
-                        .where(Generation.requested_by == Choice.user_id)
-                        .scalar_subquery(),
-                    )
-                )
-            ).one()
-            active = dict(
-                (
-                    await session.execute(
-                        select(ModelVersion.kind, ModelVersion.uri).where(
-                            ModelVersion.status == ModelStatus.active
-                        )
-                    )
-                ).all()
-            )
-            mine = await self._member_stats(session, user) if user else (None, None)
-        members, banned, images, flagged, picks, events, requester = totals
-        return Stats(
-            members=members,
-            banned=banned,
-            generations={s.value: int(by_status.get(s, 0)) for s in GenerationStatus},
-            images=images,
-            flagged_images=flagged,
-            picks=picks,
-            requester_picks=requester,
-            repicks=events - picks,
-            active_models={ModelKind(k).value: v for k, v in active.items()},
-            member_generations=mine[0],
-            member_picks=mine[1],
-        )
+            return await reports.dataset_stats(session, user)
 
-    async def _member_stats(self, session: AsyncSession, user: UserRef) -> tuple[int, int]:
-        member = await queries.find_user(session, user.frontend, user.external_id)
-        if member is None:
-            return 0, 0
-        generations = await session.scalar(
-            select(func.count()).select_from(Generation).where(Generation.requested_by == member.id)
-        )
-        picks = await session.scalar(
-            select(func.count()).select_from(Choice).where(Choice.user_id == member.id)
-        )
-        return int(generations or 0), int(picks or 0)
+    async def queue_status(self) -> QueueStatus:
+        """Queued and running generations, live workers, the latest outcomes."""
+        async with self.sessions() as session:
+            return await reports.queue_status(session, self.settings.worker.stalled_after)
 
     # ----- members ------------------------------------------------------------------
 
@@ -430,46 +355,6 @@ class CollectionService:
                     actor=str(actor), action=action, target=target, details=details, allowed=allowed
                 )
             )
-
-    async def queue_status(self) -> QueueStatus:
-        """Queued and running generations, live workers, the latest outcomes."""
-        async with self.sessions() as session:
-            counts = dict(
-                (
-                    await session.execute(
-                        select(Generation.status, func.count())
-                        .where(Generation.status.in_(queries.UNFINISHED))
-                        .group_by(Generation.status)
-                    )
-                ).all()
-            )
-            oldest = await session.scalar(
-                select(func.min(Generation.requested_at)).where(
-                    Generation.status == GenerationStatus.queued
-                )
-            )
-            last_done = await session.scalar(
-                select(func.max(Generation.finished_at)).where(
-                    Generation.status == GenerationStatus.done
-                )
-            )
-            failure = (
-                await session.execute(
-                    select(Generation.id, Generation.error)
-                    .where(Generation.status == GenerationStatus.failed)
-                    .order_by(Generation.finished_at.desc())
-                    .limit(1)
-                )
-            ).first()
-            workers = await queries.live_workers(session, self.settings.worker.stalled_after)
-        return QueueStatus(
-            queued=int(counts.get(GenerationStatus.queued, 0)),
-            running=int(counts.get(GenerationStatus.running, 0)),
-            workers=workers,
-            oldest_queued_at=oldest,
-            last_done_at=last_done,
-            last_failure=(failure[0], failure[1] or "") if failure else None,
-        )
 
     async def workers_alive(self, within_seconds: float) -> int:
         """How many queue workers sent a heartbeat in the last ``within_seconds``."""

@@ -42,8 +42,8 @@ async def make_done_generation(
     platform: Any, generator: Any, user: str = "cli:alice", prompt: str = "a red cat", n: int = 4
 ) -> int:
     """Submit through the service and run the job body directly (no worker): a done generation."""
+    from bot.domain import UserRef
     from bot.generation import GenerationRunner
-    from bot.service import UserRef
 
     submitted = await platform.service.submit_prompt(UserRef.parse(user), prompt, n)
     runner = GenerationRunner(platform.sessions, platform.storage, generator)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.service import GenerationOptions, Refusal, UserRef
+from bot.domain import GenerationOptions, Refusal, UserRef
 from tests.support import count, make_done_generation
 
 ALICE = UserRef.parse("cli:alice")

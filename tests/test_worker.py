@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
+from bot.domain import UserRef
 from bot.jobs.app import build_app
 from bot.jobs.worker import recover_stalled_jobs, serve_worker
 from bot.notify import GenerationEvent, NotificationListener, ProgressEvent
-from bot.service import UserRef
 from tests.support import eventually, generation_status, make_done_generation, running
 
 ALICE = UserRef.parse("cli:alice")

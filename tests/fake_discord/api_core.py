@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from tests.fake_discord.identity import application_payload
 from tests.fake_discord.payloads import (
     UNKNOWN_APPLICATION,
     UNKNOWN_COMMAND,
@@ -52,7 +53,7 @@ def get_gateway_bot(fake: FakeDiscord, req: ApiRequest) -> Reply:
 @route("GET", r"/applications/@me")
 def get_application(fake: FakeDiscord, req: ApiRequest) -> Reply:
     """The application object (discord.py's login calls the oauth2 form)."""
-    return Reply(200, fake.application_payload())
+    return Reply(200, application_payload(fake))
 
 
 @route("GET", APP)

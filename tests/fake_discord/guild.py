@@ -152,6 +152,16 @@ class GuildState:
         perms = self.permissions_of(member) if permissions else None
         return {"user": member.user_payload(), **member.member_payload(perms)}
 
+    def option_value(self, kind: int, snowflake: int) -> tuple[str, Any]:
+        """(resolved-data key, payload) of a user (6), role (8) or channel option value."""
+        if kind == 6:
+            member = self.member(snowflake)
+            permissions = self.permissions_of(member)
+            return "users", (member.user_payload(), member.member_payload(permissions))
+        if kind == 8:
+            return "roles", self.roles[snowflake].payload()
+        return "channels", self.channel_payload(snowflake)
+
     def channel_payload(self, channel_id: int, viewer: Member | None = None) -> dict[str, Any]:
         """A text channel object; with the viewer's ``permissions`` as interactions include it."""
         data: dict[str, Any] = {

@@ -247,3 +247,11 @@ def command_name(data: Mapping[str, Any]) -> str:
         names.append(options[0]["name"])
         options = options[0].get("options") or []
     return " ".join(names)
+
+
+def find_command(
+    store: dict[int | None, dict[tuple[str, int], dict[str, Any]]], guild_id: int, name: str
+) -> dict[str, Any] | None:
+    """A synced chat-input command by name: the guild's own first, else the global one."""
+    key = (name, CHAT_INPUT)
+    return store.get(guild_id, {}).get(key) or store.get(None, {}).get(key)

@@ -14,14 +14,14 @@ from aiohttp import web
 
 from tests.fake_discord.gateway import Gateway
 from tests.fake_discord.guild import BOT_PERMISSIONS, GuildState, Member, Role
+from tests.fake_discord.identity import ready_payload
 from tests.fake_discord.interactions import (
     APPLICATION_COMMAND,
     CHAT_INPUT,
     MESSAGE_COMPONENT,
-    ROLE,
-    USER,
     InteractionHandle,
     build_options,
+    find_command,
     interaction_payload,
     leaf_schema,
     nest_options,
@@ -38,8 +38,6 @@ from tests.fake_discord.rest import RateLimitRule, RestApi
 
 T = TypeVar("T")
 GUILD_MESSAGES = 1 << 9
-# GATEWAY_MESSAGE_CONTENT_LIMITED | APPLICATION_COMMAND_BADGE: a typical small bot.
-APPLICATION_FLAGS = (1 << 19) | (1 << 23)
 # How often wait_for re-checks predicates that depend on time rather than on traffic.
 POLL_INTERVAL = 0.05
 
@@ -87,13 +85,17 @@ class FakeDiscord:
         self.interactions_by_token: dict[str, InteractionHandle] = {}
         self.command_store: dict[int | None, dict[tuple[str, int], dict[str, Any]]] = {}
         self.gateway = Gateway(
-            self.token, heartbeat_interval, self._ready_payload, self._guild_payloads, self.notify
+            self.token,
+            heartbeat_interval,
+            lambda session_id: ready_payload(self, session_id),
+            self._guild_payloads,
+            self.notify,
         )
         self.base_url = self.api_base = self.gateway_url = ""
         self._rate_limits: list[RateLimitRule] = []
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self._verify_key = secrets.token_hex(32)
+        self.verify_key = secrets.token_hex(32)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -216,9 +218,9 @@ class FakeDiscord:
         Option types come from the synced command when there is one (so an int for a user
         option becomes a user with resolved data), else from the values (see UserOption).
         """
-        command = self._find_command(name)
+        command = find_command(self.command_store, self.guild_id, name)
         schema = leaf_schema(command, group, subcommand)
-        leaf, resolved = build_options(options or {}, schema, self._resolve)
+        leaf, resolved = build_options(options or {}, schema, self.guild.option_value)
         data: dict[str, Any] = {
             "id": command["id"] if command else str(self.ids.next()),
             "name": name,
@@ -341,31 +343,6 @@ class FakeDiscord:
             data.update(email=None, bio="", banner=None, accent_color=None)
         return data
 
-    def application_payload(self) -> dict[str, Any]:
-        """GET /oauth2/applications/@me; no interactions endpoint URL, so events come by gateway."""
-        return {
-            "id": str(self.application_id),
-            "name": self.bot_member.name,
-            "icon": None,
-            "description": "",
-            "summary": "",
-            "type": None,
-            "hook": True,
-            "bot_public": True,
-            "bot_require_code_grant": False,
-            "verify_key": self._verify_key,
-            "flags": APPLICATION_FLAGS,
-            "owner": self.guild.member(self.user_id).user_payload(),
-            "team": None,
-            "bot": self.bot_user_payload(),
-            "redirect_uris": [],
-            "interactions_endpoint_url": None,
-            "role_connections_verification_url": None,
-            "tags": [],
-            "integration_types_config": {"0": {}},
-            "approximate_guild_count": 1,
-        }
-
     def broadcast_message(self, event: str, message: StoredMessage) -> None:
         """MESSAGE_CREATE/UPDATE/DELETE for a public message, to a client with GUILD_MESSAGES."""
         session = self.gateway.current
@@ -378,42 +355,9 @@ class FakeDiscord:
             data = {**message.payload(), "member": self.bot_member.member_payload()}
         self.gateway.dispatch(event, {**data, "guild_id": str(self.guild_id)})
 
-    def _ready_payload(self, session_id: str) -> dict[str, Any]:
-        return {
-            "v": 10,
-            "user": self.bot_user_payload(full=True),
-            "user_settings": {},
-            "session_id": session_id,
-            "session_type": "normal",
-            "resume_gateway_url": self.gateway_url,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
-            "application": {"id": str(self.application_id), "flags": APPLICATION_FLAGS},
-            "private_channels": [],
-            "relationships": [],
-            "presences": [],
-            "guild_join_requests": [],
-            "geo_ordered_rtc_regions": ["us-east", "us-central"],
-            "auth": {},
-            "_trace": ['["fake-discord",{"micros":0}]'],
-        }
-
     def _guild_payloads(self) -> list[dict[str, Any]]:
         # Without the privileged GUILD_MEMBERS intent a bot only gets itself as a member.
         return [self.guild.guild_create_payload([self.bot_member])]
-
-    def _find_command(self, name: str) -> dict[str, Any] | None:
-        key = (name, CHAT_INPUT)
-        in_guild = self.command_store.get(self.guild_id, {}).get(key)
-        return in_guild or self.command_store.get(None, {}).get(key)
-
-    def _resolve(self, kind: int, snowflake: int) -> tuple[str, Any]:
-        if kind == USER:
-            member = self.guild.member(snowflake)
-            permissions = self.guild.permissions_of(member)
-            return "users", (member.user_payload(), member.member_payload(permissions))
-        if kind == ROLE:
-            return "roles", self.guild.roles[snowflake].payload()
-        return "channels", self.guild.channel_payload(snowflake)
 
     def _dispatch_interaction(
         self,

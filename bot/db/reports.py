@@ -1,0 +1,132 @@
+"""Read-only reports for members and admins: dataset size and queue state (session first)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db import queries
+from bot.db.models import (
+    Choice,
+    ChoiceEvent,
+    Generation,
+    GenerationStatus,
+    Image,
+    ModelKind,
+    ModelStatus,
+    ModelVersion,
+    User,
+)
+from bot.domain import QueueStatus, Stats, UserRef
+
+
+def _count(model: type, *where: object) -> object:
+    return select(func.count()).select_from(model).where(*where).scalar_subquery()
+
+
+async def dataset_stats(session: AsyncSession, user: UserRef | None = None) -> Stats:
+    """Members, generations by status, images, picks, active models; ``user``'s own too."""
+    by_status = dict(
+        (
+            await session.execute(
+                select(Generation.status, func.count()).group_by(Generation.status)
+            )
+        ).all()
+    )
+    requester_picks = (
+        select(func.count())
+        .select_from(Choice)
+        .join(Generation, Generation.id == Choice.generation_id)
+        .where(Generation.requested_by == Choice.user_id)
+        .scalar_subquery()
+    )
+    members, banned, images, flagged, picks, events, requester = (
+        await session.execute(
+            select(
+                _count(User),
+                _count(User, User.banned),
+                _count(Image),
+                _count(Image, Image.nsfw),
+                _count(Choice),
+                _count(ChoiceEvent),
+                requester_picks,
+            )
+        )
+    ).one()
+    active = (
+        await session.execute(
+            select(ModelVersion.kind, ModelVersion.uri).where(
+                ModelVersion.status == ModelStatus.active
+            )
+        )
+    ).all()
+    mine = await _member_numbers(session, user) if user else (None, None)
+    return Stats(
+        members=members,
+        banned=banned,
+        generations={s.value: int(by_status.get(s, 0)) for s in GenerationStatus},
+        images=images,
+        flagged_images=flagged,
+        picks=picks,
+        requester_picks=requester,
+        repicks=events - picks,
+        active_models={ModelKind(kind).value: uri for kind, uri in active},
+        member_generations=mine[0],
+        member_picks=mine[1],
+    )
+
+
+async def _member_numbers(session: AsyncSession, user: UserRef) -> tuple[int, int]:
+    member = await queries.find_user(session, user.frontend, user.external_id)
+    if member is None:
+        return 0, 0
+    generations, picks = (
+        await session.execute(
+            select(
+                _count(Generation, Generation.requested_by == member.id),
+                _count(Choice, Choice.user_id == member.id),
+            )
+        )
+    ).one()
+    return int(generations), int(picks)
+
+
+async def queue_status(session: AsyncSession, stalled_after: float) -> QueueStatus:
+    """Queued and running generations, live workers, the latest outcomes."""
+    counts = dict(
+        (
+            await session.execute(
+                select(Generation.status, func.count())
+                .where(Generation.status.in_(queries.UNFINISHED))
+                .group_by(Generation.status)
+            )
+        ).all()
+    )
+    oldest, last_done = (
+        await session.execute(
+            select(
+                select(func.min(Generation.requested_at))
+                .where(Generation.status == GenerationStatus.queued)
+                .scalar_subquery(),
+                select(func.max(Generation.finished_at))
+                .where(Generation.status == GenerationStatus.done)
+                .scalar_subquery(),
+            )
+        )
+    ).one()
+    failure = (
+        await session.execute(
+            select(Generation.id, Generation.error)
+            .where(Generation.status == GenerationStatus.failed)
+            .order_by(Generation.finished_at.desc())
+            .limit(1)
+        )
+    ).first()
+    return QueueStatus(
+        queued=int(counts.get(GenerationStatus.queued, 0)),
+        running=int(counts.get(GenerationStatus.running, 0)),
+        workers=await queries.live_workers(session, stalled_after),
+        oldest_queued_at=oldest,
+        last_done_at=last_done,
+        last_failure=(failure[0], failure[1] or "") if failure else None,
+    )
