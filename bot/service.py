@@ -37,7 +37,7 @@ from bot.domain import (
     Submitted,
     UserRef,
 )
-from bot.prompts import PromptRules
+from bot.prompts import PromptRules, check_pick, gone
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class CollectionService:
                 )
             ).first()
         if old is None:
-            raise _gone(generation_id)
+            raise gone(generation_id)
         seeds = self.rules.seeds(old.n_images, None)
         return await self._enqueue(user, old.prompt, old.negative_prompt, seeds, delivery)
 
@@ -164,13 +164,13 @@ class CollectionService:
             row = await queries.record_pick(
                 session, generation_id, user.frontend, user.external_id, index
             )
-            _check_pick(generation_id, index, row)
+            check_pick(generation_id, index, row)
             if row.user_id is None:  # first time we see this member
                 await queries.ensure_user(session, user.frontend, user.external_id)
                 row = await queries.record_pick(
                     session, generation_id, user.frontend, user.external_id, index
                 )
-                _check_pick(generation_id, index, row)
+                check_pick(generation_id, index, row)
         new_picker = row.changed and row.previous is None
         return PickResult(
             generation_id,
@@ -194,7 +194,7 @@ class CollectionService:
                 )
             ).first()
             if row is None:
-                raise _gone(generation_id)
+                raise gone(generation_id)
             generation, frontend, external_id = row
             images = (
                 await session.scalars(
@@ -360,29 +360,6 @@ class CollectionService:
         """How many queue workers sent a heartbeat in the last ``within_seconds``."""
         async with self.sessions() as session:
             return await queries.live_workers(session, within_seconds)
-
-
-def _check_pick(generation_id: int, index: int, row: queries.PickRow) -> None:
-    if row.status is None:
-        raise _gone(generation_id)
-    if row.status == GenerationStatus.failed:
-        raise Refusal("This generation failed, so there is nothing to pick.", code="failed")
-    if row.status != GenerationStatus.done:
-        raise Refusal("These images are not ready yet.", code="not_ready")
-    if not 0 <= index < (row.n_images or 0):
-        raise Refusal(
-            f"There is no image {index + 1} here; pick 1 to {row.n_images}.", code="bad_index"
-        )
-    if row.nsfw:
-        raise Refusal("That image was withheld by the safety filter.", code="withheld")
-    if row.banned:
-        raise Refusal("You are banned from prefloop; your picks are not recorded.", code="banned")
-
-
-def _gone(generation_id: int) -> Refusal:
-    return Refusal(
-        f"Generation #{generation_id} no longer exists (it may have been deleted).", code="gone"
-    )
 
 
 def _image_view(image: Image) -> ImageView:

@@ -75,3 +75,13 @@ async def imagine(fake: FakeDiscord, user_id: int, prompt: str, **options: Any) 
     it = await fake.slash_command("imagine", {"prompt": prompt, **options}, user_id=user_id)
     await it.wait_for_callback(timeout=5)
     return it
+
+
+def private_text(it: Any, user_id: int) -> str:
+    """The text of the private answer(s) of an interaction, as its member sees them."""
+    return " ".join(m.content for m in it.messages() if m.ephemeral and m.visible_for(user_id))
+
+
+async def private(fake: FakeDiscord, it: Any, user_id: int) -> str:
+    """Wait for the interaction's private answer to ``user_id``; its text."""
+    return await fake.wait_for(lambda: private_text(it, user_id), timeout=10)
