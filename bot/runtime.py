@@ -7,6 +7,7 @@ sessions, the image store, the service) is made here at start-up, never at impor
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -80,3 +81,15 @@ async def check_schema(engine: AsyncEngine) -> None:
             f"the database schema is at revision {found or 'none'}, this prefloop needs "
             f"{expected}: run `prefloop db upgrade`"
         )
+
+
+def settle_heap() -> None:
+    """Exempt everything loaded so far (model libraries, the pipeline) from garbage collection.
+
+    A full collection walks every object; with torch and diffusers loaded that takes
+    about half a second, during which the event loop (heartbeats, Discord's 3-second
+    deadline) stands still. Objects loaded at start-up live as long as the process, so
+    they are frozen out of the collector's walk once the resources are built.
+    """
+    gc.collect()
+    gc.freeze()

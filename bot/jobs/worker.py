@@ -21,6 +21,7 @@ from bot.config import WorkerSettings
 from bot.db import queries
 from bot.generation import GenerationRunner, mark_failed_in
 from bot.jobs.app import RUNNER, build_app
+from bot.runtime import settle_heap
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
 from training.generator import GeneratorLoadError
 
@@ -64,6 +65,7 @@ async def serve_worker(platform: Platform) -> None:
     """
     settings = platform.settings.worker
     generator = await load_generator(platform)
+    settle_heap()  # the pipeline is loaded: keep the collector off it
     runner = GenerationRunner(
         platform.sessions,
         platform.storage,
