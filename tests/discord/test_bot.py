@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import sys
 from typing import Any
 
 from PIL import Image
@@ -223,3 +224,36 @@ async def _until(platform: Any, query: str, timeout: float = 60) -> None:
                 if await conn.scalar(text(query)):
                     return
             await asyncio.sleep(0.1)
+
+
+async def test_prefloop_discord_sync_registers_the_commands(fake: Any, tmp_path: Any) -> None:
+    from tests.support import cli_env
+
+    env = cli_env(
+        data_dir=str(tmp_path),
+        discord__token=fake.token,
+        discord__api_base_url=fake.api_base,
+        discord__gateway_url=fake.gateway_url,
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "discord",
+        "sync",
+        "--guild",
+        str(fake.guild_id),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, errors = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, errors.decode()
+    assert f"synced 5 commands to guild {fake.guild_id}" in out.decode()
+    assert {c["name"] for c in fake.commands(fake.guild_id)} == {
+        "imagine",
+        "stats",
+        "forget-me",
+        "help",
+        "admin",
+    }
