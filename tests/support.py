@@ -39,13 +39,20 @@ async def count(platform: Any, table: str) -> int:
 
 
 async def make_done_generation(
-    platform: Any, generator: Any, user: str = "cli:alice", prompt: str = "a red cat", n: int = 4
+    platform: Any,
+    generator: Any,
+    user: str = "cli:alice",
+    prompt: str = "a red cat",
+    n: int = 4,
+    delivery: dict[str, Any] | None = None,
 ) -> int:
     """Submit through the service and run the job body directly (no worker): a done generation."""
     from bot.domain import UserRef
     from bot.generation import GenerationRunner
 
-    submitted = await platform.service.submit_prompt(UserRef.parse(user), prompt, n)
+    submitted = await platform.service.submit_prompt(
+        UserRef.parse(user), prompt, n, delivery=delivery
+    )
     runner = GenerationRunner(platform.sessions, platform.storage, generator)
     assert await runner.run(submitted.generation_id) == "done"
     return submitted.generation_id

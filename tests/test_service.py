@@ -259,8 +259,10 @@ async def test_forget_user_deletes_their_prompts_picks_and_files(
 async def test_undelivered_lists_finished_generations_of_one_frontend(
     platform: Any, generator: Any
 ) -> None:
-    cli = await make_done_generation(platform, generator, user="cli:alice")
-    discord = await make_done_generation(platform, generator, user="discord:42")
+    note = {"where": "here"}
+    cli = await make_done_generation(platform, generator, user="cli:alice", delivery=note)
+    discord = await make_done_generation(platform, generator, user="discord:42", delivery=note)
+    await make_done_generation(platform, generator, user="discord:43")  # nowhere to answer
     assert await platform.service.undelivered(UserRef.parse("cli:x").frontend) == [cli]
     assert await platform.service.mark_delivered(cli)
     assert not await platform.service.mark_delivered(cli)

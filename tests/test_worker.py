@@ -145,7 +145,7 @@ async def test_a_job_that_lost_its_worker_too_often_fails_for_good(platform: Any
 
 
 async def test_listener_catches_up_on_every_reconnect(platform: Any, generator: Any) -> None:
-    finished_while_away = await make_done_generation(platform, generator)
+    finished_while_away = await make_done_generation(platform, generator, delivery={"to": "cli"})
     seen: list[int] = []
 
     async def catch_up() -> None:

@@ -44,7 +44,8 @@ NAMING = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
-        dict[str, Any]: JSONB,
+        # None is SQL NULL, not the JSON value null, so `IS NULL` filters mean what they say.
+        dict[str, Any]: JSONB(none_as_null=True),
         datetime: DateTime(timezone=True),
     }
 
