@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,9 +19,11 @@ from bot.cli_support import (
     cli_settings,
     console,
     err,
+    fail,
     member,
     plain_errors,
     print_generation,
+    render_export,
     with_platform,
 )
 from bot.cli_support import run as run_command
@@ -256,7 +260,7 @@ def forget(
     settings = cli_settings()
 
     async def go(platform: Any) -> None:
-        done = await platform.service.forgetmember(member(user))
+        done = await platform.service.forget_user(member(user))
         console.print(
             f"forgot {user}: {done.generations} generations, {done.picks} picks, "
             f"{len(done.files)} image files deleted"
@@ -274,7 +278,7 @@ def ban(
     settings = cli_settings()
 
     async def go(platform: Any) -> None:
-        await platform.service.banmember(member(user), reason)
+        await platform.service.ban_user(member(user), reason)
         console.print(f"{user} is banned")
 
     run_command(with_platform(settings, go))
@@ -286,10 +290,69 @@ def unban(user: Annotated[str, typer.Argument(help="Member id or local name.")])
     settings = cli_settings()
 
     async def go(platform: Any) -> None:
-        lifted = await platform.service.unbanmember(member(user))
+        lifted = await platform.service.unban_user(member(user))
         console.print(f"{user} is no longer banned" if lifted else f"{user} was not banned")
 
     run_command(with_platform(settings, go))
+
+
+# ----- the dataset ------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    out: Annotated[
+        Path, typer.Argument(help="Folder to write (new, empty, or an earlier export).")
+    ],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="hps (the HPS v1 release layout) or parquet.")
+    ] = "hps",
+    rater: Annotated[
+        str,
+        typer.Option(help="requester: the pick of the member who asked; all: every member's."),
+    ] = "requester",
+    since: Annotated[
+        str | None, typer.Option(help="Only picks made from this time on (ISO 8601, UTC).")
+    ] = None,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="Only picks new since the last such export.")
+    ] = False,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Share of prompts in the test split (default: settings).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Split seed (default: settings).")] = None,
+) -> None:
+    """Export the picks as a dataset: HPS v1 layout or Parquet, split by prompt."""
+    from bot.export import ExportOptions, Rater, export_dataset
+
+    if format not in ("hps", "parquet"):
+        fail(f"unknown format {format!r}: use hps or parquet")
+    if rater not in ("requester", "all"):
+        fail(f"unknown rater {rater!r}: use requester or all")
+    options = ExportOptions(
+        out=out,
+        format=format,  # type: ignore[arg-type]
+        rater=Rater(rater),
+        since=_utc_time(since) if since else None,
+        incremental=incremental,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    settings = cli_settings()
+
+    async def go(platform: Any) -> None:
+        done = await export_dataset(platform.database_url, platform.storage, settings, options)
+        console.print(render_export(done), markup=False, highlight=False)
+
+    run_command(with_platform(settings, go))
+
+
+def _utc_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--since {text!r} is not a date or time (use e.g. 2026-11-01 or 2026-11-01T12:00)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @app.command()

@@ -63,6 +63,7 @@ def plain_errors() -> Iterator[None]:
 
     from bot.db.embedded import EmbeddedServerError
     from bot.domain import FrontEndError, Refusal
+    from bot.export import ExportError
     from bot.runtime import SchemaError
     from bot.storage import StorageError
     from training.generator import GeneratorLoadError
@@ -74,6 +75,7 @@ def plain_errors() -> Iterator[None]:
         StorageError,
         CommandError,
         FrontEndError,
+        ExportError,
     )
     try:
         yield
@@ -121,3 +123,29 @@ def print_generation(platform: Any, view: Any) -> None:
     if view.withheld:
         lines.append(f"  {view.withheld} image(s) withheld by the safety filter")
     console.print("\n".join(lines), markup=False, highlight=False)
+
+
+def render_export(done: Any) -> str:
+    """What an export wrote and what it left out, in a few lines."""
+    counts = done.manifest["counts"]
+    split = counts["instances"]
+    lines = [
+        f"exported {done.instances} picks (train {split['train']}, test {split['test']}) "
+        f"with {counts['images']} images to {done.out} in {done.seconds:.1f} s",
+    ]
+    left_out = {k: v for k, v in counts["excluded"].items() if v}
+    if left_out:
+        lines.append(
+            "left out: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in left_out.items())
+        )
+    missing = done.manifest["missing_files"]
+    if missing["count"]:
+        lines.append(
+            f"{missing['count']} image files are missing from the store, e.g. {missing['first'][0]}"
+        )
+    if counts["deferred_to_next_export"]:
+        lines.append(
+            f"{counts['deferred_to_next_export']} recent picks are left for the next export"
+        )
+    lines.extend(f"warning: {w}" for w in done.warnings)
+    return "\n".join(lines)

@@ -102,6 +102,27 @@ class DiscordSettings(BaseModel):
     )
 
 
+class ExportSettings(BaseModel):
+    """Dataset exports: where the admin's and the retrain loop's go, splits, privacy."""
+
+    folder: Path | None = Field(
+        None, description="Where jobs write exports; unset = data_dir/exports."
+    )
+    test_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Share of prompts in the test split (HPS: 5,000 of 25,205).",
+    )
+    split_seed: int = Field(0, description="Changes which prompts land in the test split.")
+    user_hash_secret: SecretStr | None = Field(
+        None, description="Key of the user hash; unset = a random key kept in the data folder."
+    )
+    person_names_file: Path | None = Field(
+        None, description="Names that set contain_name, one per line; unset = the built-in list."
+    )
+
+
 class Settings(BaseSettings):
     """All of prefloop's configuration."""
 
@@ -124,6 +145,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
 
     @field_validator("database_url")
     @classmethod

@@ -21,6 +21,7 @@ from tests.support import fresh_database
 
 TABLES = (
     "users, generations, images, choices, choice_history, model_versions, admin_actions, "
+    "dataset_exports, "
     "procrastinate_jobs, procrastinate_events, procrastinate_workers, "
     "procrastinate_periodic_defers"
 )

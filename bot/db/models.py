@@ -203,6 +203,7 @@ class Choice(Base):
             name="fk_choices_image",
         ),
         Index("ix_choices_user", "user_id"),
+        Index("ix_choices_chosen_at", "chosen_at"),  # incremental exports
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -238,3 +239,26 @@ class AdminAction(Base):
     details: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     allowed: Mapped[bool] = mapped_column(Boolean)
     at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class DatasetExport(Base):
+    """A finished dataset export: what it covered, so that the next one can start there.
+
+    An incremental export covers the picks made (or changed) in ``[since, cutoff)``;
+    ``cutoff`` is a time before which every pick was committed when the export read
+    the database, so the next export starting at it misses none.
+    """
+
+    __tablename__ = "dataset_exports"
+    __table_args__ = (Index("ix_dataset_exports_kind", "format", "rater", "cutoff"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    format: Mapped[str] = mapped_column(String(20))
+    rater: Mapped[str] = mapped_column(String(20))
+    out_path: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime | None]
+    cutoff: Mapped[datetime]
+    snapshot_at: Mapped[datetime]
+    counts: Mapped[dict[str, Any]]
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -14,7 +14,16 @@ from bot.db.models import Base
 from bot.runtime import SchemaError, check_schema
 from tests.support import fresh_database
 
-OUR_TABLES = {"users", "generations", "images", "choices", "choice_history", "model_versions"}
+OUR_TABLES = {
+    "users",
+    "generations",
+    "images",
+    "choices",
+    "choice_history",
+    "model_versions",
+    "admin_actions",
+    "dataset_exports",
+}
 
 
 def _objects(url: str) -> tuple[set[str], set[str], set[str]]:

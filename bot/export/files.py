@@ -1,0 +1,296 @@
+"""Writing an export's files: the images (linked or copied from the store) and the records.
+
+Two layouts share one interface, ``add(candidate, split, contain_name)`` returning the
+reason a pick could not be written (its image files are gone) or None:
+
+- :class:`HpsWriter`: the HPS v1 release layout, ``preference_images/{id}_{k}.{ext}``
+  and ``preference_{train,test}.json``, written as streams.
+- :class:`ParquetWriter`: ``{train,test}.parquet``, one row per pick, images embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import shutil
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bot.export.picks import Candidate, Picture, Reason
+from bot.storage import Storage, StorageError
+
+SPLITS = ("train", "test")
+IMAGES = "preference_images"
+
+
+class ImageSource:
+    """Where images come from: hard links into a local store, else copies or downloads."""
+
+    def __init__(self, storage: Storage, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.storage = storage
+        self.loop = loop
+        self.local = storage.local_path("x") is not None
+        self.can_link = True
+        self.linked = self.copied = 0
+        self.missing: list[str] = []
+
+    def place(self, key: str, dest: Path) -> bool:
+        """Put the image ``key`` at ``dest``; False (and noted) when its file is gone."""
+        if not self.local:
+            data = self.read(key)
+            if data is None:
+                return False
+            dest.write_bytes(data)
+            self.copied += 1
+            return True
+        source = self.storage.local_path(key)
+        assert source is not None
+        if self.can_link:
+            try:
+                os.link(source, dest)
+                self.linked += 1
+                return True
+            except FileNotFoundError:
+                return self._gone(key)
+            except OSError as error:  # another filesystem, or links not allowed there
+                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                self.can_link = False
+        try:
+            shutil.copyfile(source, dest)
+        except FileNotFoundError:
+            return self._gone(key)
+        self.copied += 1
+        return True
+
+    def read(self, key: str) -> bytes | None:
+        """The image's bytes, or None (noted) when its file is gone."""
+        try:
+            if self.local:
+                path = self.storage.local_path(key)
+                assert path is not None
+                return path.read_bytes()
+            assert self.loop is not None, "a remote store needs the event loop"
+            return asyncio.run_coroutine_threadsafe(self.storage.get(key), self.loop).result()
+        except (FileNotFoundError, StorageError):
+            self._gone(key)
+            return None
+
+    def _gone(self, key: str) -> bool:
+        self.missing.append(key)
+        return False
+
+
+def suffix(picture: Picture) -> str:
+    return picture.key.rsplit(".", 1)[-1] if "." in picture.key else "png"
+
+
+def record(candidate: Candidate, names: list[str], chosen: int, kept: list[Picture],
+           contain_name: bool) -> dict[str, Any]:  # fmt: skip
+    """One instance as the HPS layout writes it (the first six fields are HPS v1's)."""
+    return {
+        "id": candidate.id,
+        "prompt": candidate.prompt,
+        "file_path": names,
+        "human_preference": chosen,
+        "user_hash": candidate.user_hash,
+        "contain_name": contain_name,
+        "generation_id": candidate.generation_id,
+        "image_index": [p.index for p in kept],
+        "seeds": [p.seed for p in kept],
+        "generator_version": candidate.generator_version,
+        "adapter_version_id": candidate.adapter_version_id,
+        "rater_is_requester": candidate.rater_is_requester,
+        "created_at": candidate.created_at.isoformat(),
+    }
+
+
+class HpsWriter:
+    """preference_images/ and the two JSON lists, streamed; remembers what it wrote
+    compactly (ids and digests) so that the content hash needs no second pass."""
+
+    def __init__(self, staging: Path, source: ImageSource) -> None:
+        self.staging = staging
+        self.source = source
+        self.images = staging / IMAGES
+        self.images.mkdir()
+        self.files = {s: (staging / f"preference_{s}.json").open("w", encoding="utf-8")
+                      for s in SPLITS}  # fmt: skip
+        self.counts = dict.fromkeys(SPLITS, 0)
+        self.image_count = 0
+        self._ids = array("q")
+        self._sizes = bytearray()
+        self._digests = bytearray()
+        self._suffixes: list[str] = []  # per image; interned, so small
+
+    def add(self, candidate: Candidate, split: str, contain_name: bool) -> Reason | None:
+        names: list[str] = []
+        kept: list[Picture] = []
+        chosen = -1
+        for picture in candidate.pictures:
+            name = f"{candidate.id}_{len(names)}.{suffix(picture)}"
+            if not self.source.place(picture.key, self.images / name):
+                if picture.index == candidate.chosen:
+                    return self._undo(names, Reason.missing_file)
+                continue
+            if picture.index == candidate.chosen:
+                chosen = len(names)
+            names.append(name)
+            kept.append(picture)
+        if len(names) < 2:
+            return self._undo(names, Reason.missing_file)
+        file = self.files[split]
+        file.write(",\n" if self.counts[split] else "[\n")
+        file.write(json.dumps(record(candidate, names, chosen, kept, contain_name),
+                              ensure_ascii=False))  # fmt: skip
+        self.counts[split] += 1
+        self.image_count += len(kept)
+        self._ids.append(candidate.id)
+        self._sizes.append(len(kept))
+        for picture in kept:
+            self._digests += bytes.fromhex(picture.sha256)
+            self._suffixes.append(suffix(picture))
+        return None
+
+    def _undo(self, names: list[str], reason: Reason) -> Reason:
+        for name in names:
+            (self.images / name).unlink()
+        return reason
+
+    def close(self) -> list[Path]:
+        for split, file in self.files.items():
+            file.write("\n]\n" if self.counts[split] else "[]\n")
+            file.close()
+        return [self.staging / f"preference_{s}.json" for s in SPLITS]
+
+    def image_entries(self) -> Iterator[tuple[str, str]]:
+        """(path, sha256) of every image, in path byte order, for the content hash."""
+        starts = [0] * len(self._ids)
+        total = 0
+        for i, size in enumerate(self._sizes):
+            starts[i] = total
+            total += size
+        # "{id}_" orders the files of different ids as their full names do ('_' > digits).
+        for i in sorted(range(len(self._ids)), key=lambda i: f"{self._ids[i]}_"):
+            for k in range(self._sizes[i]):
+                n = starts[i] + k
+                digest = self._digests[32 * n : 32 * n + 32].hex()
+                yield f"{IMAGES}/{self._ids[i]}_{k}.{self._suffixes[n]}", digest
+
+
+def parquet_schema() -> Any:
+    import pyarrow as pa
+
+    utc = pa.timestamp("us", tz="UTC")
+    fields = [
+        ("id", pa.int64(), {"dtype": "int64", "_type": "Value"}),
+        ("generation_id", pa.int64(), {"dtype": "int64", "_type": "Value"}),
+        ("prompt", pa.string(), {"dtype": "string", "_type": "Value"}),
+        (
+            "images",
+            pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            {"feature": {"_type": "Image"}, "_type": "Sequence"},
+        ),
+        ("image_ids", pa.list_(pa.string()),
+         {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"}),
+        ("human_preference", pa.int8(), {"dtype": "int8", "_type": "Value"}),
+        ("user_hash", pa.string(), {"dtype": "string", "_type": "Value"}),
+        ("contain_name", pa.bool_(), {"dtype": "bool", "_type": "Value"}),
+        ("rater_is_requester", pa.bool_(), {"dtype": "bool", "_type": "Value"}),
+        ("seeds", pa.list_(pa.int64()),
+         {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"}),
+        ("generator_version", pa.string(), {"dtype": "string", "_type": "Value"}),
+        ("adapter_version_id", pa.int64(), {"dtype": "int64", "_type": "Value"}),
+        ("created_at", utc, {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}),
+        ("requested_at", utc, {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}),
+    ]  # fmt: skip
+    # The `datasets` library reads this to decode `images` as PIL images.
+    features = {name: feature for name, _, feature in fields}
+    metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    return pa.schema([(name, kind) for name, kind, _ in fields], metadata=metadata)
+
+
+class ParquetWriter:
+    """train.parquet and test.parquet, written in row groups of bounded size."""
+
+    ROW_GROUP_BYTES = 32 << 20
+    ROW_GROUP_ROWS = 1000
+
+    def __init__(self, staging: Path, source: ImageSource) -> None:
+        import pyarrow.parquet as pq
+
+        self.staging = staging
+        self.source = source
+        self.schema = parquet_schema()
+        self.paths = {s: staging / f"{s}.parquet" for s in SPLITS}
+        self.writers = {s: pq.ParquetWriter(self.paths[s], self.schema) for s in SPLITS}
+        self.rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        self.buffered = dict.fromkeys(SPLITS, 0)
+        self.counts = dict.fromkeys(SPLITS, 0)
+        self.image_count = 0
+
+    def add(self, candidate: Candidate, split: str, contain_name: bool) -> Reason | None:
+        images: list[dict[str, Any]] = []
+        kept: list[Picture] = []
+        chosen = -1
+        for picture in candidate.pictures:
+            data = self.source.read(picture.key)
+            if data is None:
+                if picture.index == candidate.chosen:
+                    return Reason.missing_file
+                continue
+            if picture.index == candidate.chosen:
+                chosen = len(images)
+            images.append(
+                {"bytes": data, "path": f"{candidate.id}_{len(images)}.{suffix(picture)}"}
+            )
+            kept.append(picture)
+        if len(images) < 2:
+            return Reason.missing_file
+        self.rows[split].append({
+            "id": candidate.id,
+            "generation_id": candidate.generation_id,
+            "prompt": candidate.prompt,
+            "images": images,
+            "image_ids": [f"{candidate.generation_id}_{p.index}" for p in kept],
+            "human_preference": chosen,
+            "user_hash": candidate.user_hash,
+            "contain_name": contain_name,
+            "rater_is_requester": candidate.rater_is_requester,
+            "seeds": [p.seed for p in kept],
+            "generator_version": candidate.generator_version,
+            "adapter_version_id": candidate.adapter_version_id,
+            "created_at": candidate.created_at,
+            "requested_at": candidate.requested_at,
+        })  # fmt: skip
+        self.counts[split] += 1
+        self.image_count += len(kept)
+        self.buffered[split] += sum(len(image["bytes"]) for image in images)
+        if (
+            self.buffered[split] >= self.ROW_GROUP_BYTES
+            or len(self.rows[split]) >= self.ROW_GROUP_ROWS
+        ):
+            self._flush(split)
+        return None
+
+    def _flush(self, split: str) -> None:
+        import pyarrow as pa
+
+        if self.rows[split]:
+            table = pa.Table.from_pylist(self.rows[split], schema=self.schema)
+            self.writers[split].write_table(table)
+        self.rows[split] = []
+        self.buffered[split] = 0
+
+    def close(self) -> list[Path]:
+        for split in SPLITS:
+            self._flush(split)
+            self.writers[split].close()
+        return list(self.paths.values())
+
+    def image_entries(self) -> Iterator[tuple[str, str]]:
+        return iter(())  # the images live inside the Parquet files

@@ -1,0 +1,99 @@
+"""What keeps people out of an export: keyed user hashes, and the prompts that name people.
+
+``user_hash`` is HMAC-SHA256 of the member's front-end id under a secret key, so the same
+member has the same hash in every export made with that key, and nobody without the key
+can test a guessed Discord id against it. The key comes from the settings
+(``PREFLOOP_EXPORT__USER_HASH_SECRET``) or is created on first use in the data folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import unicodedata
+from importlib import resources
+from pathlib import Path
+
+SECRET_FILE = "user_hash.key"
+
+
+def normalise(text: str) -> str:
+    """Case-, accent-width- and punctuation-insensitive form of a prompt or a name.
+
+    NFKC, case-folded, every run of non-word characters turned into one space.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(re.split(r"[\W_]+", folded)).strip()
+
+
+def load_secret(data_dir: Path, configured: str | None) -> bytes:
+    """The hash key: the configured one, else the one kept in ``data_dir`` (made once)."""
+    if configured:
+        return configured.encode()
+    path = Path(data_dir) / SECRET_FILE
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    try:  # O_EXCL: two processes creating it at once agree on the first one's key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as file:
+        file.write(key + b"\n")
+    return key
+
+
+class UserHasher:
+    """``user_hash`` for a member: 32 hex digits of HMAC-SHA256(key, "frontend:id")."""
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("the user hash key is empty")
+        self._key = key
+        self._cache: dict[tuple[str, str], str] = {}
+
+    def __call__(self, frontend: str, external_id: str) -> str:
+        found = self._cache.get((frontend, external_id))
+        if found is None:
+            message = f"{frontend}:{external_id}".encode()
+            found = hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+            if len(self._cache) < 1_000_000:  # members, not picks: stays small
+                self._cache[(frontend, external_id)] = found
+        return found
+
+
+class NameMatcher:
+    """Does a prompt name a person from a list? (``contain_name`` in the HPS layout).
+
+    A name matches when its normalised words appear as consecutive whole words of the
+    normalised prompt: "Greg Rutkowski" matches "by greg-rutkowski," but not
+    "gregory". A list cannot know every person, misspellings, or names that are also
+    ordinary words; see docs/dataset-format.md.
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = {n for n in (normalise(name) for name in names) if n}
+        self.longest = max((n.count(" ") + 1 for n in self.names), default=0)
+
+    @classmethod
+    def from_file(cls, path: Path | None) -> NameMatcher:
+        """Names from ``path`` (one per line, # comments), or the built-in list."""
+        if path is None:
+            text = resources.files(__package__).joinpath("person_names.txt").read_text("utf-8")
+        else:
+            text = Path(path).read_text("utf-8")
+        return cls([line.split("#", 1)[0] for line in text.splitlines()])
+
+    def __call__(self, prompt: str) -> bool:
+        words = normalise(prompt).split()
+        for size in range(1, self.longest + 1):
+            for start in range(len(words) - size + 1):
+                if " ".join(words[start : start + size]) in self.names:
+                    return True
+        return False

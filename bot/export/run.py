@@ -1,0 +1,254 @@
+"""One export, start to finish: snapshot -> filter -> split -> files -> manifest -> record.
+
+The whole run is synchronous (a database cursor and file system calls) and is meant to
+run in a thread: :func:`export_dataset` does that for async callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from bot.config import Settings
+from bot.db.engine import libpq_url
+from bot.export import layout
+from bot.export.files import HpsWriter, ImageSource, ParquetWriter
+from bot.export.picks import Candidate, Rater, Reason, classify, count_deferred, open_snapshot
+from bot.export.picks import stream_picks as read_picks
+from bot.export.privacy import NameMatcher, UserHasher, load_secret, normalise
+from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+Format = Literal["hps", "parquet"]
+MISSING_LISTED = 100  # missing files named in the manifest (all are counted)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    out: Path
+    format: Format = "hps"
+    rater: Rater = Rater.requester
+    since: datetime | None = None
+    incremental: bool = False  # start where the last export of this format and rater ended
+    test_fraction: float | None = None  # None: the settings' value
+    seed: int | None = None
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    manifest: dict[str, Any]
+    seconds: float
+    recorded: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def instances(self) -> int:
+        return sum(self.manifest["counts"]["instances"].values())
+
+
+async def export_dataset(
+    database_url: str, storage: Storage, settings: Settings, options: ExportOptions
+) -> ExportResult:
+    """Write an export (in a thread, so an event loop keeps running meanwhile)."""
+    loop = asyncio.get_running_loop()
+    return await asyncio.to_thread(run_export, database_url, storage, settings, options, loop=loop)
+
+
+def run_export(
+    database_url: str,
+    storage: Storage,
+    settings: Settings,
+    options: ExportOptions,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> ExportResult:
+    started = time.perf_counter()
+    url = libpq_url(database_url)
+    out = Path(options.out).expanduser().absolute()
+    fraction = (
+        settings.export.test_fraction if options.test_fraction is None else options.test_fraction
+    )
+    if not 0.0 <= fraction < 1.0:
+        raise layout.ExportError(f"the test fraction must be in [0, 1), got {fraction}")
+    seed = settings.export.split_seed if options.seed is None else options.seed
+    secret = settings.export.user_hash_secret
+    key = load_secret(settings.data_dir, secret.get_secret_value() if secret else None)
+    hasher = UserHasher(key)
+    names = NameMatcher.from_file(settings.export.person_names_file)
+    since = options.since
+    if options.incremental:
+        since = last_cutoff(url, options.format, options.rater) or since
+
+    staging = layout.claim(out)
+    source = ImageSource(storage, loop)
+    writer: HpsWriter | ParquetWriter | None = None
+    try:
+        conn, window = open_snapshot(url, since)
+        with conn:
+            writer = (HpsWriter if options.format == "hps" else ParquetWriter)(staging, source)
+            excluded: Counter[str] = Counter()
+            read = 0
+            prompts: dict[str, set[bytes]] = {"train": set(), "test": set()}
+            for row in read_picks(conn, window, options.rater):
+                read += 1
+                found = classify(row, hasher)
+                if isinstance(found, Reason):
+                    excluded[found] += 1
+                    continue
+                split = layout.split_of(found.prompt, seed, fraction)
+                missing = writer.add(found, split, names(found.prompt))
+                if missing:
+                    excluded[missing] += 1
+                else:
+                    prompts[split].add(_prompt_key(found))
+            deferred = count_deferred(conn, window)
+        written = writer.close()
+        files = [(p.relative_to(staging).as_posix(), layout.file_sha256(p)) for p in written]
+        digest = layout.content_hash(files, writer.image_entries())
+        manifest = _manifest(
+            options, window, fraction, seed, key, names, writer, source, excluded, read,
+            deferred, prompts, digest,
+        )  # fmt: skip
+        layout.write_manifest(staging, manifest)
+        layout.publish(staging, out)
+    except BaseException:
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        layout.discard(staging)
+        raise
+    result = ExportResult(out, manifest, time.perf_counter() - started)
+    try:
+        record_export(url, options, out, window, manifest)
+    except psycopg.Error as error:
+        result.recorded = False
+        result.warnings.append(
+            f"the export is complete but could not be recorded ({error}); the next "
+            "--incremental export will include its picks again"
+        )
+    return result
+
+
+def _prompt_key(candidate: Candidate) -> bytes:
+    return hashlib.blake2b(normalise(candidate.prompt).encode(), digest_size=8).digest()
+
+
+def _manifest(
+    options: ExportOptions,
+    window: Any,
+    fraction: float,
+    seed: int,
+    key: bytes,
+    names: NameMatcher,
+    writer: HpsWriter | ParquetWriter,
+    source: ImageSource,
+    excluded: Counter[str],
+    read: int,
+    deferred: int,
+    prompts: dict[str, set[bytes]],
+    digest: str,
+) -> dict[str, Any]:
+    try:
+        ours = version("prefloop")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        ours = "unknown"
+    layout_name = (
+        "HPS v1 release: preference_images/{id}_{k}.{ext}, preference_{train,test}.json"
+        if options.format == "hps"
+        else "Parquet: train.parquet, test.parquet (one row per pick, images embedded)"
+    )
+    return {
+        "producer": layout.PRODUCER,
+        "prefloop_version": ours,
+        "schema_version": layout.SCHEMA_VERSION,
+        "format": options.format,
+        "layout": layout_name,
+        "created_at": datetime.now(UTC).isoformat(),
+        "snapshot_at": window.snapshot_at.isoformat(),
+        "picks": {
+            "rater": str(options.rater),
+            "since": window.since.isoformat() if window.since else None,
+            "until": window.cutoff.isoformat(),
+            "incremental": options.incremental,
+        },
+        "split": {
+            "by": "prompt",
+            "seed": seed,
+            "test_fraction": fraction,
+            "rule": layout.SPLIT_RULE,
+        },
+        "counts": {
+            "instances": dict(writer.counts),
+            "prompts": {split: len(keys) for split, keys in prompts.items()},
+            "images": writer.image_count,
+            "picks_read": read,
+            "excluded": {reason.value: excluded.get(reason.value, 0) for reason in Reason},
+            "deferred_to_next_export": deferred,
+            "images_linked": source.linked,
+            "images_copied": source.copied,
+        },
+        "filters": {
+            "banned_member": "the picker or the prompt's author is banned",
+            "forgotten_member": "the picker or the prompt's author asked to be forgotten",
+            "incomplete_generation": "the generation failed or has not finished",
+            "unsafe_image": "the picked image was flagged by the safety checker "
+            "(other flagged images are dropped from their instance)",
+            "too_few_images": "fewer than 2 images are left without the flagged ones",
+            "missing_file": "the picked image's file, or all but one, is missing from the store "
+            "(other missing images are dropped from their instance)",
+        },
+        "missing_files": {"count": len(source.missing), "first": source.missing[:MISSING_LISTED]},
+        "user_hash": {
+            "rule": "first 32 hex digits of HMAC-SHA256(key, '<frontend>:<member id>')",
+            "key_fingerprint": hashlib.sha256(b"prefloop user hash key\0" + key).hexdigest()[:16],
+        },
+        "contain_name": {
+            "rule": "a listed name appears as whole consecutive words of the normalised prompt",
+            "names_listed": len(names.names),
+        },
+        "content_hash": {"sha256": digest, "rule": layout.HASH_RULE},
+    }
+
+
+def last_cutoff(url: str, format: str, rater: str) -> datetime | None:
+    """Where the last recorded export of this format and rater ended."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT max(cutoff) FROM dataset_exports WHERE format = %s AND rater = %s",
+            (format, str(rater)),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def record_export(
+    url: str, options: ExportOptions, out: Path, window: Any, manifest: dict[str, Any]
+) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO dataset_exports (format, rater, out_path, since, cutoff, snapshot_at, "
+            "counts, content_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                options.format,
+                str(options.rater),
+                str(out),
+                window.since,
+                window.cutoff,
+                window.snapshot_at,
+                Jsonb(manifest["counts"]),
+                manifest["content_hash"]["sha256"],
+            ),
+        )
