@@ -1,0 +1,256 @@
+"""Readers for preference datasets: prefloop exports, the public HPS v1 release, HPD v2.
+
+All three become :class:`Example` s: a prompt, its 2-4 image files and the index of the
+one a person chose. Accepted inputs:
+
+- a folder in the HPS v1 release layout (what ``prefloop export`` writes):
+  ``preference_{train,test}.json`` with images under ``preference_images/``;
+- a folder or file of HPD v2 (HPSv2's data): ``train.json`` whose ``human_preference`` is
+  a list with one score per image (the highest is the chosen one), images in ``train/``;
+- any single JSON file holding such a list.
+
+A malformed entry is reported with its id and skipped; ``strict=True`` refuses the
+whole file instead. No database or Discord code here: this is what researchers run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+Split = Literal["train", "test", "all"]
+MIN_IMAGES, MAX_IMAGES = 2, 4
+
+
+@dataclass(frozen=True)
+class Example:
+    """One instance: a prompt, its images (2-4 files) and the chosen one's index."""
+
+    id: str
+    prompt: str
+    images: tuple[Path, ...]
+    chosen: int
+    user_hash: str | None = None
+    split: str = "train"
+
+    def open_images(self) -> list[Any]:
+        """The images as RGB PIL images."""
+        from PIL import Image
+
+        opened = []
+        for path in self.images:
+            with Image.open(path) as image:
+                opened.append(image.convert("RGB"))
+        return opened
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An entry that could not be read, and why."""
+
+    source: str
+    id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: entry {self.id}: {self.reason}"
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be read (or, with strict, has malformed entries)."""
+
+
+@dataclass
+class PreferenceData:
+    examples: list[Example] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __iter__(self) -> Iterator[Example]:
+        return iter(self.examples)
+
+
+def read_preferences(
+    path: str | Path, split: Split = "train", *, strict: bool = False, check_files: bool = True
+) -> PreferenceData:
+    """Read a dataset (a folder or one JSON file) into examples.
+
+    ``split`` picks the file in a folder; ``check_files`` reports entries whose image
+    files are missing instead of failing later, in the middle of training.
+    """
+    data = PreferenceData()
+    for source, split_name in _sources(Path(path), split):
+        entries = _load_list(source)
+        bases = _image_folders(source)
+        seen: set[str] = set()
+        for position, entry in enumerate(entries):
+            found = _example(entry, position, bases, split_name, check_files)
+            if isinstance(found, str):
+                ident = _ident(entry, position)
+                data.problems.append(Problem(source.name, ident, found))
+            elif found.id in seen:
+                data.problems.append(Problem(source.name, found.id, "duplicate id"))
+            else:
+                seen.add(found.id)
+                data.examples.append(found)
+        data.sources.append(source)
+    if data.problems:
+        shown = "\n  ".join(str(p) for p in data.problems[:20])
+        more = f"\n  … and {len(data.problems) - 20} more" if len(data.problems) > 20 else ""
+        if strict:
+            raise DatasetError(
+                f"{len(data.problems)} malformed entries in {path}:\n  {shown}{more}"
+            )
+        log.warning(
+            "skipped %d malformed entries in %s:\n  %s%s", len(data.problems), path, shown, more
+        )
+    return data
+
+
+def _sources(path: Path, split: Split) -> list[tuple[Path, str]]:
+    splits = ["train", "test"] if split == "all" else [split]
+    if path.is_file():
+        return [(path, splits[0] if split != "all" else "train")]
+    if not path.is_dir():
+        raise DatasetError(f"{path} does not exist")
+    found = []
+    for name in splits:
+        for candidate in (path / f"preference_{name}.json", path / f"{name}.json"):
+            if candidate.is_file():
+                found.append((candidate, name))
+                break
+        else:
+            raise DatasetError(
+                f"{path} has no preference_{name}.json (HPS v1 / prefloop) or {name}.json (HPD v2)"
+            )
+    return found
+
+
+def _load_list(source: Path) -> list[Any]:
+    try:
+        with source.open(encoding="utf-8") as file:
+            entries = json.load(file)
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{source} is not valid JSON: {error}") from None
+    except OSError as error:
+        raise DatasetError(f"cannot read {source}: {error.strerror}") from None
+    if not isinstance(entries, list):
+        raise DatasetError(f"{source} holds a JSON {type(entries).__name__}, not a list of entries")
+    return entries
+
+
+def _image_folders(source: Path) -> list[Path]:
+    """Where relative file paths may be: preference_images/ (HPS v1), train/ (HPD v2), here."""
+    folder = source.parent
+    return [folder / "preference_images", folder / source.stem, folder]
+
+
+def _ident(entry: Any, position: int) -> str:
+    if isinstance(entry, dict) and entry.get("id") is not None:
+        return str(entry["id"])
+    return f"#{position}"
+
+
+def _example(
+    entry: Any, position: int, bases: list[Path], split: str, check_files: bool
+) -> Example | str:
+    """The example, or why the entry is malformed."""
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    prompt = entry.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "no prompt"
+    files = entry.get("file_path")
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        return "file_path is not a list of file names"
+    if not MIN_IMAGES <= len(files) <= MAX_IMAGES:
+        return f"has {len(files)} images; an instance needs {MIN_IMAGES} to {MAX_IMAGES}"
+    chosen = _chosen(entry.get("human_preference"), len(files))
+    if isinstance(chosen, str):
+        return chosen
+    paths = []
+    for name in files:
+        path = _resolve(name, bases, check_files)
+        if path is None:
+            return f"image {name} is missing"
+        paths.append(path)
+    user_hash = entry.get("user_hash")
+    return Example(
+        id=_ident(entry, position),
+        prompt=prompt,
+        images=tuple(paths),
+        chosen=chosen,
+        user_hash=str(user_hash) if user_hash is not None else None,
+        split=split,
+    )
+
+
+def _chosen(preference: Any, n: int) -> int | str:
+    """The chosen index from an HPS v1 index or an HPD v2 list of per-image scores."""
+    if isinstance(preference, bool) or preference is None:
+        return "no human_preference"
+    if isinstance(preference, int):
+        if not 0 <= preference < n:
+            return f"human_preference {preference} is not an index into its {n} images"
+        return preference
+    if isinstance(preference, list):
+        if len(preference) != n or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in preference
+        ):
+            return f"human_preference {preference} is not one number per image"
+        best = max(preference)
+        if preference.count(best) != 1:
+            return f"human_preference {preference} has no single preferred image"
+        return preference.index(best)
+    return f"human_preference {preference!r} is neither an index nor a list"
+
+
+def _resolve(name: str, bases: Iterable[Path], check_files: bool) -> Path | None:
+    given = Path(name)
+    if given.is_absolute():
+        return given if not check_files or given.is_file() else None
+    candidates = [base / given for base in bases]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return None if check_files else candidates[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.data PATH``: read a dataset and say what is in it."""
+    parser = argparse.ArgumentParser(prog="python -m training.data", description=main.__doc__)
+    parser.add_argument("path", type=Path, help="export folder, HPD v2 folder or a JSON file")
+    parser.add_argument("--split", choices=["train", "test", "all"], default="all")
+    parser.add_argument("--strict", action="store_true", help="refuse any malformed entry")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        data = read_preferences(args.path, args.split, strict=args.strict)
+    except DatasetError as error:
+        print(error, file=sys.stderr)
+        return 1
+    sizes: dict[int, int] = {}
+    for example in data:
+        sizes[len(example.images)] = sizes.get(len(example.images), 0) + 1
+    per_split = {s: sum(e.split == s for e in data) for s in ("train", "test")}
+    print(
+        f"{len(data)} examples ({', '.join(f'{k} {v}' for k, v in per_split.items() if v)}); "
+        f"images per example: {dict(sorted(sizes.items()))}; "
+        f"{len(data.problems)} malformed entries skipped"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
