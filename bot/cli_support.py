@@ -131,7 +131,7 @@ def render_export(done: Any) -> str:
     split = counts["instances"]
     lines = [
         f"exported {done.instances} picks (train {split['train']}, test {split['test']}) "
-        f"with {counts['images']} images to {done.out} in {done.seconds:.1f} s",
+        f"with {counts['images']} images to {done.out} in {done.seconds:.2f} s",
     ]
     left_out = {k: v for k, v in counts["excluded"].items() if v}
     if left_out:

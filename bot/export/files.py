@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.export.picks import Candidate, Picture, Reason
-from bot.storage import Storage, StorageError
+from bot.storage import LocalStorage, Storage, StorageError
 
 SPLITS = ("train", "test")
 IMAGES = "preference_images"
@@ -33,22 +33,28 @@ class ImageSource:
     def __init__(self, storage: Storage, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.storage = storage
         self.loop = loop
-        self.local = storage.local_path("x") is not None
+        self.local = isinstance(storage, LocalStorage)
+        self.root = str(storage.root) if isinstance(storage, LocalStorage) else ""
         self.can_link = True
         self.linked = self.copied = 0
         self.missing: list[str] = []
 
-    def place(self, key: str, dest: Path) -> bool:
+    def path(self, key: str) -> str:
+        """The file of ``key`` in a local store (string joins: this runs per image)."""
+        if ".." in key or key.startswith("/"):
+            raise StorageError(f"key {key!r} points outside the store")
+        return os.path.join(self.root, key)
+
+    def place(self, key: str, dest: str) -> bool:
         """Put the image ``key`` at ``dest``; False (and noted) when its file is gone."""
         if not self.local:
             data = self.read(key)
             if data is None:
                 return False
-            dest.write_bytes(data)
+            Path(dest).write_bytes(data)
             self.copied += 1
             return True
-        source = self.storage.local_path(key)
-        assert source is not None
+        source = self.path(key)
         if self.can_link:
             try:
                 os.link(source, dest)
@@ -71,9 +77,8 @@ class ImageSource:
         """The image's bytes, or None (noted) when its file is gone."""
         try:
             if self.local:
-                path = self.storage.local_path(key)
-                assert path is not None
-                return path.read_bytes()
+                with open(self.path(key), "rb") as file:
+                    return file.read()
             assert self.loop is not None, "a remote store needs the event loop"
             return asyncio.run_coroutine_threadsafe(self.storage.get(key), self.loop).result()
         except (FileNotFoundError, StorageError):
@@ -116,8 +121,8 @@ class HpsWriter:
     def __init__(self, staging: Path, source: ImageSource) -> None:
         self.staging = staging
         self.source = source
-        self.images = staging / IMAGES
-        self.images.mkdir()
+        (staging / IMAGES).mkdir()
+        self.images = str(staging / IMAGES) + os.sep
         self.files = {s: (staging / f"preference_{s}.json").open("w", encoding="utf-8")
                       for s in SPLITS}  # fmt: skip
         self.counts = dict.fromkeys(SPLITS, 0)
@@ -125,15 +130,18 @@ class HpsWriter:
         self._ids = array("q")
         self._sizes = bytearray()
         self._digests = bytearray()
-        self._suffixes: list[str] = []  # per image; interned, so small
+        self._suffixes = bytearray()  # per image, an index into _suffix_names
+        self._suffix_names: dict[str, int] = {}
 
     def add(self, candidate: Candidate, split: str, contain_name: bool) -> Reason | None:
         names: list[str] = []
         kept: list[Picture] = []
         chosen = -1
+        suffixes = []
         for picture in candidate.pictures:
-            name = f"{candidate.id}_{len(names)}.{suffix(picture)}"
-            if not self.source.place(picture.key, self.images / name):
+            ext = suffix(picture)
+            name = f"{candidate.id}_{len(names)}.{ext}"
+            if not self.source.place(picture.key, self.images + name):
                 if picture.index == candidate.chosen:
                     return self._undo(names, Reason.missing_file)
                 continue
@@ -141,6 +149,7 @@ class HpsWriter:
                 chosen = len(names)
             names.append(name)
             kept.append(picture)
+            suffixes.append(ext)
         if len(names) < 2:
             return self._undo(names, Reason.missing_file)
         file = self.files[split]
@@ -151,14 +160,14 @@ class HpsWriter:
         self.image_count += len(kept)
         self._ids.append(candidate.id)
         self._sizes.append(len(kept))
-        for picture in kept:
+        for picture, ext in zip(kept, suffixes, strict=True):
             self._digests += bytes.fromhex(picture.sha256)
-            self._suffixes.append(suffix(picture))
+            self._suffixes.append(self._suffix_names.setdefault(ext, len(self._suffix_names)))
         return None
 
     def _undo(self, names: list[str], reason: Reason) -> Reason:
         for name in names:
-            (self.images / name).unlink()
+            os.unlink(self.images + name)
         return reason
 
     def close(self) -> list[Path]:
@@ -168,8 +177,12 @@ class HpsWriter:
         return [self.staging / f"preference_{s}.json" for s in SPLITS]
 
     def image_entries(self) -> Iterator[tuple[str, str]]:
-        """(path, sha256) of every image, in path byte order, for the content hash."""
-        starts = [0] * len(self._ids)
+        """(path, sha256) of every image, in path byte order, for the content hash.
+
+        What it needs was kept compactly while writing: about 8 + 33 bytes per image.
+        """
+        names = list(self._suffix_names)
+        starts = array("q", bytes(8 * len(self._ids)))
         total = 0
         for i, size in enumerate(self._sizes):
             starts[i] = total
@@ -179,7 +192,7 @@ class HpsWriter:
             for k in range(self._sizes[i]):
                 n = starts[i] + k
                 digest = self._digests[32 * n : 32 * n + 32].hex()
-                yield f"{IMAGES}/{self._ids[i]}_{k}.{self._suffixes[n]}", digest
+                yield f"{IMAGES}/{self._ids[i]}_{k}.{names[self._suffixes[n]]}", digest
 
 
 def parquet_schema() -> Any:

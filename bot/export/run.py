@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,8 +26,15 @@ from bot.config import Settings
 from bot.db.engine import libpq_url
 from bot.export import layout
 from bot.export.files import HpsWriter, ImageSource, ParquetWriter
-from bot.export.picks import Candidate, Rater, Reason, classify, count_deferred, open_snapshot
-from bot.export.picks import stream_picks as read_picks
+from bot.export.picks import (
+    Candidate,
+    Rater,
+    Reason,
+    classify,
+    count_deferred,
+    open_snapshot,
+    stream_picks,
+)
 from bot.export.privacy import NameMatcher, UserHasher, load_secret, normalise
 from bot.storage import Storage
 
@@ -102,8 +110,8 @@ def run_export(
             writer = (HpsWriter if options.format == "hps" else ParquetWriter)(staging, source)
             excluded: Counter[str] = Counter()
             read = 0
-            prompts: dict[str, set[bytes]] = {"train": set(), "test": set()}
-            for row in read_picks(conn, window, options.rater):
+            prompts = {"train": array("q"), "test": array("q")}  # keys, to count distinct
+            for row in stream_picks(conn, window, options.rater):
                 read += 1
                 found = classify(row, hasher)
                 if isinstance(found, Reason):
@@ -114,7 +122,7 @@ def run_export(
                 if missing:
                     excluded[missing] += 1
                 else:
-                    prompts[split].add(_prompt_key(found))
+                    prompts[split].append(_prompt_key(found))
             deferred = count_deferred(conn, window)
         written = writer.close()
         files = [(p.relative_to(staging).as_posix(), layout.file_sha256(p)) for p in written]
@@ -143,8 +151,18 @@ def run_export(
     return result
 
 
-def _prompt_key(candidate: Candidate) -> bytes:
-    return hashlib.blake2b(normalise(candidate.prompt).encode(), digest_size=8).digest()
+def _prompt_key(candidate: Candidate) -> int:
+    digest = hashlib.blake2b(normalise(candidate.prompt).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _distinct(keys: array) -> int:
+    """How many different values, without a Python set per key (8 bytes a pick)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.Array.from_buffers(pa.int64(), len(keys), [None, pa.py_buffer(keys)])
+    return int(pc.count_distinct(values).as_py())
 
 
 def _manifest(
@@ -159,7 +177,7 @@ def _manifest(
     excluded: Counter[str],
     read: int,
     deferred: int,
-    prompts: dict[str, set[bytes]],
+    prompts: dict[str, array],
     digest: str,
 ) -> dict[str, Any]:
     try:
@@ -193,7 +211,7 @@ def _manifest(
         },
         "counts": {
             "instances": dict(writer.counts),
-            "prompts": {split: len(keys) for split, keys in prompts.items()},
+            "prompts": {split: _distinct(keys) for split, keys in prompts.items()},
             "images": writer.image_count,
             "picks_read": read,
             "excluded": {reason.value: excluded.get(reason.value, 0) for reason in Reason},

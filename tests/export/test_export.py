@@ -257,7 +257,7 @@ async def test_an_interrupted_export_leaves_nothing_that_looks_complete(
     real_place = ImageSource.place
     calls = 0
 
-    def place_then_fail(self: ImageSource, key: str, dest: Path) -> bool:
+    def place_then_fail(self: ImageSource, key: str, dest: str) -> bool:
         nonlocal calls
         calls += 1
         if calls == 30:
