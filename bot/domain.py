@@ -156,3 +156,4 @@ class QueueStatus:
     oldest_queued_at: datetime | None
     last_done_at: datetime | None
     last_failure: tuple[int, str] | None  # (generation id, reason)
+    last_export: tuple[datetime, int, str] | None = None  # (when, picks, folder)

@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bot.config import Settings
+from bot.jobs.maintenance import serve_maintenance
 from bot.jobs.worker import serve_worker
 from bot.notify import GenerationEvent, NotificationListener
 from bot.runtime import Platform, open_platform
@@ -29,6 +30,7 @@ async def serve(settings: Settings, *, worker: bool, listener: bool, discord: bo
             parts.append(serve_worker(platform))
         if listener:
             parts.append(log_completions(platform))
+            parts.append(serve_maintenance(platform))
         if discord:
             from bot.discord.client import run_bot  # the only place that loads discord.py
 

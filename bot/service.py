@@ -37,6 +37,7 @@ from bot.domain import (
     Submitted,
     UserRef,
 )
+from bot.jobs.maintenance import QueuedExport, request_export
 from bot.prompts import PromptRules, check_pick, gone
 from bot.storage import Storage
 
@@ -355,6 +356,10 @@ class CollectionService:
                     actor=str(actor), action=action, target=target, details=details, allowed=allowed
                 )
             )
+
+    async def request_export(self, **options: Any) -> QueuedExport:
+        """Queue a dataset export job (format, rater, incremental; see bot.export)."""
+        return await request_export(self.sessions, self.settings, **options)
 
     async def workers_alive(self, within_seconds: float) -> int:
         """How many queue workers sent a heartbeat in the last ``within_seconds``."""

@@ -15,6 +15,7 @@ import pytest
 
 from bot.db import migrate
 from tests.support import cli_env, prefloop
+from training.data import read_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,6 +81,24 @@ def test_run_imagine_pick_stats_stop(platform: Any, tmp_path: Path) -> None:
         assert stats["picks"] == 2 and stats["requester_picks"] == 1 and stats["images"] == 3
         assert stats["repicks"] == 1
         assert stats["member_generations"] == 1
+
+        exported = prefloop("export", str(tmp_path / "ds"), "--test-fraction", "0", env=env)
+        assert exported.returncode == 0, exported.stderr
+        assert "exported 1 picks (train 1, test 0) with 3 images" in exported.stdout
+        (example,) = read_preferences(tmp_path / "ds")
+        assert (example.prompt, example.chosen, len(example.images)) == ("a red cat", 2, 3)
+        (tmp_path / "notes").mkdir()
+        (tmp_path / "notes" / "todo.txt").write_text("keep me")
+        refused = prefloop("export", str(tmp_path / "notes"), env=env)
+        assert refused.returncode == 1 and "is not a prefloop export" in refused.stderr
+        bad = prefloop("export", str(tmp_path / "x"), "--since", "last week", env=env)
+        assert bad.returncode == 1 and "is not a date or time" in bad.stderr
+
+        banned = prefloop("ban", "bob", "--reason", "spam", env=env)
+        assert banned.returncode == 0 and "bob is banned" in banned.stdout
+        assert "bob is no longer banned" in prefloop("unban", "bob", env=env).stdout
+        forgot = prefloop("forget", "alice", "--yes", env=env)
+        assert "forgot alice: 1 generations, 1 picks, 3 image files deleted" in forgot.stdout
     finally:
         server.send_signal(signal.SIGINT)
         _, log = server.communicate(timeout=60)

@@ -9,6 +9,7 @@ from bot.db import queries
 from bot.db.models import (
     Choice,
     ChoiceEvent,
+    DatasetExport,
     Generation,
     GenerationStatus,
     Image,
@@ -122,6 +123,13 @@ async def queue_status(session: AsyncSession, stalled_after: float) -> QueueStat
             .limit(1)
         )
     ).first()
+    export = (
+        await session.execute(
+            select(DatasetExport.created_at, DatasetExport.counts, DatasetExport.out_path)
+            .order_by(DatasetExport.id.desc())
+            .limit(1)
+        )
+    ).first()
     return QueueStatus(
         queued=int(counts.get(GenerationStatus.queued, 0)),
         running=int(counts.get(GenerationStatus.running, 0)),
@@ -129,4 +137,7 @@ async def queue_status(session: AsyncSession, stalled_after: float) -> QueueStat
         oldest_queued_at=oldest,
         last_done_at=last_done,
         last_failure=(failure[0], failure[1] or "") if failure else None,
+        last_export=(
+            (export[0], sum(export[1].get("instances", {}).values()), export[2]) if export else None
+        ),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -91,11 +91,30 @@ async def admin_models(interaction: Interaction) -> None:
     await _done(interaction, "models", render.models(numbers.active_models))
 
 
-@admin.command(name="export", description="Export the picks as a dataset.")
-async def admin_export(interaction: Interaction) -> None:
+@admin.command(name="export", description="Export the picks as a dataset (a background job).")
+@app_commands.describe(
+    format="hps: the HPS v1 release layout; parquet: one file per split, images embedded",
+    rater="requester: the pick of the member who asked (the paper); all: every member's",
+    incremental="Only the picks made since the last export of this kind",
+)
+async def admin_export(
+    interaction: Interaction,
+    format: Literal["hps", "parquet"] = "hps",
+    rater: Literal["requester", "all"] = "requester",
+    incremental: bool = False,
+) -> None:
     await _authorise(interaction, "export")
-    text = "Dataset export is not available yet (it arrives with its issue)."
-    await _done(interaction, "export", text)
+    bot = interaction.client
+    queued = await bot.service.request_export(format=format, rater=rater, incremental=incremental)
+    text = (
+        f"Export queued as job {queued.job_id}: {'new ' if incremental else ''}picks "
+        f"({rater}) in the {format} layout, into `{queued.out}`. `/admin status` shows "
+        "the last finished export."
+    )
+    await _done(
+        interaction, "export", text, format=format, rater=rater, incremental=incremental,
+        job_id=queued.job_id,
+    )  # fmt: skip
 
 
 @admin.command(name="retrain", description="Retrain the preference model and the generator.")

@@ -104,9 +104,13 @@ def queue_status(status: QueueStatus) -> str:
         if status.last_failure
         else ""
     )
+    export = ""
+    if status.last_export:
+        when, picks, folder = status.last_export
+        export = f"\nlast export <t:{int(when.timestamp())}:R>: {picks} picks in `{folder}`"
     return (
         f"queued {status.queued}, running {status.running}, live workers {status.workers}; "
-        f"{oldest}; {last}{failure}"
+        f"{oldest}; {last}{failure}{export}"
     )
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
+import threading
 import time
 from array import array
 from collections import Counter
@@ -71,9 +73,23 @@ class ExportResult:
 async def export_dataset(
     database_url: str, storage: Storage, settings: Settings, options: ExportOptions
 ) -> ExportResult:
-    """Write an export (in a thread, so an event loop keeps running meanwhile)."""
+    """Write an export (in a thread, so an event loop keeps running meanwhile).
+
+    Cancelling the caller stops the export at the next pick and removes what it wrote.
+    """
     loop = asyncio.get_running_loop()
-    return await asyncio.to_thread(run_export, database_url, storage, settings, options, loop=loop)
+    stop = threading.Event()
+    work = functools.partial(
+        run_export, database_url, storage, settings, options, loop=loop, stop=stop
+    )
+    running = loop.run_in_executor(None, work)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await running  # let it clean up before saying we stopped
+        raise
 
 
 def run_export(
@@ -83,6 +99,7 @@ def run_export(
     options: ExportOptions,
     *,
     loop: asyncio.AbstractEventLoop | None = None,
+    stop: threading.Event | None = None,
 ) -> ExportResult:
     started = time.perf_counter()
     url = libpq_url(database_url)
@@ -113,6 +130,8 @@ def run_export(
             prompts = {"train": array("q"), "test": array("q")}  # keys, to count distinct
             for row in stream_picks(conn, window, options.rater):
                 read += 1
+                if stop is not None and stop.is_set():
+                    raise layout.ExportError("the export was cancelled")
                 found = classify(row, hasher)
                 if isinstance(found, Reason):
                     excluded[found] += 1

@@ -6,6 +6,7 @@ from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
 
 from bot.config import WorkerSettings
 from bot.db.engine import libpq_url
+from bot.jobs.maintenance import EXPORT_TASK, MAINTENANCE_QUEUE, PLATFORM, run_export_job
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
 
 RUNNER = "runner"  # key of the GenerationRunner in a job's additional context
@@ -23,5 +24,10 @@ def build_app(database_url: str, worker: WorkerSettings) -> App:
         """Make the images of one generation (see bot.generation)."""
         final = context.job.attempts >= retries
         return await context.additional_context[RUNNER].run(generation_id, final_attempt=final)
+
+    @app.task(name=EXPORT_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+    async def export(context: JobContext, **args: object) -> str:
+        """Write a dataset export (see bot.export); admins queue it with /admin export."""
+        return await run_export_job(context.additional_context[PLATFORM], **args)
 
     return app

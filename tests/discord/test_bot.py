@@ -6,11 +6,13 @@ import asyncio
 import io
 import itertools
 import sys
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from sqlalchemy import text
 
+from bot.jobs.maintenance import serve_maintenance
 from tests.discord.conftest import (
     ADMIN,
     ALICE,
@@ -22,7 +24,7 @@ from tests.discord.conftest import (
     private_text,
     worker_running,
 )
-from tests.support import count
+from tests.support import count, eventually, running
 
 EPHEMERAL = 64
 
@@ -136,8 +138,17 @@ async def test_admin_commands_are_checked_on_our_side_and_audited(
         assert "is banned" in await private(fake, ban, ADMIN)
         status = await fake.slash_command("admin", subcommand="status", user_id=ADMIN)
         assert "queued 0, running 0" in await private(fake, status, ADMIN)
-        export = await fake.slash_command("admin", subcommand="export", user_id=ADMIN)
-        assert "not available yet" in await private(fake, export, ADMIN)
+        export = await fake.slash_command(
+            "admin", {"format": "parquet", "incremental": True}, subcommand="export", user_id=ADMIN
+        )
+        answer = await private(fake, export, ADMIN)
+        assert "Export queued as job" in answer and "new picks (requester) in the parquet" in answer
+        folder = answer.split("`")[1]
+        async with running(serve_maintenance(bot_platform)):  # what `prefloop run` runs
+            await eventually(lambda: asyncio.to_thread(Path(folder, "manifest.json").exists))
+        assert Path(folder, "train.parquet").exists()
+        status = await fake.slash_command("admin", subcommand="status", user_id=ADMIN)
+        assert f"0 picks in `{folder}`" in await private(fake, status, ADMIN)
     async with bot_platform.engine.connect() as conn:
         rows = (
             await conn.execute(text("SELECT actor, action, allowed FROM admin_actions ORDER BY id"))
@@ -151,6 +162,7 @@ async def test_admin_commands_are_checked_on_our_side_and_audited(
         ("ban", True),
         ("status", True),
         ("export", True),
+        ("status", True),
     ]
     assert banned
 

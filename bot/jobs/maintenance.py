@@ -1,0 +1,106 @@
+"""Maintenance jobs (dataset exports now, retraining next) on their own queue.
+
+They run in ``prefloop run``'s process, one at a time, beside the generation worker: an
+export spends its time in a thread (database cursor and file links), so the event loop
+that serves Discord keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.db import queries
+
+if TYPE_CHECKING:
+    from bot.runtime import Platform
+
+log = logging.getLogger(__name__)
+
+EXPORT_TASK = "prefloop.export"
+MAINTENANCE_QUEUE = "maintenance"
+PLATFORM = "platform"  # key of the Platform in a maintenance job's additional context
+
+
+@dataclass(frozen=True)
+class QueuedExport:
+    job_id: int
+    out: Path
+
+
+def export_folder(settings: Settings, format: str, rater: str) -> Path:
+    """A new folder for a job's export: <exports>/<format>-<rater>-<UTC time>."""
+    root = settings.export.folder or settings.data_dir / "exports"
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path(root).expanduser().absolute() / f"{format}-{rater}-{stamp}"
+
+
+async def request_export(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    format: str = "hps",
+    rater: str = "requester",
+    incremental: bool = False,
+) -> QueuedExport:
+    """Queue an export job; exports run one at a time (procrastinate lock)."""
+    out = export_folder(settings, format, rater)
+    args = {"out": str(out), "format": format, "rater": rater, "incremental": incremental}
+    async with sessions.begin() as session:
+        job_id = await queries.defer_job(
+            session, task=EXPORT_TASK, queue=MAINTENANCE_QUEUE, args=args, lock="prefloop-export"
+        )
+    return QueuedExport(job_id, out)
+
+
+async def run_export_job(platform: Platform, **args: Any) -> str:
+    """The body of an export job: write it, and say what was written."""
+    from bot.export import ExportOptions, Rater, export_dataset
+
+    options = ExportOptions(
+        out=Path(args["out"]),
+        format=args.get("format", "hps"),
+        rater=Rater(args.get("rater", "requester")),
+        incremental=bool(args.get("incremental", False)),
+    )
+    done = await export_dataset(platform.database_url, platform.storage, platform.settings, options)
+    summary = f"exported {done.instances} picks to {done.out} in {done.seconds:.1f} s"
+    log.info("%s", summary)
+    for warning in done.warnings:
+        log.warning("%s", warning)
+    return summary
+
+
+async def serve_maintenance(platform: Platform) -> None:
+    """Run maintenance jobs until cancelled.
+
+    On stop, a running export gets the worker's shutdown grace to finish; after that it
+    is abandoned cleanly (its hidden folder removed, nothing recorded) and fails.
+    """
+    from procrastinate.worker import Worker
+
+    from bot.jobs.app import build_app
+
+    settings = platform.settings.worker
+    app = build_app(platform.database_url, settings)
+    async with app.open_async():
+        worker = Worker(
+            app,
+            name=f"prefloop-maintenance@{socket.gethostname()}:{os.getpid()}",
+            queues=[MAINTENANCE_QUEUE],
+            concurrency=1,
+            additional_context={PLATFORM: platform},
+            install_signal_handlers=False,
+            update_heartbeat_interval=settings.heartbeat_interval,
+            stalled_worker_timeout=settings.stalled_after,
+            shutdown_graceful_timeout=settings.shutdown_grace,
+        )
+        await worker.run()
