@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/choices.py
 	$(BIN)/python bench/bot_latency.py
+	$(BIN)/python bench/export.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
