@@ -58,6 +58,7 @@ def run(coroutine: Awaitable[T]) -> T:
 @contextmanager
 def plain_errors() -> Iterator[None]:
     """Print what went wrong as one line for the user (no traceback) and exit 1."""
+    import psycopg
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -83,9 +84,15 @@ def plain_errors() -> Iterator[None]:
         fail(refusal.message, "yellow")
     except known as error:
         fail(str(error))
-    except (ConnectionError, TimeoutError, OperationalError, InterfaceError) as error:
+    except (
+        ConnectionError,
+        TimeoutError,
+        OperationalError,
+        InterfaceError,
+        psycopg.OperationalError,
+    ) as error:
         fail(f"cannot reach the database: {first_line(error)}")
-    except DBAPIError as error:
+    except (DBAPIError, psycopg.Error) as error:
         fail(f"database error: {first_line(error)}")
     except OSError as error:  # a data folder we may not write, a missing file …
         fail(str(error))

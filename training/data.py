@@ -224,14 +224,22 @@ def _resolve(name: str, bases: Iterable[Path], check_files: bool) -> Path | None
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    return None if check_files else candidates[0]
+    if check_files:
+        return None
+    # Unchecked: the first image folder that exists (the JSON file's own folder at last).
+    return next((base / given for base in bases if base.is_dir()), candidates[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.data PATH``: read a dataset and say what is in it."""
     parser = argparse.ArgumentParser(prog="python -m training.data", description=main.__doc__)
     parser.add_argument("path", type=Path, help="export folder, HPD v2 folder or a JSON file")
-    parser.add_argument("--split", choices=["train", "test", "all"], default="all")
+    parser.add_argument(
+        "--split",
+        choices=["train", "test", "all"],
+        default="train",
+        help="which file of a folder to read (HPD v2's test.json ranks images: not read)",
+    )
     parser.add_argument("--strict", action="store_true", help="refuse any malformed entry")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -11,6 +11,7 @@ reason a pick could not be written (its image files are gone) or None:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -176,6 +177,12 @@ class HpsWriter:
             file.close()
         return [self.staging / f"preference_{s}.json" for s in SPLITS]
 
+    def abort(self) -> None:
+        """Close the files without finishing them (the export is being thrown away)."""
+        for file in self.files.values():
+            with contextlib.suppress(OSError):
+                file.close()
+
     def image_entries(self) -> Iterator[tuple[str, str]]:
         """(path, sha256) of every image, in path byte order, for the content hash.
 
@@ -304,6 +311,13 @@ class ParquetWriter:
             self._flush(split)
             self.writers[split].close()
         return list(self.paths.values())
+
+    def abort(self) -> None:
+        """Close the files without writing what is buffered (the export is thrown away)."""
+        self.rows = {s: [] for s in SPLITS}
+        for writer in self.writers.values():
+            with contextlib.suppress(Exception):
+                writer.close()
 
     def image_entries(self) -> Iterator[tuple[str, str]]:
         return iter(())  # the images live inside the Parquet files

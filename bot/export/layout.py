@@ -8,6 +8,7 @@ export, and an interrupted one leaves nothing that looks like one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import heapq
 import json
@@ -24,6 +25,7 @@ from bot.export.privacy import normalise
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+LOCK = ".prefloop-export.lock"
 PRODUCER = "prefloop"
 SCHEMA_VERSION = 1
 SPLIT_RULE = (
@@ -57,33 +59,51 @@ def is_our_export(folder: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("producer") == PRODUCER
 
 
-def claim(out: Path) -> Path:
-    """Check that ``out`` may be written, and make the hidden folder to write into.
+@contextlib.contextmanager
+def claimed(out: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Check that ``out`` may be written; yield the hidden folder to write into.
 
-    Refused: a file, or a non-empty folder that is not an earlier prefloop export.
-    Leftovers of interrupted exports to the same place are removed.
+    Refused: a file, a non-empty folder that is not an earlier prefloop export, and an
+    earlier export when ``replace`` is false. Exports into one parent folder take turns
+    (a lock file there); holding it, leftovers of interrupted exports are removed.
     """
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise ExportError(f"{out} exists and is not a folder; refusing to overwrite it")
-        if any(out.iterdir()) and not is_our_export(out):
-            raise ExportError(
-                f"{out} exists and is not a prefloop export (it has no prefloop "
-                "manifest.json); refusing to overwrite it: choose a new folder or empty it"
-            )
+        if any(out.iterdir()):
+            if not is_our_export(out):
+                raise ExportError(
+                    f"{out} exists and is not a prefloop export (it has no prefloop "
+                    "manifest.json); refusing to overwrite it: choose a new folder or empty it"
+                )
+            if not replace:
+                raise ExportError(
+                    f"{out} holds an earlier export; an incremental export needs a new "
+                    "folder (replacing that one would lose its picks for good)"
+                )
     out.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in out.parent.glob(f".{out.name}.partial-*"):
-        log.warning("removing %s, left by an interrupted export", leftover)
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    return staging
+    lock = os.open(out.parent / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(
+                f"another export is writing into {out.parent}; try again when it has finished"
+            ) from None
+        for leftover in out.parent.glob(".*.prefloop-partial-*"):
+            log.warning("removing %s, left by an interrupted export", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = out.parent / f".{out.name}.prefloop-partial-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        yield staging
+    finally:
+        os.close(lock)  # releases the lock
 
 
 def publish(staging: Path, out: Path) -> None:
     """Move the finished export into place, replacing an earlier export there."""
     if out.exists() and any(out.iterdir()):
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        old = out.parent / f".{out.name}.prefloop-old-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)
         os.rename(staging, out)
         shutil.rmtree(old, ignore_errors=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from bot.export.privacy import UserHasher
+from bot.export.privacy import UserHasher, scrub_mentions
 
 
 class Rater(enum.StrEnum):
@@ -79,11 +79,14 @@ def open_snapshot(url: str, since: datetime | None) -> tuple[psycopg.Connection,
     at this cutoff; so an incremental series never skips a pick committed late.
     """
     with psycopg.connect(url, autocommit=True) as probe:
-        before, oldest = probe.execute(
-            "SELECT clock_timestamp(), min(xact_start) FROM pg_stat_activity "
+        # The time first, then who is running: a transaction that starts in between
+        # stamps its picks after `before`, so they are left for the next export.
+        before = probe.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        oldest = probe.execute(
+            "SELECT min(xact_start) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid() "
             "AND xact_start IS NOT NULL"
-        ).fetchone()  # type: ignore[misc]
+        ).fetchone()[0]  # type: ignore[index]
     conn = psycopg.connect(url)
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
@@ -130,10 +133,16 @@ def stream_picks(
         yield from cursor
 
 
-def count_deferred(conn: psycopg.Connection, window: Window) -> int:
+def count_deferred(conn: psycopg.Connection, window: Window, rater: Rater) -> int:
     """Picks visible now but stamped after the cutoff: they go in the next export."""
+    only_requester = (
+        "AND c.user_id = (SELECT requested_by FROM generations WHERE id = c.generation_id)"
+        if rater is Rater.requester
+        else ""
+    )
     row = conn.execute(
-        "SELECT count(*) FROM choices WHERE chosen_at >= %s", (window.cutoff,)
+        f"SELECT count(*) FROM choices c WHERE c.chosen_at >= %s {only_requester}",  # type: ignore[arg-type]
+        (window.cutoff,),
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -161,7 +170,7 @@ def classify(row: tuple[Any, ...], hasher: UserHasher) -> Candidate | Reason:
     return Candidate(
         id=pick_id,
         generation_id=generation_id,
-        prompt=prompt,
+        prompt=scrub_mentions(prompt),
         chosen=chosen,
         pictures=pictures,
         user_hash=hasher(frontend, external_id),

@@ -8,11 +8,13 @@ can test a guessed Discord id against it. The key comes from the settings
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import tempfile
 import unicodedata
 from importlib import resources
 from pathlib import Path
@@ -29,23 +31,45 @@ def normalise(text: str) -> str:
     return " ".join(re.split(r"[\W_]+", folded)).strip()
 
 
+# Discord writes mentions of members, roles and channels into message text as their ids.
+MENTION = re.compile(r"<(@!?|@&|#)(\d+)>")
+MENTION_WORD = {"@": "@member", "@!": "@member", "@&": "@role", "#": "#channel"}
+
+
+def scrub_mentions(prompt: str) -> str:
+    """The prompt with Discord mentions (``<@1234>``, ``<@&…>``, ``<#…>``) made anonymous."""
+    if "<" not in prompt:
+        return prompt
+    return MENTION.sub(lambda m: MENTION_WORD[m.group(1)], prompt)
+
+
 def load_secret(data_dir: Path, configured: str | None) -> bytes:
-    """The hash key: the configured one, else the one kept in ``data_dir`` (made once)."""
+    """The hash key: the configured one, else the one kept in ``data_dir`` (made once).
+
+    A new key is written to a temporary file and linked into place, so the key file
+    appears whole or not at all, and processes creating it at once agree on one key.
+    """
     if configured:
         return configured.encode()
     path = Path(data_dir) / SECRET_FILE
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
+    if path.exists():
+        return _read_key(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32).encode()
-    try:  # O_EXCL: two processes creating it at once agree on the first one's key
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as file:
-        file.write(key + b"\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".user_hash.")
+    try:
+        with os.fdopen(fd, "wb") as file:  # mkstemp's mode is 0600
+            file.write(secrets.token_hex(32).encode() + b"\n")
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> bytes:
+    key = path.read_bytes().strip()
+    if not key:
+        raise ValueError(f"{path} is empty: delete it (a new key is made) or restore it")
     return key
 
 

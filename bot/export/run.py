@@ -111,53 +111,57 @@ def run_export(
         raise layout.ExportError(f"the test fraction must be in [0, 1), got {fraction}")
     seed = settings.export.split_seed if options.seed is None else options.seed
     secret = settings.export.user_hash_secret
-    key = load_secret(settings.data_dir, secret.get_secret_value() if secret else None)
+    try:
+        key = load_secret(settings.data_dir, secret.get_secret_value() if secret else None)
+    except ValueError as error:
+        raise layout.ExportError(str(error)) from None
     hasher = UserHasher(key)
     names = NameMatcher.from_file(settings.export.person_names_file)
     since = options.since
     if options.incremental:
         since = last_cutoff(url, options.format, options.rater) or since
 
-    staging = layout.claim(out)
-    source = ImageSource(storage, loop)
-    writer: HpsWriter | ParquetWriter | None = None
-    try:
-        conn, window = open_snapshot(url, since)
-        with conn:
-            writer = (HpsWriter if options.format == "hps" else ParquetWriter)(staging, source)
-            excluded: Counter[str] = Counter()
-            read = 0
-            prompts = {"train": array("q"), "test": array("q")}  # keys, to count distinct
-            for row in stream_picks(conn, window, options.rater):
-                read += 1
-                if stop is not None and stop.is_set():
-                    raise layout.ExportError("the export was cancelled")
-                found = classify(row, hasher)
-                if isinstance(found, Reason):
-                    excluded[found] += 1
-                    continue
-                split = layout.split_of(found.prompt, seed, fraction)
-                missing = writer.add(found, split, names(found.prompt))
-                if missing:
-                    excluded[missing] += 1
-                else:
-                    prompts[split].append(_prompt_key(found))
-            deferred = count_deferred(conn, window)
-        written = writer.close()
-        files = [(p.relative_to(staging).as_posix(), layout.file_sha256(p)) for p in written]
-        digest = layout.content_hash(files, writer.image_entries())
-        manifest = _manifest(
-            options, window, fraction, seed, key, names, writer, source, excluded, read,
-            deferred, prompts, digest,
-        )  # fmt: skip
-        layout.write_manifest(staging, manifest)
-        layout.publish(staging, out)
-    except BaseException:
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.close()
-        layout.discard(staging)
-        raise
+    with layout.claimed(out, replace=not options.incremental) as staging:
+        source = ImageSource(storage, loop)
+        writer: HpsWriter | ParquetWriter | None = None
+        try:
+            conn, window = open_snapshot(url, since)
+            with conn:
+                writer = (HpsWriter if options.format == "hps" else ParquetWriter)(staging, source)
+                excluded: Counter[str] = Counter()
+                read = 0
+                prompts = {"train": array("q"), "test": array("q")}  # keys, to count distinct
+                for row in stream_picks(conn, window, options.rater):
+                    read += 1
+                    if stop is not None and stop.is_set():
+                        raise layout.ExportError("the export was cancelled")
+                    found = classify(row, hasher)
+                    if isinstance(found, Reason):
+                        excluded[found] += 1
+                        continue
+                    split = layout.split_of(found.prompt, seed, fraction)
+                    missing = writer.add(found, split, names(found.prompt))
+                    if missing:
+                        excluded[missing] += 1
+                    else:
+                        prompts[split].append(_prompt_key(found))
+                deferred = count_deferred(conn, window, options.rater)
+            written = writer.close()
+            files = [(p.relative_to(staging).as_posix(), layout.file_sha256(p)) for p in written]
+            digest = layout.content_hash(files, writer.image_entries())
+            manifest = _manifest(
+                options, window, fraction, seed, key, names, writer, source, excluded, read,
+                deferred, prompts, digest,
+            )  # fmt: skip
+            layout.write_manifest(staging, manifest)
+            if stop is not None and stop.is_set():
+                raise layout.ExportError("the export was cancelled")
+            layout.publish(staging, out)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            layout.discard(staging)
+            raise
     result = ExportResult(out, manifest, time.perf_counter() - started)
     try:
         record_export(url, options, out, window, manifest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,10 +38,11 @@ class QueuedExport:
 
 
 def export_folder(settings: Settings, format: str, rater: str) -> Path:
-    """A new folder for a job's export: <exports>/<format>-<rater>-<UTC time>."""
+    """A new folder for a job's export: <exports>/<format>-<rater>-<UTC time>-<random>."""
     root = settings.export.folder or settings.data_dir / "exports"
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return Path(root).expanduser().absolute() / f"{format}-{rater}-{stamp}"
+    unique = secrets.token_hex(2)  # two requests in one second get two folders
+    return Path(root).expanduser().absolute() / f"{format}-{rater}-{stamp}-{unique}"
 
 
 async def request_export(

@@ -227,6 +227,18 @@ async def test_user_hash_is_stable_keyed_and_never_the_raw_id(
                 assert ALICE.external_id.encode() not in path.read_bytes(), path
 
 
+async def test_discord_mentions_in_prompts_are_anonymised(
+    platform: Any, generator: Any, export: Any
+) -> None:
+    prompt = "a portrait of <@111111111111111111> and <@!222> with <@&333> in <#444>"
+    generation = await make_done_generation(platform, generator, str(ALICE), prompt, n=2)
+    await platform.service.record_choice(generation, ALICE, 0)
+    done = await export(test_fraction=0.0)
+    (example,) = read_preferences(done.out)
+    assert example.prompt == "a portrait of @member and @member with @role in #channel"
+    assert b"111111111111111111" not in (done.out / "preference_train.json").read_bytes()
+
+
 async def test_a_foreign_folder_is_refused_and_an_earlier_export_replaced(
     platform: Any, generator: Any, export: Any, tmp_path: Path
 ) -> None:
@@ -248,6 +260,47 @@ async def test_a_foreign_folder_is_refused_and_an_earlier_export_replaced(
     (earlier.out / "stale.txt").write_text("from before")
     again = await export("out")
     assert again.instances == 1 and not (again.out / "stale.txt").exists()
+    with pytest.raises(ExportError, match="an incremental export needs a new folder"):
+        await export("out", incremental=True)  # would lose the earlier export's picks
+    assert (again.out / "manifest.json").exists()
+
+
+async def test_exports_into_one_folder_take_turns(
+    platform: Any, export: Any, tmp_path: Path
+) -> None:
+    import fcntl
+
+    seed_picks(platform.database_url, platform.storage.root, picks=3)
+    with open(tmp_path / ".prefloop-export.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another export is running here
+        with pytest.raises(ExportError, match="another export is writing into"):
+            await export("out")
+    assert (await export("out")).instances == 3
+
+
+async def test_a_cancelled_export_stops_and_cleans_up(
+    platform: Any, export: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import threading
+
+    seed_picks(platform.database_url, platform.storage.root, picks=20)
+    started, release = threading.Event(), threading.Event()
+    real_place = ImageSource.place
+
+    def slow_place(self: ImageSource, key: str, dest: str) -> bool:
+        started.set()
+        release.wait(10)
+        return real_place(self, key, dest)
+
+    monkeypatch.setattr(ImageSource, "place", slow_place)
+    task = asyncio.create_task(export("out"))
+    assert await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
 async def test_an_interrupted_export_leaves_nothing_that_looks_complete(

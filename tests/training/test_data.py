@@ -62,6 +62,15 @@ def test_hpd_v2_train_json_with_a_score_per_image(tmp_path: Path) -> None:
     assert [str(p) for p in data.problems] == [
         "train.json: entry #2: human_preference [1, 1] has no single preferred image"
     ]
+    _write(tmp_path / "later.json", [  # images not downloaded yet: resolved, not checked
+        {"prompt": "a yak", "file_path": ["y.png", "z.png"], "human_preference": [1, 0]},
+    ])  # fmt: skip
+    (tmp_path / "later").mkdir()
+    unchecked = read_preferences(tmp_path / "later.json", check_files=False)
+    assert unchecked.examples[0].images == (
+        tmp_path / "later" / "y.png",
+        tmp_path / "later" / "z.png",
+    )
 
 
 def test_malformed_entries_are_reported_by_id_or_refused_when_strict(
