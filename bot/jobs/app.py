@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from typing import Any
+
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
+from procrastinate.worker import Worker
 
 from bot.config import WorkerSettings
 from bot.db.engine import libpq_url
@@ -31,3 +36,20 @@ def build_app(database_url: str, worker: WorkerSettings) -> App:
         return await run_export_job(context.additional_context[PLATFORM], **args)
 
     return app
+
+
+def one_job_worker(
+    app: App, settings: WorkerSettings, *, role: str, queue: str, context: dict[str, Any]
+) -> Worker:
+    """A worker for one queue, one job at a time, with prefloop's heartbeat and grace."""
+    return Worker(
+        app,
+        name=f"{role}@{socket.gethostname()}:{os.getpid()}",
+        queues=[queue],
+        concurrency=1,
+        additional_context=context,
+        install_signal_handlers=False,
+        update_heartbeat_interval=settings.heartbeat_interval,
+        stalled_worker_timeout=settings.stalled_after,
+        shutdown_graceful_timeout=settings.shutdown_grace,
+    )

@@ -8,9 +8,7 @@ that serves Discord keeps running.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,22 +85,16 @@ async def serve_maintenance(platform: Platform) -> None:
     On stop, a running export gets the worker's shutdown grace to finish; after that it
     is abandoned cleanly (its hidden folder removed, nothing recorded) and fails.
     """
-    from procrastinate.worker import Worker
-
-    from bot.jobs.app import build_app
+    from bot.jobs.app import build_app, one_job_worker
 
     settings = platform.settings.worker
     app = build_app(platform.database_url, settings)
     async with app.open_async():
-        worker = Worker(
+        worker = one_job_worker(
             app,
-            name=f"prefloop-maintenance@{socket.gethostname()}:{os.getpid()}",
-            queues=[MAINTENANCE_QUEUE],
-            concurrency=1,
-            additional_context={PLATFORM: platform},
-            install_signal_handlers=False,
-            update_heartbeat_interval=settings.heartbeat_interval,
-            stalled_worker_timeout=settings.stalled_after,
-            shutdown_graceful_timeout=settings.shutdown_grace,
+            settings,
+            role="prefloop-maintenance",
+            queue=MAINTENANCE_QUEUE,
+            context={PLATFORM: platform},
         )
         await worker.run()

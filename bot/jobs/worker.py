@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from typing import TYPE_CHECKING
 
 from procrastinate import App
@@ -20,7 +18,7 @@ from procrastinate.worker import Worker
 from bot.config import WorkerSettings
 from bot.db import queries
 from bot.generation import GenerationRunner, mark_failed_in
-from bot.jobs.app import RUNNER, build_app
+from bot.jobs.app import RUNNER, build_app, one_job_worker
 from bot.runtime import settle_heap
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
 from training.generator import GeneratorLoadError
@@ -74,16 +72,8 @@ async def serve_worker(platform: Platform) -> None:
     )
     app = build_app(platform.database_url, settings)
     async with app.open_async():
-        worker = Worker(
-            app,
-            name=f"prefloop@{socket.gethostname()}:{os.getpid()}",
-            queues=[GENERATE_QUEUE],
-            concurrency=1,
-            additional_context={RUNNER: runner},
-            install_signal_handlers=False,
-            update_heartbeat_interval=settings.heartbeat_interval,
-            stalled_worker_timeout=settings.stalled_after,
-            shutdown_graceful_timeout=settings.shutdown_grace,
+        worker = one_job_worker(
+            app, settings, role="prefloop", queue=GENERATE_QUEUE, context={RUNNER: runner}
         )
         reaper = asyncio.create_task(_reap_forever(app, platform), name="stalled-job reaper")
         run = asyncio.create_task(worker.run(), name="procrastinate worker")
