@@ -156,19 +156,27 @@ def is_preset(name: str) -> bool:
 
 
 def save_preset(name: str, folder: Path) -> Path:
-    """Write preset ``name`` to ``folder`` once; later calls reuse it while its version matches.
+    """Write generator preset ``name`` to ``folder`` once (see :func:`_save_once`)."""
+    return _save_once(
+        Path(folder),
+        name,
+        lambda staging: PRESETS[name]().save_pretrained(staging, safe_serialization=True),
+    )
+
+
+def _save_once(folder: Path, name: str, write: Callable[[Path], Any]) -> Path:
+    """Write a preset to ``folder`` once; later calls reuse it while its version matches.
 
     The preset is written beside ``folder`` and renamed into place, so a process that
     loads it never sees a half-written folder, even with several writing at once.
     """
-    folder = Path(folder)
     wanted = {"preset": name, "version": PRESET_VERSION}
     if _marker(folder) == wanted:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        PRESETS[name]().save_pretrained(staging, safe_serialization=True)
+        write(staging)
         (staging / MARKER).write_text(json.dumps(wanted))
         if folder.exists() and _marker(folder) != wanted:
             shutil.rmtree(folder)  # an older preset version
@@ -177,6 +185,65 @@ def save_preset(name: str, folder: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+# ----- CLIP (the preference model's backbone) ---------------------------------------
+
+# open_clip's CLIP at toy size: same classes, tokenizer and checkpoint format as ViT-L-14.
+TINY_CLIP: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 64, "head_width": 32,
+                   "patch_size": 8, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
+                 "layers": 3, "mlp_ratio": 2.0},
+}  # fmt: skip
+# What suits a randomly initialised toy: far more steps and a far higher rate than the
+# paper's fine-tune of a pretrained CLIP, every block trained.
+TINY_CLIP_TRAINING: dict[str, Any] = {
+    "lr": 2e-3,
+    "weight_decay": 0.0,
+    "batch_size": 16,
+    "epochs": 8,
+    "warmup_steps": 20,
+    "unfreeze_vision": -1,
+    "unfreeze_text": -1,
+}
+CLIP_PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    TINY: (TINY_CLIP, TINY_CLIP_TRAINING)
+}
+PREFLOOP_INFO = "prefloop.json"  # beside an open_clip checkpoint: base, training, metrics
+
+
+def is_clip_preset(name: str) -> bool:
+    return name in CLIP_PRESETS
+
+
+def build_tiny_clip(seed: int = 0) -> Any:
+    """The tiny open_clip CLIP with weights fixed by ``seed``."""
+    import torch
+    from open_clip.model import CLIP
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIP(**TINY_CLIP).eval()
+
+
+def save_clip_preset(name: str, folder: Path) -> Path:
+    """Write CLIP preset ``name`` to ``folder`` as an open_clip checkpoint folder."""
+
+    def write(staging: Path) -> None:
+        from safetensors.torch import save_file
+
+        config, training = CLIP_PRESETS[name]
+        model = build_tiny_clip()
+        save_file(model.state_dict(), staging / "open_clip_model.safetensors")
+        (staging / "open_clip_config.json").write_text(
+            json.dumps({"model_cfg": config, "preprocess_cfg": {}}, indent=2)
+        )
+        info = {"base": f"preset:{name}", "training": training}
+        (staging / PREFLOOP_INFO).write_text(json.dumps(info, indent=2))
+
+    return _save_once(Path(folder), f"clip-{name}", write)
 
 
 def _marker(folder: Path) -> dict[str, Any] | None:
