@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from bot.cli_models import eval_app, score, train_app
 from bot.cli_support import (
     cli_settings,
     console,
@@ -38,6 +39,7 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 discord_app = typer.Typer(help="The Discord bot.", no_args_is_help=True)
 app.add_typer(discord_app, name="discord")
+
 
 UserOption = Annotated[
     str | None,
@@ -353,6 +355,13 @@ def _utc_time(text: str) -> datetime:
     except ValueError:
         fail(f"--since {text!r} is not a date or time (use e.g. 2026-11-01 or 2026-11-01T12:00)")
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# ----- models (bot/cli_models.py) ---------------------------------------------------
+
+app.command()(score)
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 
 
 @app.command()

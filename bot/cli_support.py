@@ -67,7 +67,10 @@ def plain_errors() -> Iterator[None]:
     from bot.export import ExportError
     from bot.runtime import SchemaError
     from bot.storage import StorageError
+    from training.data import DatasetError
     from training.generator import GeneratorLoadError
+    from training.hps.fit import FitError
+    from training.hps.model import HPSLoadError
 
     known = (
         SchemaError,
@@ -77,6 +80,9 @@ def plain_errors() -> Iterator[None]:
         CommandError,
         FrontEndError,
         ExportError,
+        DatasetError,
+        HPSLoadError,
+        FitError,
     )
     try:
         yield
@@ -156,3 +162,14 @@ def render_export(done: Any) -> str:
         )
     lines.extend(f"warning: {w}" for w in done.warnings)
     return "\n".join(lines)
+
+
+def active_model(kind: str) -> str | None:
+    """Where the active model of ``kind`` is (``model_versions``), or None."""
+    from bot.runtime import open_platform
+
+    async def look() -> str | None:
+        async with open_platform(cli_settings()) as platform:
+            return (await platform.service.stats()).active_models.get(kind)
+
+    return asyncio.run(look())

@@ -193,8 +193,10 @@ def _plots(out: Path, evaluations: Sequence[Evaluation], sizes: list[int]) -> No
     scored = [e for e in evaluations if e.picked_scores]
     figure, axes = plt.subplots(1, max(1, len(scored)), figsize=(4 * max(1, len(scored)), 3.5))
     for axis, e in zip([axes] if len(scored) <= 1 else list(axes), scored, strict=False):
-        axis.hist(e.other_scores, bins=30, alpha=0.6, density=True, label="other images")
-        axis.hist(e.picked_scores, bins=30, alpha=0.6, density=True, label="picked image")
+        low, high = min(e.other_scores + e.picked_scores), max(e.other_scores + e.picked_scores)
+        bins = [low + (high - low) * i / 30 for i in range(31)] if high > low else 30
+        axis.hist(e.other_scores, bins=bins, alpha=0.6, density=True, label="other images")
+        axis.hist(e.picked_scores, bins=bins, alpha=0.6, density=True, label="picked image")
         axis.set_title(e.name, fontsize="small")
         axis.set_xlabel("score (100 · cos)")
         axis.legend(fontsize="small")
