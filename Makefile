@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/choices.py
 	$(BIN)/python bench/bot_latency.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/score.py
+	$(BIN)/python bench/fit.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -116,10 +116,24 @@ def _create(
                 f"unknown architecture {name!r}; open_clip knows e.g. ViT-B-32, ViT-L-14, "
                 "ViT-L-14-quickgelu, ViT-H-14"
             )
-        model = open_clip.create_model(name, load_weights=False)
+        quiet = _Unless("No pretrained weights loaded")  # we load them ourselves next
+        logging.getLogger().addFilter(quiet)
+        try:
+            model = open_clip.create_model(name, load_weights=False)
+        finally:
+            logging.getLogger().removeFilter(quiet)
     preprocess = _transform(model, preprocess_cfg or {})
     tokenizer = open_clip.get_tokenizer(name) if name else _tokenizer(cfg)
     return model, preprocess, tokenizer, cfg
+
+
+class _Unless(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _transform(model: Any, overrides: dict[str, Any]) -> Any:
@@ -133,6 +147,17 @@ def _tokenizer(cfg: dict[str, Any]) -> Any:
     from open_clip.tokenizer import SimpleTokenizer
 
     return SimpleTokenizer(context_length=cfg.get("text_cfg", {}).get("context_length", 77))
+
+
+def random_clip(arch: str, seed: int = 0) -> ClipModel:
+    """An open_clip architecture with random weights fixed by ``seed`` (benchmarks, GPU
+    checks: the real architecture's cost with nothing to download)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, preprocess, tokenizer, cfg = _create(arch)
+    return ClipModel(model.eval(), preprocess, tokenizer, f"{arch} (random)", cfg)
 
 
 def _load_folder(folder: Path) -> ClipModel:
