@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from training.data import Example, PreferenceData, read_preferences
 from training.hps.loss import group_logits, preference_loss
@@ -77,8 +77,7 @@ class FitConfig:
         return merged
 
 
-@dataclass
-class Batch:
+class Batch(NamedTuple):  # a tuple, so accelerate moves every field to the device
     pixels: Any  # [N, 3, H, W], every real image of the batch
     slots: Any  # [N] position of each image in the [B*K] grid
     mask: Any  # [B, K] True where an image is
