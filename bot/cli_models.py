@@ -85,7 +85,7 @@ def train_hps(
 
     On several GPUs: accelerate launch -m training.hps.fit --data … --out … (same code).
     """
-    from training.data import read_preferences
+    from training.data import read_train_test
     from training.hps.fit import FitConfig, fit_hps
 
     config = FitConfig(
@@ -95,8 +95,7 @@ def train_hps(
         mixed_precision=mixed_precision, device=device, cache_dir=_cache(),
     )  # fmt: skip
     with plain_errors():
-        train = read_preferences(data, "train", strict=strict)
-        test = read_preferences(data, "test", strict=strict)
+        train, test = read_train_test(data, strict=strict)
         folder = fit_hps(config, train, test)
     metrics = json.loads((folder / "prefloop.json").read_text())["metrics"]
     held_out = (

@@ -118,6 +118,25 @@ def read_preferences(
     return data
 
 
+def read_train_test(
+    path: str | Path, *, strict: bool = False
+) -> tuple[PreferenceData, PreferenceData | None]:
+    """The train split and, when the dataset has one, the test split (else None).
+
+    A single JSON file is train data only: reading it as "test" too would report
+    accuracy on the training instances as held-out accuracy.
+    """
+    path = Path(path)
+    train = read_preferences(path, "train", strict=strict)
+    if path.is_file():
+        return train, None
+    try:
+        return train, read_preferences(path, "test", strict=strict)
+    except DatasetError:
+        log.warning("%s has no test split; nothing is held out", path)
+        return train, None
+
+
 def _sources(path: Path, split: Split) -> list[tuple[Path, str]]:
     splits = ["train", "test"] if split == "all" else [split]
     if path.is_file():

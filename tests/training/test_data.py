@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from training.data import DatasetError, main, read_preferences
+from training.data import DatasetError, main, read_preferences, read_train_test
 
 
 def _image(path: Path, colour: tuple[int, int, int]) -> None:
@@ -45,6 +45,10 @@ def test_the_public_hps_v1_layout(tmp_path: Path) -> None:
     assert example.images[2] == tmp_path / "preference_images" / "7_2.jpg"
     assert [e.split for e in read_preferences(tmp_path, "all")] == ["train", "test"]
     assert read_preferences(tmp_path / "preference_test.json").examples[0].prompt == "a boat"
+    train, test = read_train_test(tmp_path)
+    assert len(train) == 1 and test is not None and test.examples[0].prompt == "a boat"
+    only, none = read_train_test(tmp_path / "preference_train.json")  # one file: no test
+    assert len(only) == 1 and none is None
 
 
 def test_hpd_v2_train_json_with_a_score_per_image(tmp_path: Path) -> None:

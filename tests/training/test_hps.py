@@ -163,6 +163,7 @@ def test_evaluation_report_and_exact_baseline(cache: Path, colours: Path, tmp_pa
     assert credits([1.0, 3.0, 2.0], 1) == (1.0, 1.0)
     assert credits([3.0, 3.0, 1.0], 0) == (0.5, 0.75)  # a tie shares the credit
     assert credits([5.0, 1.0], 1) == (0.0, 0.0)
+    assert credits([float("nan"), 1.0], 0) == (0.0, 0.0)  # a diverged model is no oracle
     test = read_preferences(colours, "test").examples
     chance = random_baseline(test)
     assert chance.top1 == pytest.approx(sum(1 / len(e.images) for e in test) / len(test))

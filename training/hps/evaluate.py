@@ -10,6 +10,7 @@ HPS 43.5%, CLIP 32.9%, random 26.1% top-1.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,7 +43,9 @@ class Evaluation:
 
 
 def credits(scores: Sequence[float], chosen: int) -> tuple[float, float]:
-    """(top-1 credit, pairwise credit) of one instance."""
+    """(top-1 credit, pairwise credit) of one instance; a NaN score is a miss."""
+    if any(math.isnan(s) for s in scores):
+        return 0.0, 0.0  # a diverged model must not look perfect
     picked = scores[chosen]
     others = [s for i, s in enumerate(scores) if i != chosen]
     above = sum(s > picked for s in others)

@@ -20,14 +20,22 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from training.data import Example, PreferenceData, read_preferences
-from training.hps.loss import group_logits, preference_loss
-from training.hps.model import ClipModel, load_clip, save_checkpoint
+from training.data import PreferenceData, read_train_test
+from training.hps.batches import (
+    PreferenceDataset,
+    batch_loss,
+    collate,
+    param_groups,
+    schedule,
+    set_trainable,
+)
+from training.hps.model import load_clip, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -77,112 +85,12 @@ class FitConfig:
         return merged
 
 
-class Batch(NamedTuple):  # a tuple, so accelerate moves every field to the device
-    pixels: Any  # [N, 3, H, W], every real image of the batch
-    slots: Any  # [N] position of each image in the [B*K] grid
-    mask: Any  # [B, K] True where an image is
-    tokens: Any  # [B, context]
-    chosen: Any  # [B]
-
-
-class PreferenceDataset:
-    """Examples -> (pixels of each image, prompt tokens, chosen index)."""
-
-    def __init__(self, examples: Sequence[Example], clip: ClipModel) -> None:
-        self.examples = list(examples)
-        self.preprocess = clip.preprocess
-        self.tokenizer = clip.tokenizer
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
-        import torch
-
-        example = self.examples[index]
-        pixels = torch.stack([self.preprocess(image) for image in example.open_images()])
-        return pixels, self.tokenizer([example.prompt])[0], example.chosen
-
-
-def collate(items: list[tuple[Any, Any, int]]) -> Batch:
-    import torch
-
-    width = max(pixels.shape[0] for pixels, _, _ in items)
-    mask = torch.zeros(len(items), width, dtype=torch.bool)
-    slots = []
-    for row, (pixels, _, _) in enumerate(items):
-        mask[row, : pixels.shape[0]] = True
-        slots.extend(row * width + k for k in range(pixels.shape[0]))
-    return Batch(
-        pixels=torch.cat([pixels for pixels, _, _ in items]),
-        slots=torch.tensor(slots),
-        mask=mask,
-        tokens=torch.stack([tokens for _, tokens, _ in items]),
-        chosen=torch.tensor([chosen for _, _, chosen in items]),
-    )
-
-
-def batch_loss(model: Any, batch: Batch) -> Any:
-    """The preference loss of one batch (model: open_clip CLIP, possibly wrapped by DDP)."""
-    import torch
-
-    image, text, scale = model(batch.pixels, batch.tokens)[:3]  # normalised, exp(scale)
-    grid = torch.zeros(batch.mask.numel(), image.shape[-1], dtype=image.dtype, device=image.device)
-    grid[batch.slots] = image
-    grid = grid.view(*batch.mask.shape, -1)
-    return preference_loss(group_logits(text, grid, batch.mask, scale), batch.chosen)
-
-
-def set_trainable(model: Any, vision_blocks: int, text_blocks: int) -> int:
-    """Freeze all but the last blocks, the final norms, projections and logit scale."""
-    model.requires_grad_(False)
-    visual, text = model.visual.transformer.resblocks, model.transformer.resblocks
-    for blocks, n in ((visual, vision_blocks), (text, text_blocks)):
-        count = len(blocks) if n < 0 else min(n, len(blocks))
-        for block in list(blocks)[len(blocks) - count :]:
-            block.requires_grad_(True)
-    if vision_blocks < 0 and text_blocks < 0:
-        model.requires_grad_(True)
-    for name in ("ln_final", "text_projection", "logit_scale"):
-        getattr(model, name).requires_grad_(True)
-    for name in ("ln_post", "proj"):
-        part = getattr(model.visual, name, None)
-        if part is not None:
-            part.requires_grad_(True)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on gains, biases, embeddings and the logit scale (as open_clip)."""
-    decay, plain = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        quiet = param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name
-        quiet = quiet or "embedding" in name or "logit_scale" in name
-        (plain if quiet else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": plain, "weight_decay": 0.0},
-    ]
-
-
-def _schedule(warmup: int, total: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def _mixed_precision(choice: str) -> str:
+def _mixed_precision(choice: str, device: str) -> str:
     import torch
 
     if choice != "auto":
         return choice
-    if not torch.cuda.is_available():
+    if device == "cpu" or not torch.cuda.is_available():
         return "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
@@ -211,7 +119,7 @@ def fit_hps(
     """
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
 
     out = Path(config.out)
     if (out / "prefloop.json").is_file() and not (out / RESUME).exists():
@@ -221,31 +129,46 @@ def fit_hps(
     if len(train) == 0:
         raise FitError("the training data has no usable instances")
 
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise FitError(
+            f"device {config.device!r}: use auto, cpu or cuda (pick GPUs with "
+            "CUDA_VISIBLE_DEVICES, or several with accelerate launch)"
+        )
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(config.mixed_precision),
+        mixed_precision=_mixed_precision(config.mixed_precision, config.device),
         gradient_accumulation_steps=config.grad_accum,
         cpu=config.device == "cpu",
+        step_scheduler_with_optimizer=False,  # we step it once per optimizer step
+        # The main process evaluates at the end while the others wait: give it time.
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=3))],
     )
     set_seed(config.seed)
     clip = load_clip(config.base, device="cpu", cache_dir=config.cache_dir)
     hyper = config.resolved(clip.info.get("training", {}))
     model = clip.model.train()
     trainable = set_trainable(model, hyper["unfreeze_vision"], hyper["unfreeze_text"])
-    optimizer = torch.optim.AdamW(_param_groups(model, hyper["weight_decay"]), lr=hyper["lr"])
+    optimizer = torch.optim.AdamW(param_groups(model, hyper["weight_decay"]), lr=hyper["lr"])
     per_step = hyper["batch_size"] * config.grad_accum * accelerator.num_processes
     steps_per_epoch = max(1, math.ceil(len(train) / per_step))
     total = max(1, math.ceil(hyper["epochs"] * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _schedule(hyper["warmup_steps"], total)
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(hyper["warmup_steps"], total))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     save_every = config.save_every or max(1, total // 10)
 
     state_path = out / RESUME / "state.pt"
+    # What must match for a resumed run to replay the same batches and steps.
+    run = {
+        "hyper": hyper,
+        "seed": config.seed,
+        "instances": len(train),
+        "grad_accum": config.grad_accum,
+        "processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+    }
     step, losses = 0, []
     if state_path.is_file():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["hyper"] != hyper or saved["seed"] != config.seed or saved["n"] != len(train):
+        if saved["run"] != run:
             raise FitError(
                 f"{out} holds an unfinished run with other settings or data; "
                 "resume it with the same ones, or choose a new folder"
@@ -253,6 +176,8 @@ def fit_hps(
         accelerator.unwrap_model(model).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if accelerator.scaler is not None and saved.get("scaler"):
+            accelerator.scaler.load_state_dict(saved["scaler"])
         step, losses = saved["step"], saved["losses"]
         log.info("resuming %s at step %d of %d", out, step, total)
 
@@ -277,11 +202,11 @@ def fit_hps(
             with accelerator.accumulate(model), accelerator.autocast():
                 loss = batch_loss(model, batch)
                 accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
+                optimizer.step()  # a no-op until the last accumulated batch
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
                 continue
+            scheduler.step()
             step += 1
             value = float(accelerator.gather(loss.detach()).mean())
             losses.append(value)
@@ -289,7 +214,7 @@ def fit_hps(
             progress.set_postfix(loss=f"{value:.4f}")
             if step % save_every == 0 and step < total:
                 _save_state(accelerator, model, optimizer, scheduler, state_path, step, losses,
-                            hyper, config, len(train))  # fmt: skip
+                            run)  # fmt: skip
             if on_step is not None:
                 on_step(step, value)
             if step >= total:
@@ -306,13 +231,6 @@ def fit_hps(
         "seconds": seconds,
         "trainable_parameters": trainable,
     }
-    if test is not None and len(test) and accelerator.is_main_process:
-        from training.hps.evaluate import evaluate
-        from training.hps.scorer import HPSScorer
-
-        result = evaluate(HPSScorer(clip), test.examples, bootstrap=0)
-        metrics["test_top1"] = result.top1
-        metrics["test_pairwise"] = result.pairwise
     if accelerator.is_main_process:
         info = {
             "base": config.base,
@@ -324,8 +242,15 @@ def fit_hps(
             "training": clip.info.get("training", {}),
             "finished": True,
         }  # fmt: skip
-        save_checkpoint(clip, out, info)
+        save_checkpoint(clip, out, info)  # saved first: evaluation cannot lose the model
         _remove_state(out)
+        if test is not None and len(test):
+            from training.hps.evaluate import evaluate
+            from training.hps.scorer import HPSScorer
+
+            result = evaluate(HPSScorer(clip), test.examples, bootstrap=0)
+            metrics.update(test_top1=result.top1, test_pairwise=result.pairwise)
+            (out / "prefloop.json").write_text(json.dumps(info, indent=2, default=str))
     accelerator.wait_for_everyone()
     return out
 
@@ -339,23 +264,22 @@ def _progress(total: int, done: int, show: bool) -> Any:
 
 
 def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, path: Path,
-                step: int, losses: list[float], hyper: dict[str, Any], config: FitConfig,
-                n: int) -> None:  # fmt: skip
+                step: int, losses: list[float], run: dict[str, Any]) -> None:  # fmt: skip
     """A resume point, written atomically by the main process."""
     import torch
 
     if not accelerator.is_main_process:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    scaler = accelerator.scaler
     state = {
         "model": accelerator.unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
         "step": step,
         "losses": losses,
-        "hyper": hyper,
-        "seed": config.seed,
-        "n": n,
+        "run": run,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -388,8 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         mixed_precision=args.mixed_precision,
         **{name: getattr(args, name) for name in PAPER},
     )  # fmt: skip
-    train = read_preferences(args.data, "train", strict=args.strict)
-    test = read_preferences(args.data, "test", strict=args.strict)
+    train, test = read_train_test(args.data, strict=args.strict)
     out = fit_hps(config, train, test)
     print(json.dumps(json.loads((out / "prefloop.json").read_text())["metrics"], indent=2))
     return 0

@@ -177,10 +177,18 @@ def _load_folder(folder: Path) -> ClipModel:
     if weights is None:
         raise HPSLoadError(f"{folder} has a config but no weights ({WEIGHTS})")
     preprocess_cfg = config.get("preprocess_cfg") or {}
-    model, preprocess, tokenizer, _ = _create(model_cfg, preprocess_cfg)
+    try:
+        model, preprocess, tokenizer, _ = _create(model_cfg, preprocess_cfg)
+    except (TypeError, ValueError) as error:
+        raise HPSLoadError(
+            f"{config_path} describes no model prefloop can build: {error}"
+        ) from None
     load_weights(model, read_state_dict(weights), weights)
     info_path = folder / PREFLOOP_INFO
-    info = json.loads(info_path.read_text("utf-8")) if info_path.is_file() else {}
+    try:
+        info = json.loads(info_path.read_text("utf-8")) if info_path.is_file() else {}
+    except ValueError as error:
+        raise HPSLoadError(f"{info_path} is not valid JSON: {error}") from None
     return ClipModel(model, preprocess, tokenizer, str(folder), model_cfg, preprocess_cfg, info)
 
 
@@ -192,17 +200,24 @@ def _load_file(arch: str, path: Path) -> ClipModel:
 
 def _load_pretrained(arch: str, tag: str, cache: Path) -> ClipModel:
     import open_clip
+    from open_clip.factory import get_model_config
+    from open_clip.pretrained import get_pretrained_cfg
 
+    # OpenAI's weights need QuickGELU, which open_clip's ViT-L-14 config lacks; building
+    # without it would run them with the wrong activation (open_clip only warns).
+    quick = bool((get_pretrained_cfg(arch, tag) or {}).get("quick_gelu"))
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=tag, cache_dir=str(cache / "open_clip")
+            arch, pretrained=tag, cache_dir=str(cache / "open_clip"), force_quick_gelu=quick
         )
     except Exception as error:  # unknown tag, no network, a bad download …
         raise HPSLoadError(f"could not load {arch} with weights {tag!r}: {error}") from None
-    from open_clip.factory import get_model_config
-
-    cfg = get_model_config(arch) or {}
-    return ClipModel(model, preprocess, open_clip.get_tokenizer(arch), f"{arch}:{tag}", cfg)
+    cfg = dict(get_model_config(arch) or {})
+    if quick:
+        cfg["quick_gelu"] = True
+    preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    return ClipModel(model, preprocess, open_clip.get_tokenizer(arch), f"{arch}:{tag}", cfg,
+                     preprocess_cfg)  # fmt: skip
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
