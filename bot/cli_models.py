@@ -181,3 +181,133 @@ def _active_hps() -> str | None:
     except Exception as error:  # no database is fine: the comparison is optional
         err.print(f"(no active HPS to compare: {error})", markup=False, highlight=False)
         return None
+
+
+@train_app.command("adapt")
+def train_adapt(
+    data: Annotated[Path, typer.Option(help="An exported dataset: every image is in the pool.")],
+    hps: Source,
+    out: Annotated[Path, typer.Option(help="Folder for the LoRA adapter (new, or to resume).")],
+    base: Annotated[str, typer.Option(help="The generator (hub id, folder or tiny).")] = (
+        "CompVis/stable-diffusion-v1-4"
+    ),
+    extra: Annotated[
+        Path | None, typer.Option(help="More pool images: x.png with its prompt in x.txt.")
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option(help="Selection confidence: probability > alpha/n.")
+    ] = 2.0,
+    min_group: Annotated[int, typer.Option(help="Smallest prompt group selected from.")] = 2,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default 4).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Default 1e-5, constant.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Default 1000.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default 4.")] = None,
+    grad_accum: Annotated[int, typer.Option()] = 1,
+    regularization: Annotated[
+        Path | None, typer.Option(help="Regularisation pairs: x.png with its caption in x.txt.")
+    ] = None,
+    regularization_ratio: Annotated[float, typer.Option()] = 0.5,
+    seed: Annotated[int, typer.Option()] = 0,
+    mixed_precision: Annotated[str, typer.Option(help="auto, no, fp16 or bf16.")] = "auto",
+    device: Device = "auto",
+) -> None:
+    """Select HPS-confident positives and negatives, then fine-tune a LoRA on them.
+
+    On several GPUs: accelerate launch -m training.adapt.lora --selection OUT/selection.jsonl …
+    """
+    from training.adapt.lora import AdaptConfig, adapt_generator
+    from training.adapt.select import pool_from_export, pool_from_folder, select, write_manifest
+    from training.hps import HPSScorer
+
+    with plain_errors():
+        pool = pool_from_export(data) + (pool_from_folder(extra) if extra else [])
+        scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
+        selection = select(scorer, pool, alpha=alpha, min_group=min_group)
+        digest = write_manifest(selection, out / "selection.jsonl")
+        positives = sum(s.label == "positive" for s in selection)
+        console.print(
+            f"selected {positives} positives and {len(selection) - positives} negatives from "
+            f"{len(pool)} prompt groups: {out / 'selection.jsonl'}",
+            markup=False,
+            highlight=False,
+        )
+        del scorer  # the generator needs the memory
+        config = AdaptConfig(
+            out=out, base=base, rank=rank, lr=lr, steps=steps, batch_size=batch_size,
+            grad_accum=grad_accum, regularization=regularization,
+            regularization_ratio=regularization_ratio, seed=seed,
+            mixed_precision=mixed_precision, device=device, cache_dir=_cache(), hps=hps,
+            selection_hash=digest,
+        )  # fmt: skip
+        folder = adapt_generator(config, selection)
+    metrics = json.loads((folder / "prefloop.json").read_text())["metrics"]
+    console.print(
+        f"adapter {folder}: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss on a "
+        f"fixed batch {metrics['fixed_batch_loss_before']:.4f} -> "
+        f"{metrics['fixed_batch_loss_after']:.4f}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@eval_app.command("adapt")
+def eval_adapt(
+    prompts: Annotated[
+        Path, typer.Option(help="An export (its test prompts) or a file of prompts, one a line.")
+    ],
+    adapter: Annotated[Path, typer.Option(help="The adapter folder to evaluate.")],
+    hps: Source,
+    vs: Annotated[
+        Path | None, typer.Option(help="Compare against this adapter instead of the base.")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option(help="The generator (default: the adapter's base).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Images per prompt, same seeds for both.")] = 4,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 30,
+    limit: Annotated[int, typer.Option(help="At most this many prompts.")] = 100,
+    out: Annotated[Path, typer.Option(help="Where metrics.json, report.md, grid.png go.")] = (
+        Path("adapt-eval")
+    ),
+    device: Device = "auto",
+) -> None:
+    """The adapted generator against its base on held-out prompts: win rate, HPS gain."""
+    from training.adapt.evaluate import evaluate_adapter, write_adapt_report
+    from training.generator import Generator
+    from training.hps import HPSScorer
+
+    with plain_errors():
+        texts = _prompts(prompts)[:limit]
+        info_path = adapter / "prefloop.json"
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        model = base or info.get("base")
+        if not model:
+            raise FileNotFoundError(f"{adapter} names no base model: pass --base")
+        options = {"cache_dir": _cache(), "device": device, "safety_checker": False}
+        plain = Generator.load(model, adapter=vs, **options)  # the base, or another adapter
+        adapted = Generator.load(model, adapter=adapter, **options)
+        scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
+        result, shown = evaluate_adapter(plain, adapted, scorer, texts, seeds_per_prompt=seeds,
+                                         steps=steps)  # fmt: skip
+        against = f"adapter `{vs}`" if vs else "the base"
+        description = f"Adapter `{adapter}` on `{model}` against {against}, scored by `{hps}`."
+        write_adapt_report(out, result, shown, description=description)
+    low, high = result.difference_ci
+    console.print(
+        f"{result.prompts} prompts x {seeds} seeds: adapted wins {result.win_rate:.1%}; mean "
+        f"HPS {result.base_mean:.3f} -> {result.adapted_mean:.3f} ({result.mean_difference:+.3f}, "
+        f"95% CI {low:+.3f} to {high:+.3f}); report: {out / 'report.md'}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _prompts(source: Path) -> list[str]:
+    """The distinct test prompts of an export, or the lines of a text file."""
+    if source.is_dir():
+        from training.data import read_preferences
+
+        examples = read_preferences(source, "test", check_files=False).examples
+        return list(dict.fromkeys(e.prompt for e in examples))
+    lines = source.read_text("utf-8").splitlines()
+    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))

@@ -9,6 +9,8 @@ would make (up to float rounding, which batching can change by a step in a pixel
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -77,7 +79,46 @@ class Generator:
     def __init__(self, pipe: Any, name: str) -> None:
         self.pipe = pipe
         self.name = name
+        self.adapter: str | None = None
+        self.negative_prefix = ""  # the adapter's negative prompt ("Weird image.")
         self.pipe.set_progress_bar_config(disable=True)
+
+    def apply_adapter(self, folder: str | Path) -> None:
+        """Load a LoRA adapter (diffusers format) and its negative prompt (prefloop.json).
+
+        A missing or corrupt adapter raises :class:`GeneratorLoadError` and leaves the
+        pipeline as it was: the base model keeps working.
+        """
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise GeneratorLoadError(f"adapter {path} does not exist (expected a folder)")
+        negative = ""
+        info_path = path / "prefloop.json"
+        try:
+            if info_path.is_file():
+                negative = str(
+                    json.loads(info_path.read_text("utf-8")).get("negative_prompt") or ""
+                )
+        except ValueError as error:
+            raise GeneratorLoadError(f"{info_path} is not valid JSON: {error}") from None
+        if self.adapter is not None:
+            self.pipe.unload_lora_weights()
+            self.adapter, self.negative_prefix = None, ""
+        try:
+            self.pipe.load_lora_weights(str(path), adapter_name="prefloop")
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                self.pipe.unload_lora_weights()  # nothing half-loaded stays behind
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise GeneratorLoadError(
+                f"adapter {path} could not be loaded ({reason}); the base model is unchanged"
+            ) from None
+        self.adapter, self.negative_prefix = str(path), negative
+
+    def negative_for(self, negative_prompt: str) -> str:
+        """The adapter's negative prompt joined with the member's own."""
+        parts = [p.strip() for p in (self.negative_prefix, negative_prompt) if p and p.strip()]
+        return " ".join(parts)
 
     @classmethod
     def load(
@@ -88,6 +129,7 @@ class Generator:
         device: str = "auto",
         dtype: str = "auto",
         safety_checker: bool = True,
+        adapter: str | Path | None = None,
     ) -> Generator:
         """Load ``model`` onto ``device`` (see the module docstring for what ``model`` may be)."""
         from diffusers import DiffusionPipeline
@@ -106,7 +148,10 @@ class Generator:
                 "or 'tiny' (an offline test model)."
             ) from error
         log.info("generator %s loaded on %s (%s)", model, device, options["dtype"])
-        return cls(pipe.to(device), model)
+        generator = cls(pipe.to(device), model)
+        if adapter:
+            generator.apply_adapter(adapter)
+        return generator
 
     @property
     def device(self) -> Any:
@@ -137,6 +182,7 @@ class Generator:
         import torch
 
         n = len(seeds)
+        negative_prompt = self.negative_for(negative_prompt)
         generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
 
         def report(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:

@@ -155,8 +155,10 @@ def test_a_resumed_fit_ends_where_an_uninterrupted_one_does(
     assert (tmp_path / "resumed" / ".resume" / "state.pt").exists()
     with pytest.raises(FitError, match="unfinished run with other settings"):
         fit_hps(config("resumed", lr=1e-4), train)
-    resumed = load_clip(str(fit_hps(config("resumed"), train))).model
-    assert _same_weights(resumed, whole)
+    steps: list[int] = []
+    resumed_out = fit_hps(config("resumed"), train, on_step=lambda step, _: steps.append(step))
+    assert steps[0] == 7  # from the resume point at step 6, not from scratch
+    assert _same_weights(load_clip(str(resumed_out)).model, whole)
 
 
 def test_evaluation_report_and_exact_baseline(cache: Path, colours: Path, tmp_path: Path) -> None:

@@ -1,0 +1,389 @@
+"""Fine-tune a LoRA on the generator's UNet from an HPS selection (the paper's recipe).
+
+Positives are captioned with their prompt, negatives with "Weird image. " + prompt, and
+optional regularisation pairs (image + caption) are mixed in at a set ratio; the loss is
+the usual noise-prediction MSE. The images' VAE latents (mean and spread) and the
+captions' text embeddings are computed once before training, not at every step.
+
+Every step draws its samples, noise and timesteps from a generator seeded by (seed, step,
+process), so a run is reproducible and a resumed run replays exactly what the
+uninterrupted one would have done. One entry point on a CPU, a GPU or many:
+``accelerate launch -m training.adapt.lora …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.adapt import WEIRD
+from training.adapt.select import Selected, pool_from_folder, read_manifest
+from training.generator import model_source
+
+log = logging.getLogger(__name__)
+
+RESUME = ".resume"
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+PAPER: dict[str, Any] = {
+    "rank": 4,
+    "lr": 1e-5,  # constant
+    "weight_decay": 1e-2,
+    "steps": 1000,
+    "batch_size": 4,
+}
+# A randomly initialised toy needs a bigger rank and rate to change in a few hundred steps.
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": {"rank": 8, "lr": 1e-3, "steps": 300, "batch_size": 8},
+}
+
+
+class AdaptError(RuntimeError):
+    """The fine-tune cannot start or go on; the message says why."""
+
+
+@dataclass
+class AdaptConfig:
+    out: Path
+    base: str = "CompVis/stable-diffusion-v1-4"
+    rank: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    grad_accum: int = 1
+    regularization: Path | None = None  # a folder of x.png + x.txt pairs
+    regularization_ratio: float = 0.5  # share of samples drawn from it, when given
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool | None = None  # None: on a GPU
+    seed: int = 0
+    save_every: int = 0  # steps between resume points; 0 = about 10 per run
+    device: str = "auto"
+    cache_dir: Path | None = None
+    hps: str | None = None  # recorded in prefloop.json
+    selection_hash: str | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        merged = {**PAPER, **PRESET_DEFAULTS.get(self.base, {})}
+        for name in PAPER:
+            if getattr(self, name) is not None:
+                merged[name] = getattr(self, name)
+        return merged
+
+
+@dataclass
+class Cached:
+    """Training items as tensors, computed once."""
+
+    mean: Any  # [N, 4, h, w] latent means
+    std: Any  # [N, 4, h, w]
+    text: Any  # [C, L, D] embeddings of the distinct captions
+    caption: Any  # [N] index into text
+    regular: Any  # [N] bool: a regularisation pair
+
+
+def captions(selection: Sequence[Selected]) -> list[tuple[str, str]]:
+    """(image file, caption): the prompt for positives, "Weird image. " + it for negatives."""
+    return [(s.file, s.prompt if s.label == "positive" else WEIRD + s.prompt) for s in selection]
+
+
+def load_pipeline(base: str, cache_dir: Path) -> Any:
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            model_source(base, cache_dir), safety_checker=None, requires_safety_checker=False
+        )
+    except Exception as error:
+        raise AdaptError(f"could not load generator {base!r}: {error}") from None
+
+
+def encode(pipe: Any, items: Sequence[tuple[str, str, bool]], size: int, device: Any) -> Cached:
+    """VAE latent distributions of the images and text embeddings of the captions."""
+    import torch
+    from PIL import Image
+
+    texts = sorted({caption for _, caption, _ in items})
+    index = {caption: i for i, caption in enumerate(texts)}
+    means, stds = [], []
+    with torch.no_grad():
+        for start in range(0, len(items), 16):
+            pixels = []
+            for file, _, _ in items[start : start + 16]:
+                with Image.open(file) as image:
+                    image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+                    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+                pixels.append(array.view(size, size, 3).permute(2, 0, 1).float() / 127.5 - 1)
+            dist = pipe.vae.encode(torch.stack(pixels).to(device)).latent_dist
+            means.append(dist.mean.cpu())
+            stds.append(dist.std.cpu())
+        embeddings = []
+        for start in range(0, len(texts), 32):
+            tokens = pipe.tokenizer(texts[start : start + 32], padding="max_length",
+                                    max_length=pipe.tokenizer.model_max_length, truncation=True,
+                                    return_tensors="pt").input_ids  # fmt: skip
+            embeddings.append(pipe.text_encoder(tokens.to(device))[0].cpu())
+    return Cached(
+        mean=torch.cat(means),
+        std=torch.cat(stds),
+        text=torch.cat(embeddings),
+        caption=torch.tensor([index[caption] for _, caption, _ in items]),
+        regular=torch.tensor([regular for _, _, regular in items]),
+    )
+
+
+def draw(cached: Cached, batch: int, ratio: float, generator: Any) -> Any:
+    """Indices of one batch: from the regularisation pairs with probability ``ratio``."""
+    import torch
+
+    main = (~cached.regular).nonzero().flatten()
+    extra = cached.regular.nonzero().flatten()
+    picks = torch.randint(len(main), (batch,), generator=generator)
+    chosen = main[picks]
+    if len(extra) and ratio > 0:
+        use = torch.rand(batch, generator=generator) < ratio
+        swap = extra[torch.randint(len(extra), (batch,), generator=generator)]
+        chosen = torch.where(use, swap, chosen)
+    return chosen
+
+
+def step_loss(unet: Any, noise_scheduler: Any, cached: Cached, index: Any, generator: Any,
+              scaling: float, device: Any) -> Any:  # fmt: skip
+    """Noise-prediction MSE of one batch, everything random drawn from ``generator``."""
+    import torch
+
+    mean, std = cached.mean[index], cached.std[index]
+    # Random numbers come from a CPU generator (the same on every device), then move.
+    sample = torch.randn(mean.shape, generator=generator).to(device)
+    latents = (mean + std * sample) * scaling
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    steps = noise_scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (len(index),), generator=generator).to(device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    text = cached.text[cached.caption[index]]
+    predicted = unet(noisy.to(unet.dtype), timesteps, text.to(unet.dtype)).sample
+    return torch.nn.functional.mse_loss(predicted.float(), target.float())
+
+
+def adapt_generator(
+    config: AdaptConfig,
+    selection: Sequence[Selected],
+    *,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Path:
+    """Train the LoRA; write a folder stock diffusers loads with ``load_lora_weights``."""
+    import torch
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+    from peft import LoraConfig
+
+    out = Path(config.out)
+    info_path = out / "prefloop.json"
+    finished = info_path.is_file() and not (out / RESUME).exists()
+    if finished and json.loads(info_path.read_text("utf-8")).get("finished"):
+        raise AdaptError(f"{out} already holds a trained adapter; choose a new folder")
+    pairs = captions(selection)
+    if not pairs:
+        raise AdaptError("the selection is empty: nothing to learn from (see docs: selection)")
+    regular = pool_from_folder(config.regularization) if config.regularization else []
+    items = [(file, caption, False) for file, caption in pairs]
+    items += [(str(image), group.prompt, True) for group in regular for image in group.images]
+    hyper = config.resolved()
+
+    on_gpu = torch.cuda.is_available() and config.device != "cpu"
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "no"
+    accelerator = Accelerator(mixed_precision=precision, cpu=not on_gpu,
+                              gradient_accumulation_steps=config.grad_accum)  # fmt: skip
+    cache = Path(config.cache_dir or Path.home() / ".cache" / "prefloop")
+    pipe = load_pipeline(config.base, cache)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        part.requires_grad_(False)
+        part.to(accelerator.device, dtype=weight_dtype)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    cached = encode(pipe, items, size, accelerator.device)
+    cached.mean, cached.std = (t.to(accelerator.device, torch.float32)
+                               for t in (cached.mean, cached.std))  # fmt: skip
+    cached.text = cached.text.to(accelerator.device)
+    unet = pipe.unet
+    with torch.random.fork_rng(devices=[]):  # the LoRA's initial weights follow the seed
+        torch.manual_seed(config.seed)
+        lora = LoraConfig(r=hyper["rank"], lora_alpha=hyper["rank"],
+                          init_lora_weights="gaussian", target_modules=TARGETS)  # fmt: skip
+        unet.add_adapter(lora)
+    for param in unet.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()  # LoRA weights train in full precision
+    if config.gradient_checkpointing if config.gradient_checkpointing is not None else on_gpu:
+        unet.enable_gradient_checkpointing()
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=hyper["lr"], weight_decay=hyper["weight_decay"])
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    scaling = pipe.vae.config.scaling_factor
+    total, batch = hyper["steps"], hyper["batch_size"]
+    run = {"hyper": hyper, "seed": config.seed, "items": len(items),
+           "grad_accum": config.grad_accum, "processes": accelerator.num_processes,
+           "precision": precision}  # fmt: skip
+
+    def generator(step: int, micro: int) -> Any:
+        seed = ((config.seed * 1_000_003 + step) * 64 + micro) * 64 + accelerator.process_index
+        return torch.Generator().manual_seed(seed)
+
+    def fixed_loss() -> float:  # the same samples, noise and timesteps before and after
+        with torch.no_grad(), accelerator.autocast():
+            probe = torch.Generator().manual_seed(config.seed + 12345)
+            index = draw(cached, min(64, 8 * batch), 0.0, probe)
+            return float(step_loss(unet, noise_scheduler, cached, index, probe, scaling,
+                                   accelerator.device))  # fmt: skip
+
+    step, losses = 0, []
+    state_path = out / RESUME / "state.pt"
+    if state_path.is_file():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if saved["run"] != run:
+            raise AdaptError(f"{out} holds an unfinished run with other settings or data; "
+                             "resume it with the same ones, or choose a new folder")  # fmt: skip
+        _load_lora(accelerator.unwrap_model(unet), saved["lora"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if accelerator.scaler is not None and saved.get("scaler"):
+            accelerator.scaler.load_state_dict(saved["scaler"])
+        step, losses, before = saved["step"], saved["losses"], saved["before"]
+        log.info("resuming %s at step %d of %d", out, step, total)
+    else:
+        before = fixed_loss()
+    save_every = config.save_every or max(1, total // 10)
+    progress = _progress(total, step, accelerator.is_local_main_process)
+    started = time.perf_counter()
+    unet.train()
+    while step < total:
+        for micro in range(config.grad_accum):
+            with accelerator.accumulate(unet), accelerator.autocast():
+                g = generator(step, micro)
+                index = draw(cached, batch, config.regularization_ratio, g)
+                loss = step_loss(unet, noise_scheduler, cached, index, g, scaling,
+                                 accelerator.device)  # fmt: skip
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+        step += 1
+        value = float(accelerator.gather(loss.detach()).mean())
+        losses.append(value)
+        progress.update(1)
+        progress.set_postfix(loss=f"{value:.4f}")
+        if step % save_every == 0 and step < total and accelerator.is_main_process:
+            _save_state(state_path, accelerator, unet, optimizer, step, losses, before, run)
+        if on_step is not None:
+            on_step(step, value)
+    progress.close()
+    seconds = time.perf_counter() - started
+    unet.eval()
+    after = fixed_loss()
+    if accelerator.is_main_process:
+        _write_adapter(accelerator.unwrap_model(unet), out)
+        info = {
+            "base": config.base,
+            "hps": config.hps,
+            "selection": {"items": len(pairs), "regularization": len(items) - len(pairs),
+                          "manifest_sha256": config.selection_hash},
+            "hyperparameters": {**hyper, "grad_accum": config.grad_accum, "seed": config.seed,
+                                "mixed_precision": precision, "targets": TARGETS,
+                                "regularization_ratio": config.regularization_ratio},
+            "metrics": {"fixed_batch_loss_before": before, "fixed_batch_loss_after": after,
+                        "train_loss_first": losses[0] if losses else None,
+                        "steps": total, "seconds": seconds},
+            "negative_prompt": WEIRD.strip(),
+            "finished": True,
+        }  # fmt: skip
+        info_path.write_text(json.dumps(info, indent=2, default=str))
+        shutil.rmtree(out / RESUME, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return out
+
+
+def _lora_state(unet: Any) -> dict[str, Any]:
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(unet).items()}
+
+
+def _load_lora(unet: Any, state: dict[str, Any]) -> None:
+    from peft.utils import set_peft_model_state_dict
+
+    set_peft_model_state_dict(unet, state)
+
+
+def _write_adapter(unet: Any, out: Path) -> None:
+    """The LoRA in diffusers' format: ``pipe.load_lora_weights(out)`` loads it."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    out.mkdir(parents=True, exist_ok=True)
+    layers = convert_state_dict_to_diffusers(_lora_state(unet))
+    StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=layers, safe_serialization=True)
+
+
+def _save_state(path: Path, accelerator: Any, unet: Any, optimizer: Any, step: int,
+                losses: list[float], before: float, run: dict[str, Any]) -> None:  # fmt: skip
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scaler = accelerator.scaler
+    state = {"lora": _lora_state(accelerator.unwrap_model(unet)),
+             "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
+             "before": before, "run": run,
+             "scaler": scaler.state_dict() if scaler is not None else None}  # fmt: skip
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _progress(total: int, done: int, show: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc="adapt", unit="step",
+                disable=None if show else True)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.adapt.lora`` (or under ``accelerate launch -m``)."""
+    parser = argparse.ArgumentParser(
+        prog="training.adapt.lora", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--selection", type=Path, required=True, help="selection .jsonl")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--base", default="CompVis/stable-diffusion-v1-4")
+    for name in PAPER:
+        kind = float if name in {"lr", "weight_decay"} else int
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--regularization", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-precision", default="auto")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = AdaptConfig(out=args.out, base=args.base, grad_accum=args.grad_accum,
+                         regularization=args.regularization, seed=args.seed,
+                         mixed_precision=args.mixed_precision,
+                         **{name: getattr(args, name) for name in PAPER})  # fmt: skip
+    out = adapt_generator(config, read_manifest(args.selection))
+    print(json.dumps(json.loads((out / "prefloop.json").read_text())["metrics"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
