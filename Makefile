@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/score.py
 	$(BIN)/python bench/fit.py
+	$(BIN)/python bench/adapt.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
