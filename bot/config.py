@@ -34,6 +34,11 @@ class GeneratorSettings(BaseModel):
     height: int | None = Field(None, ge=64, le=2048, multiple_of=8)
     safety_checker: bool = Field(True, description="Run the model's safety checker if it has one.")
     negative_prompt: str = Field("", description="Always added to every member's negative prompt.")
+    adapter: str | None = Field(
+        None,
+        description="A LoRA adapter folder (prefloop train adapt); its negative prompt "
+        "('Weird image.') is added to every generation's.",
+    )
 
 
 class LimitSettings(BaseModel):

@@ -110,7 +110,7 @@ class GenerationRunner:
                         status=GenerationStatus.running,
                         started_at=func.now(),
                         attempts=Generation.attempts + 1,
-                        generator_version=self.generator.name,
+                        generator_version=self.generator.version,
                     )
                     .returning(
                         Generation.prompt,

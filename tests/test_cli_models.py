@@ -51,3 +51,29 @@ async def test_train_evaluate_and_score_from_the_command_line(
     again = prefloop("train", "hps", "--data", str(data), "--out", str(tmp_path / "hps"),
                      "--base", "tiny", env=env, cwd=tmp_path)  # fmt: skip
     assert again.returncode == 1 and "already holds a trained model" in again.stderr
+
+
+def test_adapt_and_evaluate_the_generator_from_the_command_line(tmp_path: Path) -> None:
+    data = colour_dataset(tmp_path / "ds", train=40, test=12)
+    env = cli_env(data_dir=str(tmp_path / "data"))
+    adapter = tmp_path / "adapter"
+
+    options = ["--hps", "tiny", "--out", str(adapter), "--base", "tiny", "--steps", "6"]
+    trained = prefloop("train", "adapt", "--data", str(data), *options, env=env, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "positives and" in trained.stdout and "loss on a fixed batch" in trained.stdout
+    assert (adapter / "pytorch_lora_weights.safetensors").exists()
+    assert (adapter / "selection.jsonl").read_text().count("\n") >= 2
+
+    report = tmp_path / "eval"
+    evaluated = prefloop("eval", "adapt", "--prompts", str(data), "--adapter", str(adapter),
+                         "--hps", "tiny", "--steps", "3", "--seeds", "2", "--limit", "3",
+                         "--out", str(report), env=env, cwd=tmp_path)  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "3 prompts x 2 seeds: adapted wins" in evaluated.stdout
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["prompts"] == 3 and (report / "grid.png").exists()
+
+    broken = prefloop("eval", "adapt", "--prompts", str(data), "--adapter", str(tmp_path / "no"),
+                      "--hps", "tiny", "--base", "tiny", env=env, cwd=tmp_path)  # fmt: skip
+    assert broken.returncode == 1 and "does not exist" in broken.stderr

@@ -154,6 +154,11 @@ class Generator:
         return generator
 
     @property
+    def version(self) -> str:
+        """What made the images: the model, and the adapter when one is applied."""
+        return f"{self.name}+{self.adapter}" if self.adapter else self.name
+
+    @property
     def device(self) -> Any:
         return self.pipe.device
 

@@ -52,6 +52,7 @@ async def load_generator(platform: Platform):  # -> training.generator.Generator
         device=gen.device,
         dtype=gen.dtype,
         safety_checker=gen.safety_checker,
+        adapter=gen.adapter,
     )
 
 
