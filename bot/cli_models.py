@@ -6,6 +6,7 @@ looks up the active HPS in the database, when there is one, to compare against i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -216,22 +217,36 @@ def train_adapt(
     On several GPUs: accelerate launch -m training.adapt.lora --selection OUT/selection.jsonl …
     """
     from training.adapt.lora import AdaptConfig, adapt_generator
-    from training.adapt.select import pool_from_export, pool_from_folder, select, write_manifest
+    from training.adapt.select import (
+        pool_from_export,
+        pool_from_folder,
+        read_manifest,
+        select,
+        write_manifest,
+    )
     from training.hps import HPSScorer
 
     with plain_errors():
-        pool = pool_from_export(data) + (pool_from_folder(extra) if extra else [])
-        scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
-        selection = select(scorer, pool, alpha=alpha, min_group=min_group)
-        digest = write_manifest(selection, out / "selection.jsonl")
-        positives = sum(s.label == "positive" for s in selection)
-        console.print(
-            f"selected {positives} positives and {len(selection) - positives} negatives from "
-            f"{len(pool)} prompt groups: {out / 'selection.jsonl'}",
-            markup=False,
-            highlight=False,
-        )
-        del scorer  # the generator needs the memory
+        manifest = out / "selection.jsonl"
+        if manifest.is_file() and ((out / ".resume").exists() or (out / "prefloop.json").exists()):
+            # An unfinished (or finished) run: keep the selection it was started with.
+            selection = read_manifest(manifest)
+            digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+            console.print(f"using the selection in {manifest}", markup=False, highlight=False)
+        else:
+            pool = pool_from_export(data) + (pool_from_folder(extra) if extra else [])
+            scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
+            selection = select(scorer, pool, alpha=alpha, min_group=min_group)
+            digest = write_manifest(selection, manifest)
+            positives = sum(s.label == "positive" for s in selection)
+            console.print(
+                f"selected {positives} positives and {len(selection) - positives} negatives "
+                f"from {len(pool)} prompt groups: {manifest}",
+                markup=False,
+                highlight=False,
+            )
+            del scorer
+            _free_memory()  # the generator needs it
         config = AdaptConfig(
             out=out, base=base, rank=rank, lr=lr, steps=steps, batch_size=batch_size,
             grad_accum=grad_accum, regularization=regularization,
@@ -273,6 +288,7 @@ def eval_adapt(
 ) -> None:
     """The adapted generator against its base on held-out prompts: win rate, HPS gain."""
     from training.adapt.evaluate import evaluate_adapter, write_adapt_report
+    from training.data import DatasetError
     from training.generator import Generator
     from training.hps import HPSScorer
 
@@ -283,9 +299,13 @@ def eval_adapt(
         model = base or info.get("base")
         if not model:
             raise FileNotFoundError(f"{adapter} names no base model: pass --base")
+        if not texts:
+            raise DatasetError(f"{prompts} holds no prompts to evaluate on")
         options = {"cache_dir": _cache(), "device": device, "safety_checker": False}
-        plain = Generator.load(model, adapter=vs, **options)  # the base, or another adapter
         adapted = Generator.load(model, adapter=adapter, **options)
+        # The base is the same pipeline with the adapter switched off (one copy in memory);
+        # another adapter needs a pipeline of its own.
+        plain = Generator.load(model, adapter=vs, **options) if vs else adapted.base_view()
         scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
         result, shown = evaluate_adapter(plain, adapted, scorer, texts, seeds_per_prompt=seeds,
                                          steps=steps)  # fmt: skip
@@ -300,6 +320,19 @@ def eval_adapt(
         markup=False,
         highlight=False,
     )
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - the model commands need torch anyway
+        pass
 
 
 def _prompts(source: Path) -> list[str]:

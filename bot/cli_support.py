@@ -67,6 +67,7 @@ def plain_errors() -> Iterator[None]:
     from bot.export import ExportError
     from bot.runtime import SchemaError
     from bot.storage import StorageError
+    from training.adapt.lora import AdaptError
     from training.data import DatasetError
     from training.generator import GeneratorLoadError
     from training.hps.fit import FitError
@@ -83,6 +84,7 @@ def plain_errors() -> Iterator[None]:
         DatasetError,
         HPSLoadError,
         FitError,
+        AdaptError,
     )
     try:
         yield

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,8 @@ class Generator:
         self.name = name
         self.adapter: str | None = None
         self.negative_prefix = ""  # the adapter's negative prompt ("Weird image.")
+        self._active: str | None = None  # the adapter's name inside the pipeline
+        self._loads = 0
         self.pipe.set_progress_bar_config(disable=True)
 
     def apply_adapter(self, folder: str | Path) -> None:
@@ -101,19 +103,46 @@ class Generator:
                 )
         except ValueError as error:
             raise GeneratorLoadError(f"{info_path} is not valid JSON: {error}") from None
-        if self.adapter is not None:
-            self.pipe.unload_lora_weights()
-            self.adapter, self.negative_prefix = None, ""
+        name = f"prefloop_{self._loads}"
+        self._loads += 1
         try:
-            self.pipe.load_lora_weights(str(path), adapter_name="prefloop")
+            self.pipe.load_lora_weights(str(path), adapter_name=name)
+            self.pipe.set_adapters([name])
         except Exception as error:
             with contextlib.suppress(Exception):
-                self.pipe.unload_lora_weights()  # nothing half-loaded stays behind
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                self.pipe.delete_adapters([name])  # nothing half-loaded stays behind
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            reason = " ".join(line.strip() for line in lines[:3])[:400]
+            kept = (
+                f"adapter {self.adapter} is still in use"
+                if self.adapter
+                else ("the base model is unchanged")
+            )
             raise GeneratorLoadError(
-                f"adapter {path} could not be loaded ({reason}); the base model is unchanged"
+                f"adapter {path} could not be loaded ({reason}); {kept}"
             ) from None
+        if self._active is not None:
+            self.pipe.delete_adapters([self._active])
+        self._active = name
         self.adapter, self.negative_prefix = str(path), negative
+
+    @contextlib.contextmanager
+    def adapter_off(self) -> Iterator[None]:
+        """The base model for a while: the adapter and its negative prompt switched off."""
+        if self._active is None:
+            yield
+            return
+        prefix, self.negative_prefix = self.negative_prefix, ""
+        self.pipe.disable_lora()
+        try:
+            yield
+        finally:
+            self.pipe.enable_lora()
+            self.negative_prefix = prefix
+
+    def base_view(self) -> Any:
+        """An object that generates like the base model, sharing this pipeline."""
+        return _BaseView(self)
 
     def negative_for(self, negative_prompt: str) -> str:
         """The adapter's negative prompt joined with the member's own."""
@@ -208,3 +237,14 @@ class Generator:
             )
         flags = output.nsfw_content_detected or [False] * n
         return GeneratedImages(images=list(output.images), nsfw=[bool(f) for f in flags])
+
+
+class _BaseView:
+    """``generate`` of a Generator with its adapter switched off (see ``base_view``)."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    def generate(self, *args: Any, **kwargs: Any) -> GeneratedImages:
+        with self.generator.adapter_off():
+            return self.generator.generate(*args, **kwargs)

@@ -113,6 +113,18 @@ def test_the_adapter_trains_loads_in_stock_diffusers_and_carries_its_negative_pr
     adapted.negative_prefix = ""
     without = np.asarray(adapted.generate("a thing 1", [7], steps=4).images[0])
     assert np.abs(with_negative.astype(int) - without.astype(int)).max() > 0
+    adapted.negative_prefix = "Weird image."
+
+    plain = np.asarray(base.generate("a thing 1", [7], steps=4).images[0])
+    off = np.asarray(adapted.base_view().generate("a thing 1", [7], steps=4).images[0])
+    assert np.array_equal(off, plain)  # the adapter switched off is the base model
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "pytorch_lora_weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(GeneratorLoadError, match="is still in use"):
+        adapted.apply_adapter(broken)
+    again = np.asarray(adapted.generate("a thing 1", [7], steps=4).images[0])
+    assert np.array_equal(again, with_negative) and adapted.adapter == str(out)
     with pytest.raises(AdaptError, match="already holds a trained adapter"):
         adapt_generator(_config(tiny_model, out), selection)
 

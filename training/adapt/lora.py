@@ -14,6 +14,7 @@ uninterrupted one would have done. One entry point on a CPU, a GPU or many:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -156,7 +157,7 @@ def draw(cached: Cached, batch: int, ratio: float, generator: Any) -> Any:
 
 
 def step_loss(unet: Any, noise_scheduler: Any, cached: Cached, index: Any, generator: Any,
-              scaling: float, device: Any) -> Any:  # fmt: skip
+              scaling: float, device: Any, dtype: Any) -> Any:  # fmt: skip
     """Noise-prediction MSE of one batch, everything random drawn from ``generator``."""
     import torch
 
@@ -173,7 +174,7 @@ def step_loss(unet: Any, noise_scheduler: Any, cached: Cached, index: Any, gener
     else:
         target = noise
     text = cached.text[cached.caption[index]]
-    predicted = unet(noisy.to(unet.dtype), timesteps, text.to(unet.dtype)).sample
+    predicted = unet(noisy.to(dtype), timesteps, text.to(dtype)).sample
     return torch.nn.functional.mse_loss(predicted.float(), target.float())
 
 
@@ -213,7 +214,8 @@ def adapt_generator(
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         part.requires_grad_(False)
-        part.to(accelerator.device, dtype=weight_dtype)
+        part.to(accelerator.device)
+    pipe.unet.to(dtype=weight_dtype)  # the VAE and text encoder run once, in float32
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     cached = encode(pipe, items, size, accelerator.device)
     cached.mean, cached.std = (t.to(accelerator.device, torch.float32)
@@ -236,20 +238,21 @@ def adapt_generator(
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     scaling = pipe.vae.config.scaling_factor
     total, batch = hyper["steps"], hyper["batch_size"]
-    run = {"hyper": hyper, "seed": config.seed, "items": len(items),
-           "grad_accum": config.grad_accum, "processes": accelerator.num_processes,
-           "precision": precision}  # fmt: skip
+    run = {"hyper": hyper, "seed": config.seed, "items": len(items), "base": config.base,
+           "selection": config.selection_hash, "grad_accum": config.grad_accum,
+           "regularization_ratio": config.regularization_ratio,
+           "processes": accelerator.num_processes, "precision": precision}  # fmt: skip
 
     def generator(step: int, micro: int) -> Any:
-        seed = ((config.seed * 1_000_003 + step) * 64 + micro) * 64 + accelerator.process_index
-        return torch.Generator().manual_seed(seed)
+        key = f"{config.seed}:{step}:{micro}:{accelerator.process_index}".encode()
+        return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8]))
 
     def fixed_loss() -> float:  # the same samples, noise and timesteps before and after
         with torch.no_grad(), accelerator.autocast():
             probe = torch.Generator().manual_seed(config.seed + 12345)
             index = draw(cached, min(64, 8 * batch), 0.0, probe)
             return float(step_loss(unet, noise_scheduler, cached, index, probe, scaling,
-                                   accelerator.device))  # fmt: skip
+                                   accelerator.device, weight_dtype))  # fmt: skip
 
     step, losses = 0, []
     state_path = out / RESUME / "state.pt"
@@ -276,7 +279,7 @@ def adapt_generator(
                 g = generator(step, micro)
                 index = draw(cached, batch, config.regularization_ratio, g)
                 loss = step_loss(unet, noise_scheduler, cached, index, g, scaling,
-                                 accelerator.device)  # fmt: skip
+                                 accelerator.device, weight_dtype)  # fmt: skip
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -380,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
                          regularization=args.regularization, seed=args.seed,
                          mixed_precision=args.mixed_precision,
                          **{name: getattr(args, name) for name in PAPER})  # fmt: skip
+    text = args.selection.read_text("utf-8")
+    config.selection_hash = hashlib.sha256(text.encode()).hexdigest()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.selection.resolve() != (args.out / "selection.jsonl").resolve():
+        (args.out / "selection.jsonl").write_text(text, encoding="utf-8")
     out = adapt_generator(config, read_manifest(args.selection))
     print(json.dumps(json.loads((out / "prefloop.json").read_text())["metrics"], indent=2))
     return 0
