@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Any
 from training.adapt import WEIRD
 from training.adapt.select import Selected, pool_from_folder, read_manifest
 from training.generator import model_source
+from training.runs import progress_bar, save_resume_point
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def adapt_generator(
     else:
         before = fixed_loss()
     save_every = config.save_every or max(1, total // 10)
-    progress = _progress(total, step, accelerator.is_local_main_process)
+    progress = progress_bar(total, step, accelerator.is_local_main_process, "adapt")
     started = time.perf_counter()
     unet.train()
     while step < total:
@@ -342,24 +342,12 @@ def _write_adapter(unet: Any, out: Path) -> None:
 
 def _save_state(path: Path, accelerator: Any, unet: Any, optimizer: Any, step: int,
                 losses: list[float], before: float, run: dict[str, Any]) -> None:  # fmt: skip
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     scaler = accelerator.scaler
     state = {"lora": _lora_state(accelerator.unwrap_model(unet)),
              "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
              "before": before, "run": run,
              "scaler": scaler.state_dict() if scaler is not None else None}  # fmt: skip
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _progress(total: int, done: int, show: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc="adapt", unit="step",
-                disable=None if show else True)  # fmt: skip
+    save_resume_point(state, path)
 
 
 def main(argv: list[str] | None = None) -> int:

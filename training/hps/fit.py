@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from training.hps.batches import (
     set_trainable,
 )
 from training.hps.model import load_clip, save_checkpoint
+from training.runs import progress_bar, save_resume_point
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def fit_hps(
 
     dataset = PreferenceDataset(train.examples, clip)
     started = time.perf_counter()
-    progress = _progress(total, step, accelerator.is_local_main_process)
+    progress = progress_bar(total, step, accelerator.is_local_main_process, "fit hps")
     while step < total:
         epoch, done_in_epoch = divmod(step, steps_per_epoch)
         order = torch.randperm(
@@ -255,22 +255,11 @@ def fit_hps(
     return out
 
 
-def _progress(total: int, done: int, show: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    # On a terminal only (disable=None): logs and tests get no bar.
-    return tqdm(total=total, initial=done, desc="fit hps", unit="step",
-                disable=None if show else True)  # fmt: skip
-
-
 def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, path: Path,
                 step: int, losses: list[float], run: dict[str, Any]) -> None:  # fmt: skip
     """A resume point, written atomically by the main process."""
-    import torch
-
     if not accelerator.is_main_process:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     scaler = accelerator.scaler
     state = {
         "model": accelerator.unwrap_model(model).state_dict(),
@@ -281,9 +270,7 @@ def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pa
         "losses": losses,
         "run": run,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_resume_point(state, path)
 
 
 def _remove_state(out: Path) -> None:
