@@ -181,3 +181,36 @@ def test_evaluation_compares_the_same_prompts_and_seeds(
     assert json.loads((tmp_path / "metrics.json").read_text())["prompts"] == 3
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.size[1] >= 2 * 128
+
+
+def test_regularisation_pairs_are_mixed_in(
+    tiny_model: Path, selection: list[Any], tmp_path: Path
+) -> None:
+    pairs = tmp_path / "regular"
+    pairs.mkdir()
+    for k in range(3):
+        _noise(pairs / f"photo{k}.png", 100 + k)
+        (pairs / f"photo{k}.txt").write_text(f"a high quality photo {k}")
+    (pairs / "no caption.png").write_bytes((pairs / "photo0.png").read_bytes())  # ignored
+    out = adapt_generator(
+        _config(tiny_model, tmp_path / "lora", regularization=pairs, regularization_ratio=0.5),
+        selection,
+    )
+    info = json.loads((out / "prefloop.json").read_text())
+    assert info["selection"]["regularization"] == 3
+    assert info["selection"]["items"] == len(selection)
+    assert info["hyperparameters"]["regularization_ratio"] == 0.5
+
+
+def test_batches_draw_regularisation_pairs_at_the_ratio() -> None:
+    import torch
+
+    from training.adapt.lora import Cached, draw
+
+    regular = torch.tensor([False] * 6 + [True] * 4)
+    cached = Cached(mean=None, std=None, text=None, caption=None, regular=regular)
+    picks = [draw(cached, 8, 0.25, torch.Generator().manual_seed(s)) for s in range(200)]
+    share = sum(int(regular[p].sum()) for p in picks) / (8 * 200)
+    assert 0.18 < share < 0.32
+    assert all(not regular[p].any() for p in (draw(cached, 8, 0.0, torch.Generator()),))
+    assert bool(regular[draw(cached, 8, 1.0, torch.Generator())].all())
