@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from bot.cli_models import eval_app, score, train_app
+from bot.cli_registry import models_app
 from bot.cli_support import (
     cli_settings,
     console,
@@ -362,6 +363,7 @@ def _utc_time(text: str) -> datetime:
 app.command()(score)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.add_typer(models_app, name="models")
 
 
 @app.command()

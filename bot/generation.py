@@ -19,9 +19,17 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import queries
-from bot.db.models import Generation, GenerationStatus, Image, User
+from bot.db.models import (
+    Generation,
+    GenerationStatus,
+    Image,
+    ModelKind,
+    ModelStatus,
+    ModelVersion,
+    User,
+)
 from bot.storage import Storage
-from training.generator import GeneratedImages, Generator
+from training.generator import GeneratedImages, Generator, GeneratorLoadError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,36 @@ class GenerationRunner:
         self.storage = storage
         self.generator = generator
         self.progress_interval = progress_interval
+        self.adapter_version: int | None = None  # the registry's adapter now applied
+
+    async def sync_adapter(self) -> None:
+        """Apply the registry's active generator adapter if it changed since the last job.
+
+        A promotion or rollback reaches the next job without a restart. An adapter that
+        cannot be loaded is logged and skipped: the worker keeps serving what it had.
+        """
+        async with self.sessions() as session:
+            row = (
+                await session.execute(
+                    select(ModelVersion.id, ModelVersion.uri).where(
+                        ModelVersion.kind == ModelKind.generator_adapter,
+                        ModelVersion.status == ModelStatus.active,
+                    )
+                )
+            ).first()
+        wanted = row[0] if row else None
+        if wanted == self.adapter_version:
+            return
+        try:
+            if row is None:
+                await asyncio.to_thread(self.generator.clear_adapter)
+            else:
+                await asyncio.to_thread(self.generator.apply_adapter, row[1])
+        except GeneratorLoadError as error:
+            log.error("active adapter version %s not applied: %s", wanted, error)
+            return
+        log.info("now serving adapter version %s", wanted)
+        self.adapter_version = wanted
 
     async def run(self, generation_id: int, *, final_attempt: bool = True) -> str:
         """Make the images of ``generation_id``; returns ``done``, ``failed`` or ``skipped``.
@@ -74,6 +112,7 @@ class GenerationRunner:
         """
         try:
             started = time.time()
+            await self.sync_adapter()
             work = await self._claim(generation_id)
             if work is None:
                 log.info("generation %s is finished or gone; nothing to do", generation_id)
@@ -111,6 +150,7 @@ class GenerationRunner:
                         started_at=func.now(),
                         attempts=Generation.attempts + 1,
                         generator_version=self.generator.version,
+                        adapter_version_id=self.adapter_version,
                     )
                     .returning(
                         Generation.prompt,

@@ -126,6 +126,12 @@ class Generator:
         self._active = name
         self.adapter, self.negative_prefix = str(path), negative
 
+    def clear_adapter(self) -> None:
+        """Back to the base model: the adapter and its negative prompt removed."""
+        if self._active is not None:
+            self.pipe.delete_adapters([self._active])
+        self._active, self.adapter, self.negative_prefix = None, None, ""
+
     @contextlib.contextmanager
     def adapter_off(self) -> Iterator[None]:
         """The base model for a while: the adapter and its negative prompt switched off."""

@@ -1,0 +1,115 @@
+"""The model registry, and workers serving the active adapter without a restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from bot.domain import Refusal, UserRef
+from bot.generation import GenerationRunner
+from bot.registry import ModelRegistry
+
+
+def _adapter(tiny_model: Path, folder: Path) -> Path:
+    """A small LoRA adapter in diffusers' format, with prefloop's negative prompt."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)
+    pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
+    (folder / "prefloop.json").write_text(json.dumps({"negative_prompt": "Weird image."}))
+    return folder
+
+
+async def test_promote_and_roll_back(platform: Any) -> None:
+    registry = ModelRegistry(platform.sessions)
+    first = await registry.register("hps", "/models/hps-1", {"top1": 0.4})
+    second = await registry.register("hps", "/models/hps-2", {"top1": 0.45})
+    assert await registry.active("hps") is None  # candidates do not serve
+
+    await registry.promote(first)
+    promoted = await registry.promote(second)
+    assert promoted.status == "active" and promoted.promoted_at is not None
+    statuses = {v.id: v.status for v in await registry.versions("hps")}
+    assert statuses == {first: "retired", second: "active"}
+
+    restored = await registry.rollback("hps")
+    assert restored is not None and restored.id == first
+    assert (await registry.active("hps")).id == first  # type: ignore[union-attr]
+    assert await registry.rollback("hps") is None  # nothing was active before it
+    assert await registry.active("hps") is None
+    with pytest.raises(Refusal, match="nothing to roll back"):
+        await registry.rollback("hps")
+    with pytest.raises(Refusal, match="no model version 99"):
+        await registry.promote(99)
+
+
+async def test_the_next_job_uses_the_promoted_adapter_and_a_rollback(
+    platform: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    from training.generator import Generator
+
+    generator = Generator.load(str(tiny_model), cache_dir=tiny_model.parent, device="cpu")
+    runner = GenerationRunner(platform.sessions, platform.storage, generator)
+    registry = ModelRegistry(platform.sessions)
+    alice = UserRef.parse("cli:alice")
+
+    async def generate() -> tuple[Any, Any]:
+        submitted = await platform.service.submit_prompt(alice, "a cat", 2)
+        assert await runner.run(submitted.generation_id) == "done"
+        async with platform.engine.connect() as connection:
+            row = await connection.execute(
+                text("SELECT adapter_version_id, generator_version FROM generations WHERE id = :g"),
+                {"g": submitted.generation_id},
+            )
+            return row.one()
+
+    assert (await generate())[0] is None
+    folder = _adapter(tiny_model, tmp_path / "lora")
+    version = await registry.register("generator_adapter", str(folder))
+    await registry.promote(version)
+    adapter_id, made_by = await generate()  # no restart: the next job picks it up
+    assert adapter_id == version and made_by.endswith(f"+{folder}")
+    assert generator.negative_prefix == "Weird image."
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    await registry.promote(await registry.register("generator_adapter", str(broken)))
+    assert (await generate())[0] == version  # a bad adapter is skipped, not served
+
+    await registry.rollback("generator_adapter")
+    assert (await generate())[0] == version
+    await registry.rollback("generator_adapter")
+    assert (await generate())[0] is None and generator.adapter is None
+
+
+async def test_the_models_command_registers_promotes_and_rolls_back(
+    platform: Any, tmp_path: Path
+) -> None:
+    from tests.support import cli_env, prefloop
+
+    env = cli_env(database_url=platform.database_url, data_dir=str(tmp_path / "data"))
+    folder = tmp_path / "hps-1"
+    folder.mkdir()
+    (folder / "prefloop.json").write_text(json.dumps({"metrics": {"test_top1": 0.41}}))
+
+    registered = prefloop("models", "register", "hps", str(folder), env=env)
+    assert registered.returncode == 0 and "registered hps version 1" in registered.stdout
+    assert "hps version 1 is active" in prefloop("models", "promote", "1", env=env).stdout
+    listed = prefloop("models", "list", env=env).stdout
+    assert "active" in listed and "test_top1 0.41" in listed
+    rolled = prefloop("models", "rollback", "hps", env=env)
+    assert "no hps version is active now" in rolled.stdout
+    missing = prefloop("models", "promote", "7", env=env)
+    assert missing.returncode == 1 and "There is no model version 7" in missing.stderr
+    async with platform.engine.connect() as connection:
+        actions = await connection.execute(text("SELECT action FROM admin_actions ORDER BY id"))
+        assert [a for (a,) in actions] == ["register", "promote", "rollback"]
