@@ -39,6 +39,7 @@ from bot.domain import (
 )
 from bot.jobs.maintenance import QueuedExport, request_export
 from bot.prompts import PromptRules, check_pick, gone
+from bot.registry import ModelRegistry
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class CollectionService:
         self.settings = settings
         self.storage = storage
         self.rules = PromptRules(settings)
+        self.registry = ModelRegistry(sessions)  # trained models and which ones serve
 
     # ----- submit -------------------------------------------------------------------
 

@@ -87,8 +87,31 @@ async def admin_status(interaction: Interaction) -> None:
 @admin.command(name="models", description="The registered models and which are active.")
 async def admin_models(interaction: Interaction) -> None:
     await _authorise(interaction, "models")
-    numbers = await interaction.client.service.stats()
-    await _done(interaction, "models", render.models(numbers.active_models))
+    versions = await interaction.client.service.registry.versions()
+    await _done(interaction, "models", render.models(versions))
+
+
+@admin.command(name="promote", description="Serve a registered model version from the next job.")
+@app_commands.describe(version="The version id (see /admin models)")
+async def admin_promote(interaction: Interaction, version: int) -> None:
+    await _authorise(interaction, "promote", str(version))
+    promoted = await interaction.client.service.registry.promote(version)
+    text = f"{promoted.kind} #{promoted.id} is active from the next job: `{promoted.uri}`"
+    await _done(interaction, "promote", text, target=str(version), kind=promoted.kind)
+
+
+@admin.command(name="rollback", description="Re-activate the version served before this one.")
+async def admin_rollback(
+    interaction: Interaction, kind: Literal["hps", "generator_adapter"]
+) -> None:
+    await _authorise(interaction, "rollback", kind)
+    restored = await interaction.client.service.registry.rollback(kind)
+    text = (
+        f"{kind} #{restored.id} is active again: `{restored.uri}`"
+        if restored
+        else f"No {kind} version is active now; the base serves."
+    )
+    await _done(interaction, "rollback", text, target=kind)
 
 
 @admin.command(name="export", description="Export the picks as a dataset (a background job).")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.domain import GenerationView, QueueStatus, Stats
 
 HELP = (
@@ -114,7 +116,14 @@ def queue_status(status: QueueStatus) -> str:
     )
 
 
-def models(active: dict[str, str]) -> str:
-    if not active:
+def models(versions: list[Any]) -> str:
+    """The registered versions, newest first (at most 10), the active ones marked."""
+    if not versions:
         return "No trained models are registered yet; the generator runs without an adapter."
-    return "\n".join(f"{kind}: `{uri}` (active)" for kind, uri in active.items())
+    lines = []
+    for v in versions[:10]:
+        metrics = ", ".join(f"{k} {x:.3g}" if isinstance(x, float) else f"{k} {x}"
+                            for k, x in list(v.metrics.items())[:2])  # fmt: skip
+        mark = " **(active)**" if v.status == "active" else f" ({v.status})"
+        lines.append(f"#{v.id} {v.kind}{mark}: `{v.uri}`" + (f" — {metrics}" if metrics else ""))
+    return "\n".join(lines)

@@ -121,6 +121,8 @@ ADMIN_CALLS: list[tuple[str, dict[str, Any]]] = [
     ("retrain", {}),
     ("status", {}),
     ("models", {}),
+    ("promote", {"version": 1}),
+    ("rollback", {"kind": "hps"}),
 ]
 
 
@@ -165,6 +167,27 @@ async def test_admin_commands_are_checked_on_our_side_and_audited(
         ("status", True),
     ]
     assert banned
+
+
+async def test_admins_see_promote_and_roll_back_models(bot_platform: Any, fake: Any) -> None:
+    registry = bot_platform.service.registry
+    version = await registry.register("hps", "/models/hps-1", {"top1": 0.41})
+
+    async def admin(name: str, **options: Any) -> str:
+        it = await fake.slash_command("admin", options, subcommand=name, user_id=ADMIN)
+        return await private(fake, it, ADMIN)
+
+    async with bot_running(bot_platform, fake):
+        assert f"#{version} hps (candidate): `/models/hps-1` — top1 0.41" in await admin("models")
+        assert "is active from the next job" in await admin("promote", version=version)
+        assert "**(active)**" in await admin("models")
+        assert "There is no model version 99" in await admin("promote", version=99)
+        assert "No hps version is active now" in await admin("rollback", kind="hps")
+    assert await registry.active("hps") is None
+    async with bot_platform.engine.connect() as conn:
+        rows = await conn.execute(text("SELECT action, target FROM admin_actions ORDER BY id"))
+        audited = [(a, t) for a, t in rows if a in ("promote", "rollback")]
+    assert audited == [("promote", str(version)), ("rollback", "hps")]
 
 
 async def test_twenty_members_at_once(bot_platform: Any, fake: Any) -> None:
