@@ -172,6 +172,7 @@ def active_model(kind: str) -> str | None:
 
     async def look() -> str | None:
         async with open_platform(cli_settings()) as platform:
-            return (await platform.service.stats()).active_models.get(kind)
+            active = await platform.service.registry.active(kind)
+            return active.uri if active else None
 
     return asyncio.run(look())

@@ -45,9 +45,10 @@ class ExportError(RuntimeError):
     """The export cannot be made (and nothing was overwritten); the message says why."""
 
 
-def split_of(prompt: str, seed: int, test_fraction: float) -> str:
-    """ "train" or "test" for a prompt: deterministic, and the same in every export."""
-    digest = hashlib.sha256(f"{seed}\0{normalise(prompt)}".encode()).digest()
+def split_of(prompt: str, seed: int, test_fraction: float, *, normalised: bool = False) -> str:
+    """The split of a prompt ("train" or "test"): deterministic, the same in every export."""
+    text = prompt if normalised else normalise(prompt)
+    digest = hashlib.sha256(f"{seed}\0{text}".encode()).digest()
     return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
 
 

@@ -114,8 +114,8 @@ class NameMatcher:
             text = Path(path).read_text("utf-8")
         return cls([line.split("#", 1)[0] for line in text.splitlines()])
 
-    def __call__(self, prompt: str) -> bool:
-        words = normalise(prompt).split()
+    def __call__(self, prompt: str, *, normalised: bool = False) -> bool:
+        words = (prompt if normalised else normalise(prompt)).split()
         for size in range(1, self.longest + 1):
             for start in range(len(words) - size + 1):
                 if " ".join(words[start : start + size]) in self.names:

@@ -29,7 +29,6 @@ from bot.db.engine import libpq_url
 from bot.export import layout
 from bot.export.files import HpsWriter, ImageSource, ParquetWriter
 from bot.export.picks import (
-    Candidate,
     Rater,
     Reason,
     classify,
@@ -139,12 +138,13 @@ def run_export(
                     if isinstance(found, Reason):
                         excluded[found] += 1
                         continue
-                    split = layout.split_of(found.prompt, seed, fraction)
-                    missing = writer.add(found, split, names(found.prompt))
+                    text = normalise(found.prompt)  # once: split, names and counting use it
+                    split = layout.split_of(text, seed, fraction, normalised=True)
+                    missing = writer.add(found, split, names(text, normalised=True))
                     if missing:
                         excluded[missing] += 1
                     else:
-                        prompts[split].append(_prompt_key(found))
+                        prompts[split].append(_prompt_key(text))
                 deferred = count_deferred(conn, window, options.rater)
             written = writer.close()
             files = [(p.relative_to(staging).as_posix(), layout.file_sha256(p)) for p in written]
@@ -174,8 +174,8 @@ def run_export(
     return result
 
 
-def _prompt_key(candidate: Candidate) -> int:
-    digest = hashlib.blake2b(normalise(candidate.prompt).encode(), digest_size=8).digest()
+def _prompt_key(normalised: str) -> int:
+    digest = hashlib.blake2b(normalised.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

@@ -10,11 +10,12 @@ paper's user study the adapted model won on 74% of prompts against 22% for the o
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from training.hps.evaluate import bootstrap_interval
 
 
 @dataclass
@@ -57,16 +58,12 @@ def evaluate_adapter(
             shown.append((prompt, made[0], made[1]))
     differences = [r["adapted"] - r["base"] for r in rows]
     n = len(rows)
-    rng = random.Random(seed)
-    means = sorted(
-        sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(bootstrap)
-    )
     evaluation = AdaptEvaluation(
         prompts=n,
         seeds_per_prompt=seeds_per_prompt,
         win_rate=sum(r["win"] for r in rows) / n,
         mean_difference=sum(differences) / n,
-        difference_ci=(means[int(0.025 * (bootstrap - 1))], means[int(0.975 * (bootstrap - 1))]),
+        difference_ci=bootstrap_interval(differences, bootstrap, seed),
         base_mean=sum(r["base"] for r in rows) / n,
         adapted_mean=sum(r["adapted"] for r in rows) / n,
         per_prompt=rows,

@@ -68,8 +68,8 @@ def summarise(
     n = len(sizes)
     result = Evaluation(name, source, n, _mean(top1), _mean(pairwise))
     if bootstrap and n:
-        result.top1_ci = _bootstrap(top1, bootstrap, seed)
-        result.pairwise_ci = _bootstrap(pairwise, bootstrap, seed + 1)
+        result.top1_ci = bootstrap_interval(top1, bootstrap, seed)
+        result.pairwise_ci = bootstrap_interval(pairwise, bootstrap, seed + 1)
     for size in sorted(set(sizes)):
         rows = [i for i, s in enumerate(sizes) if s == size]
         result.by_size[size] = {
@@ -117,7 +117,7 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _bootstrap(values: Sequence[float], rounds: int, seed: int) -> tuple[float, float]:
+def bootstrap_interval(values: Sequence[float], rounds: int, seed: int) -> tuple[float, float]:
     """The 2.5th and 97.5th percentiles of the mean over resampled instances."""
     rng = random.Random(seed)
     n = len(values)

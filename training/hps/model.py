@@ -72,7 +72,8 @@ def load_clip(source: str, *, device: str = "cpu", cache_dir: Path | None = None
     if path.is_dir():
         loaded = _load_folder(path)
     elif path.is_file():
-        loaded = _load_file(_architecture_of(path), path)
+        state = read_state_dict(path)  # read once: it tells the architecture and fills it
+        loaded = _load_file(_architecture_of(state, path), path, state)
     elif ":" in source and not source.startswith(("/", ".")):
         arch, spec = source.split(":", 1)
         spec_path = Path(spec).expanduser()
@@ -192,9 +193,9 @@ def _load_folder(folder: Path) -> ClipModel:
     return ClipModel(model, preprocess, tokenizer, str(folder), model_cfg, preprocess_cfg, info)
 
 
-def _load_file(arch: str, path: Path) -> ClipModel:
+def _load_file(arch: str, path: Path, state: dict[str, Any] | None = None) -> ClipModel:
     model, preprocess, tokenizer, cfg = _create(arch)
-    load_weights(model, read_state_dict(path), path)
+    load_weights(model, state if state is not None else read_state_dict(path), path)
     return ClipModel(model, preprocess, tokenizer, f"{arch}:{path}", cfg)
 
 
@@ -275,9 +276,8 @@ def load_weights(model: Any, state: dict[str, Any], path: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def _architecture_of(path: Path) -> str:
+def _architecture_of(state: dict[str, Any], path: Path) -> str:
     """The architecture of a bare checkpoint file, from the shapes of its weights."""
-    state = read_state_dict(path)
     try:
         conv = state["visual.conv1.weight"]
         key = (int(conv.shape[0]), int(conv.shape[-1]), int(state["ln_final.weight"].shape[0]))
