@@ -3,6 +3,8 @@
 ``PREFLOOP_TEST_DATABASE_URL`` names a server to use (CI sets the machine's); without
 it the embedded server starts in a temp folder. Every test session gets a database of
 its own, migrated with ``alembic upgrade head``, and each test starts from empty tables.
+The trained tiny generator preset is built once into ``.cache/presets`` in the checkout
+(``PREFLOOP_PRESET_CACHE`` overrides) and reused by every later run.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from bot.config import Settings, load_settings
 from bot.runtime import Platform, open_platform
 from tests.support import fresh_database
 
+os.environ.setdefault(
+    "PREFLOOP_PRESET_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "presets")
+)
+
 TABLES = (
     "users, generations, images, choices, choice_history, model_versions, admin_actions, "
-    "dataset_exports, "
+    "dataset_exports, retrain_runs, "
     "procrastinate_jobs, procrastinate_events, procrastinate_workers, "
     "procrastinate_periodic_defers"
 )

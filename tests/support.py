@@ -76,10 +76,14 @@ async def generation_status(platform: Any, generation_id: int) -> str:
 
 
 def cli_env(**settings: str) -> dict[str, str]:
-    """The environment for a `prefloop` subprocess: no inherited PREFLOOP_ settings."""
+    """The environment for a `prefloop` subprocess: no inherited PREFLOOP_ settings.
+
+    The preset cache is kept: building the tiny generator takes a minute.
+    """
     import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLOOP_")}
+    keep = {"PREFLOOP_PRESET_CACHE"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLOOP_") or k in keep}
     env.update({f"PREFLOOP_{k.upper()}": v for k, v in settings.items()})
     env["COLUMNS"] = "200"  # keep rich from wrapping what tests read
     return env

@@ -2,19 +2,22 @@
 
 A preset is a small *real* model: the same diffusers classes as Stable Diffusion 1.x
 (UNet, VAE, CLIP text encoder and tokenizer, scheduler, safety checker) at a size that
-runs on a laptop CPU in milliseconds. Weights are random but fixed by a seed (the VAE's
-encoder is then fitted to invert its decoder, see ``_fit_encoder``), so every machine
-builds the same model up to float rounding. Presets are written to a folder with ``save_pretrained``
-and loaded back through the same code as any downloaded model (see ``generator.py``).
+runs on a laptop CPU in milliseconds. The generator preset is trained briefly, from a
+seed, on a toy world (see "the tiny generator's world" below), so every machine builds the
+same model up to float rounding, once, into a cache. Presets are written to a folder with
+``save_pretrained`` and loaded back through the same code as any downloaded model (see
+``generator.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,10 @@ from training.tokens import (
     clip_vocabulary,
 )
 
+log = logging.getLogger(__name__)
+
 TINY = "tiny"
-PRESET_VERSION = 2  # bump when a preset's architecture or seed changes
+PRESET_VERSION = 3  # bump when a preset's architecture or seed changes
 MARKER = "prefloop_preset.json"
 TINY_MERGES = 2000  # a trimmed CLIP vocabulary (2,514 tokens) keeps the text encoder small
 
@@ -106,36 +111,101 @@ def sd_scheduler() -> Any:
     )
 
 
-def _fit_encoder(vae: Any, steps: int = 300, side: int = 8, seed: int = 0) -> None:
-    """Fit the random VAE's encoder to invert its decoder (a few seconds, on small crops).
+# ----- the tiny generator's world ---------------------------------------------------
+#
+# A randomly initialised UNet does not denoise (its noise-prediction loss is ~1.1, worse
+# than predicting zero), so fine-tuning it learns "denoise at all" and nothing about which
+# images people liked, and a random VAE does not round-trip its own images. The tiny
+# preset is therefore *trained*, briefly, on a toy world: 64x64 images of four flat-coloured
+# quadrants over a faint texture, where the caption's first word tints the whole image.
+# Its images then vary between seeds in ways a preference can pick out (how red is the
+# top-left corner?), text conditions them, and a LoRA fine-tune moves them the way a real
+# model's would. Building takes about a minute on two CPU cores, once per machine.
 
-    A randomly initialised VAE is no autoencoder: re-encoding a generated image gives a
-    latent unrelated to the one it was decoded from (cosine ~0), so training anything on
-    re-encoded images (the LoRA adaptation does) would learn nothing about what the
-    images show. A real VAE inverts well; after this fit the tiny one does roughly
-    (cosine ~0.5, the images' regional colours survive a round trip: r ~0.75).
-    """
+WORLD_WORDS = (
+    "a", "the", "red", "blue", "green", "photo", "cat", "dog", "house", "tree", "car",
+    "sky", "thing", "painting", "of", "big", "small", "city", "river", "portrait",
+    "night", "garden", "old", "new",
+)  # fmt: skip
+WORLD_SIDE = 64
+VAE_STEPS = 400
+UNET_STEPS = 300
+
+
+def world_images(
+    n: int, generator: Any, side: int = WORLD_SIDE, words: Sequence[str] = WORLD_WORDS
+) -> tuple[Any, list[str]]:
+    """``n`` images of the toy world in [-1, 1] ([n, 3, side, side]) and their captions."""
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
-    vae.decoder.requires_grad_(False)
-    vae.post_quant_conv.requires_grad_(False)
-    params = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
-    optimizer = torch.optim.Adam(params, lr=3e-3)
+    tint_generator = torch.Generator().manual_seed(1234)
+    tints = 0.3 * torch.randn(len(words), 3, generator=tint_generator)
+    half = side // 2
+    quadrants = torch.rand(n, 3, 2, 2, generator=generator) * 1.6 - 0.8
+    pixels = quadrants.repeat_interleave(half, 2).repeat_interleave(half, 3)
+    chosen = torch.randint(len(words), (n, 3), generator=generator)
+    pixels = pixels + tints[chosen[:, 0]][:, :, None, None]
+    pixels = pixels + 0.05 * torch.randn(pixels.shape, generator=generator)
+    captions = [" ".join(words[int(k)] for k in row) for row in chosen]
+    return pixels.clamp(-1, 1), captions
+
+
+def _train_vae(vae: Any, steps: int, generator: Any) -> None:
+    """Fit the VAE to the world's images, then scale its latents to unit spread (as SD's)."""
+    import torch
+
+    optimizer = torch.optim.Adam(vae.parameters(), lr=3e-4)
+    vae.train()
     for _ in range(steps):
-        latents = torch.randn(16, vae.config.latent_channels, side, side, generator=generator)
-        with torch.no_grad():
-            images = vae.decode(latents).sample.clamp(-1, 1)
-        loss = torch.nn.functional.mse_loss(vae.encode(images).latent_dist.mean, latents)
+        images, _ = world_images(8, generator, side=32)  # the VAE is convolutional
+        dist = vae.encode(images).latent_dist
+        rebuilt = vae.decode(dist.mean).sample
+        loss = torch.nn.functional.mse_loss(rebuilt, images) + 1e-6 * dist.kl().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    vae.requires_grad_(True)
     vae.eval()
+    with torch.no_grad():
+        latents = vae.encode(world_images(64, generator)[0]).latent_dist.mean
+    vae.register_to_config(scaling_factor=round(1.0 / float(latents.std()), 5))
+
+
+def _train_unet(pipe: Any, steps: int, generator: Any) -> None:
+    """Teach the UNet to denoise the world's latents given their captions (10% dropped)."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    schedule = DDPMScheduler.from_config(pipe.scheduler.config)
+    unet, scaling = pipe.unet, pipe.vae.config.scaling_factor
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=0.0)
+    unet.train()
+    for _ in range(steps):
+        images, captions = world_images(8, generator)
+        drop = torch.rand(len(captions), generator=generator) < 0.1
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        with torch.no_grad():
+            latents = pipe.vae.encode(images).latent_dist.sample(generator=generator) * scaling
+            tokens = pipe.tokenizer(
+                captions,
+                padding="max_length",
+                truncation=True,
+                max_length=CONTEXT_LENGTH,
+                return_tensors="pt",
+            ).input_ids
+            text = pipe.text_encoder(tokens)[0]  # fmt: skip
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, schedule.config.num_train_timesteps, (len(captions),),
+                                  generator=generator)  # fmt: skip
+        predicted = unet(schedule.add_noise(latents, noise, timesteps), timesteps, text).sample
+        loss = torch.nn.functional.mse_loss(predicted, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    unet.eval()
 
 
 def build_tiny_pipeline(seed: int = 0, *, safety_checker: bool = True) -> Any:
-    """A 64x64 Stable Diffusion pipeline with about 1.8M random (seeded) parameters."""
+    """A 64x64 Stable Diffusion pipeline (about 1.8M parameters) trained on the toy world."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -162,11 +232,10 @@ def build_tiny_pipeline(seed: int = 0, *, safety_checker: bool = True) -> Any:
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         latent_channels=4,
-        norm_num_groups=32,
+        norm_num_groups=4,  # 32 groups of 32 channels would normalise away flat colours
     )
-    _fit_encoder(vae)
     checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
-    return StableDiffusionPipeline(
+    pipe = StableDiffusionPipeline(
         unet=unet,
         vae=vae,
         text_encoder=_tiny_text_encoder(clip_vocabulary(TINY_MERGES)),
@@ -176,6 +245,13 @@ def build_tiny_pipeline(seed: int = 0, *, safety_checker: bool = True) -> Any:
         feature_extractor=processor,
         requires_safety_checker=safety_checker,
     )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        _train_vae(vae, VAE_STEPS, generator)
+        _train_unet(pipe, UNET_STEPS, generator)
+    for part in (unet, vae, pipe.text_encoder):
+        part.requires_grad_(True)  # as from_pretrained leaves them
+    return pipe
 
 
 PRESETS: dict[str, Callable[[], Any]] = {TINY: build_tiny_pipeline}
@@ -185,13 +261,45 @@ def is_preset(name: str) -> bool:
     return name in PRESETS
 
 
+def preset_cache() -> Path:
+    """Where built generator presets are kept for every later use on this machine."""
+    configured = os.environ.get("PREFLOOP_PRESET_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "prefloop" / "presets"
+
+
 def save_preset(name: str, folder: Path) -> Path:
-    """Write generator preset ``name`` to ``folder`` once (see :func:`_save_once`)."""
+    """Write generator preset ``name`` to ``folder`` once (see :func:`_save_once`).
+
+    Building trains the preset (about a minute), so it is built once into
+    :func:`preset_cache` and copied from there; where that cache cannot be written, the
+    preset is built straight into ``folder``.
+    """
+    folder = Path(folder)
+
+    def build(staging: Path) -> None:
+        PRESETS[name]().save_pretrained(staging, safe_serialization=True)
+
+    if _marker(folder) == {"preset": name, "version": PRESET_VERSION}:
+        return folder
+    cached = preset_cache() / name
+    try:
+        built = _save_once(cached, name, build)
+    except OSError as error:
+        log.info("preset cache %s is not writable (%s); building into %s", cached, error, folder)
+        return _save_once(folder, name, build)
+    if built.resolve() == folder.resolve():
+        return folder
     return _save_once(
-        Path(folder),
-        name,
-        lambda staging: PRESETS[name]().save_pretrained(staging, safe_serialization=True),
+        folder, name, lambda staging: shutil.copytree(built, staging, dirs_exist_ok=True)
     )
+
+
+def preset_of(model: str) -> str | None:
+    """The preset ``model`` names or was saved from (a folder ``save_preset`` wrote)."""
+    if is_preset(model):
+        return model
+    marker = _marker(Path(model).expanduser())
+    return str(marker["preset"]) if marker and is_preset(str(marker.get("preset"))) else None
 
 
 def _save_once(folder: Path, name: str, write: Callable[[Path], Any]) -> Path:

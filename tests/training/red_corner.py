@@ -1,7 +1,7 @@
 """A fixed "preference" for closed-loop tests: people like a red top-left corner.
 
-A randomly initialised tiny pipeline makes noise whose global statistics hardly vary
-between seeds; a local one does (the red channel's mean over the top-left quarter), so
+The tiny preset draws four coloured quadrants, so how red the top-left corner is (the
+red channel's mean over the top-left quarter of each side) varies a lot between seeds:
 selection has something to choose between and adaptation something to learn.
 """
 

@@ -28,6 +28,7 @@ from typing import Any
 from training.adapt import WEIRD
 from training.adapt.select import Selected, pool_from_folder, read_manifest
 from training.generator import model_source
+from training.presets import preset_of
 from training.runs import progress_bar, save_resume_point
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class AdaptConfig:
     selection_hash: str | None = None
 
     def resolved(self) -> dict[str, Any]:
-        merged = {**PAPER, **PRESET_DEFAULTS.get(self.base, {})}
+        merged = {**PAPER, **PRESET_DEFAULTS.get(preset_of(self.base) or "", {})}
         for name in PAPER:
             if getattr(self, name) is not None:
                 merged[name] = getattr(self, name)
