@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bot.cli_models import eval_app, score, train_app
 from bot.cli_registry import models_app
+from bot.cli_retrain import jobs, retrain
 from bot.cli_support import (
     cli_settings,
     console,
@@ -364,6 +365,8 @@ app.command()(score)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(models_app, name="models")
+app.command()(retrain)
+app.command()(jobs)
 
 
 @app.command()

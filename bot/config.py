@@ -99,6 +99,9 @@ class DiscordSettings(BaseModel):
     admin_role_ids: list[int] = Field(
         default_factory=list, description="Roles whose members may use /admin."
     )
+    admin_channel_id: int | None = Field(
+        None, description="Channel where retrain outcomes are announced; unset = the log only."
+    )
     progress_interval: float = Field(
         1.0, ge=0.2, description="Seconds between edits of a progress message, at least."
     )
@@ -128,6 +131,39 @@ class ExportSettings(BaseModel):
     )
 
 
+class RetrainSettings(BaseModel):
+    """The retrain loop: when it runs, what it trains from, and what a candidate must beat."""
+
+    schedule: str | None = Field(
+        None, description="Cron expression (UTC) for periodic retrains; unset = off."
+    )
+    new_picks: int | None = Field(
+        None, ge=1, description="Retrain once this many picks arrived since the last run."
+    )
+    hps_base: str = Field(
+        "ViT-H-14:laion2b_s32b_b79k",
+        description="The plain CLIP an HPS starts from when none is active; every HPS must "
+        "beat it.",
+    )
+    hps_margin: float = Field(
+        0.01, ge=0.0, le=1.0, description="Held-out top-1 a new HPS must add to the active one."
+    )
+    adapter_min_win_rate: float = Field(
+        0.55, ge=0.0, le=1.0, description="Win rate a new adapter needs against the serving one."
+    )
+    adapter_steps: int | None = Field(None, ge=1, description="LoRA steps; unset = its default.")
+    eval_prompts: int = Field(50, ge=1, description="Held-out prompts the adapter is judged on.")
+    eval_seeds: int = Field(4, ge=1, description="Seeds per held-out prompt.")
+    eval_steps: int = Field(30, ge=1, description="Denoising steps of the judged images.")
+    gpus: int = Field(
+        1, ge=0, description="GPUs training may use; above 1 the stages run under accelerate."
+    )
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    trainer: list[str] | None = Field(
+        None, description="Command that runs a stage; unset = this Python, -m training.retrain."
+    )
+
+
 class Settings(BaseSettings):
     """All of prefloop's configuration."""
 
@@ -151,6 +187,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
 
     @field_validator("database_url")
     @classmethod

@@ -28,6 +28,7 @@ from bot.db.models import (
     ModelVersion,
     User,
 )
+from bot.gpu import generation_turn
 from bot.storage import Storage
 from training.generator import GeneratedImages, Generator, GeneratorLoadError
 
@@ -74,6 +75,7 @@ class GenerationRunner:
         self.generator = generator
         self.progress_interval = progress_interval
         self.adapter_version: int | None = None  # the registry's adapter now applied
+        self.shares_gpu = False  # with training: see bot/gpu.py
 
     async def sync_adapter(self) -> None:
         """Apply the registry's active generator adapter if it changed since the last job.
@@ -179,17 +181,18 @@ class GenerationRunner:
             last_sent = now
             asyncio.run_coroutine_threadsafe(self._progress(work, step, total), loop)
 
-        return await asyncio.to_thread(
-            self.generator.generate,
-            work.prompt,
-            params["seeds"],
-            negative_prompt=work.negative_prompt,
-            steps=params["steps"],
-            guidance=params["guidance"],
-            width=params.get("width"),
-            height=params.get("height"),
-            on_step=on_step,
-        )
+        async with generation_turn(self.sessions, self.shares_gpu):
+            return await asyncio.to_thread(
+                self.generator.generate,
+                work.prompt,
+                params["seeds"],
+                negative_prompt=work.negative_prompt,
+                steps=params["steps"],
+                guidance=params["guidance"],
+                width=params.get("width"),
+                height=params.get("height"),
+                on_step=on_step,
+            )
 
     async def _progress(self, work: Work, step: int, total: int) -> None:
         try:

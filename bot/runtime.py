@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -36,6 +36,8 @@ class Platform:
     sessions: async_sessionmaker[AsyncSession]
     storage: Storage
     service: CollectionService
+    # Where maintenance jobs say what they did besides the log (the Discord admin channel).
+    announce: Callable[[str], Awaitable[None]] | None = None
 
 
 @asynccontextmanager

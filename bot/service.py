@@ -363,6 +363,19 @@ class CollectionService:
         """Queue a dataset export job (format, rater, incremental; see bot.export)."""
         return await request_export(self.sessions, self.settings, **options)
 
+    async def request_retrain(self, *, trigger: str, requested_by: str | None = None) -> Any:
+        """Queue the retrain loop, or say which run is already queued or running."""
+        from bot.retrain import request_retrain
+
+        return await request_retrain(self.sessions, trigger=trigger, requested_by=requested_by)
+
+    async def last_retrain(self) -> Any:
+        """The latest retrain run (None before the first)."""
+        from bot.retrain import runs
+
+        latest = await runs(self.sessions, 1)
+        return latest[0] if latest else None
+
     async def workers_alive(self, within_seconds: float) -> int:
         """How many queue workers sent a heartbeat in the last ``within_seconds``."""
         async with self.sessions() as session:

@@ -262,3 +262,35 @@ class DatasetExport(Base):
     counts: Mapped[dict[str, Any]]
     content_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class RetrainRun(Base):
+    """One run of the retrain loop: who or what asked, its stage now, and what it decided.
+
+    A partial unique index (migration 0005) allows one unfinished run at a time.
+    """
+
+    __tablename__ = "retrain_runs"
+    __table_args__ = (
+        Index("ix_retrain_runs_created_at", "created_at"),
+        Index(
+            "uq_retrain_runs_unfinished",
+            text("(true)"),
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    trigger: Mapped[str] = mapped_column(String(20))
+    requested_by: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), server_default="queued")
+    stage: Mapped[str | None] = mapped_column(String(20))
+    progress: Mapped[str | None] = mapped_column(Text)
+    picks_at_start: Mapped[int | None] = mapped_column(BigInteger)
+    outcome: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

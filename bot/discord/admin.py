@@ -81,7 +81,9 @@ async def admin_unban(interaction: Interaction, user: discord.User) -> None:
 async def admin_status(interaction: Interaction) -> None:
     await _authorise(interaction, "status")
     status = await interaction.client.service.queue_status()
-    await _done(interaction, "status", render.queue_status(status))
+    retrain = await interaction.client.service.last_retrain()
+    text = render.queue_status(status) + "\n" + render.retrain_run(retrain)
+    await _done(interaction, "status", text)
 
 
 @admin.command(name="models", description="The registered models and which are active.")
@@ -143,8 +145,21 @@ async def admin_export(
 @admin.command(name="retrain", description="Retrain the preference model and the generator.")
 async def admin_retrain(interaction: Interaction) -> None:
     await _authorise(interaction, "retrain")
-    text = "Retraining is not available yet (it arrives with its issue)."
-    await _done(interaction, "retrain", text)
+    bot = interaction.client
+    who = f"discord:{interaction.user.id}"
+    request = await bot.service.request_retrain(trigger="admin", requested_by=who)
+    if request.created:
+        text = (
+            f"Retrain {request.run_id} queued (job {request.job_id}): export, refit HPS, "
+            "re-adapt the generator; a new model is promoted only if it wins. `/admin status` "
+            "shows its stage."
+        )
+    else:
+        text = (
+            f"Retrain {request.run_id} is already {request.status}, since "
+            f"<t:{int(request.since.timestamp())}:R> ({request.trigger}); not queued again."
+        )
+    await _done(interaction, "retrain", text, run_id=request.run_id, created=request.created)
 
 
 def register(tree: app_commands.CommandTree) -> None:

@@ -75,6 +75,15 @@ class PrefloopBot(discord.Client):
         # Buttons are rebuilt from their custom_id: old messages keep working after a restart.
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         self._listening = asyncio.create_task(self.delivery.run(), name="deliveries")
+        if self.settings.discord.admin_channel_id:
+            self.platform.announce = self.announce
+
+    async def announce(self, text: str) -> None:
+        """Post a maintenance outcome (a retrain's, say) in the admin channel."""
+        channel_id = self.settings.discord.admin_channel_id
+        assert channel_id is not None
+        channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+        await channel.send(text[:2000])  # type: ignore[union-attr]
 
     async def close(self) -> None:
         # Let posts under way finish and be recorded before the connection goes.

@@ -116,6 +116,21 @@ def queue_status(status: QueueStatus) -> str:
     )
 
 
+def retrain_run(run: Any) -> str:
+    """One line on a retrain run: its stage and progress, or what it decided."""
+    if run is None:
+        return "No retrain has run yet."
+    head = f"retrain {run.id} ({run.trigger}) {run.status}"
+    if run.status in ("queued", "running"):
+        since = run.started_at or run.created_at
+        stage = f", {run.stage}" if run.stage else ""
+        progress = f": {run.progress}" if run.progress else ""
+        return f"{head} since <t:{int(since.timestamp())}:R>{stage}{progress}"
+    if run.error:
+        return f"{head}: {run.error}"
+    return f"{head}: " + "; ".join(d.get("summary", "") for d in (run.outcome or {}).values())
+
+
 def models(versions: list[Any]) -> str:
     """The registered versions, newest first (at most 10), the active ones marked."""
     if not versions:

@@ -9,16 +9,32 @@ from typing import Any
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
 from procrastinate.worker import Worker
 
-from bot.config import WorkerSettings
+from bot.config import RetrainSettings, WorkerSettings
 from bot.db.engine import libpq_url
-from bot.jobs.maintenance import EXPORT_TASK, MAINTENANCE_QUEUE, PLATFORM, run_export_job
+from bot.jobs.maintenance import (
+    CHECK_TASK,
+    EXPORT_TASK,
+    MAINTENANCE_QUEUE,
+    PLATFORM,
+    SCHEDULE_TASK,
+    run_export_job,
+    run_retrain_job,
+    scheduled_retrain,
+)
+from bot.retrain import RETRAIN_TASK, check_new_picks
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
 
 RUNNER = "runner"  # key of the GenerationRunner in a job's additional context
 
 
-def build_app(database_url: str, worker: WorkerSettings) -> App:
-    """A procrastinate app on ``database_url`` with prefloop's tasks registered."""
+def build_app(
+    database_url: str, worker: WorkerSettings, retrain: RetrainSettings | None = None
+) -> App:
+    """A procrastinate app on ``database_url`` with prefloop's tasks registered.
+
+    With ``retrain`` settings, the retrain loop's periodic triggers are registered too
+    (the maintenance worker's app does; its worker then defers them on time).
+    """
     app = App(connector=PsycopgConnector(conninfo=libpq_url(database_url), min_size=1, max_size=4))
     # procrastinate counts retries: max_attempts=N there means N+1 runs in all.
     retries = worker.max_attempts - 1
@@ -34,6 +50,28 @@ def build_app(database_url: str, worker: WorkerSettings) -> App:
     async def export(context: JobContext, **args: object) -> str:
         """Write a dataset export (see bot.export); admins queue it with /admin export."""
         return await run_export_job(context.additional_context[PLATFORM], **args)
+
+    @app.task(name=RETRAIN_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+    async def retrain_job(context: JobContext, run_id: int) -> str:
+        """Run the retrain loop's stages (see bot.retrain)."""
+        return await run_retrain_job(context.additional_context[PLATFORM], run_id)
+
+    if retrain is not None and retrain.schedule:
+
+        @app.periodic(cron=retrain.schedule, periodic_id="retrain-schedule")
+        @app.task(name=SCHEDULE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+        async def scheduled(context: JobContext, timestamp: int) -> str:
+            """The schedule trigger: queue a retrain (unless one is queued or running)."""
+            return await scheduled_retrain(context.additional_context[PLATFORM])
+
+    if retrain is not None and retrain.new_picks:
+
+        @app.periodic(cron="* * * * *", periodic_id="retrain-new-picks")
+        @app.task(name=CHECK_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+        async def new_picks(context: JobContext, timestamp: int) -> str:
+            """The threshold trigger, checked every minute."""
+            request = await check_new_picks(context.additional_context[PLATFORM])
+            return f"retrain {request.run_id} queued" if request else "not yet"
 
     return app
 

@@ -1,4 +1,4 @@
-"""Maintenance jobs (dataset exports now, retraining next) on their own queue.
+"""Maintenance jobs (dataset exports, the retrain loop and its triggers) on their own queue.
 
 They run in ``prefloop run``'s process, one at a time, beside the generation worker: an
 export spends its time in a thread (database cursor and file links), so the event loop
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPORT_TASK = "prefloop.export"
+SCHEDULE_TASK = "prefloop.retrain-schedule"
+CHECK_TASK = "prefloop.retrain-new-picks"
 MAINTENANCE_QUEUE = "maintenance"
 PLATFORM = "platform"  # key of the Platform in a maintenance job's additional context
 
@@ -79,6 +81,23 @@ async def run_export_job(platform: Platform, **args: Any) -> str:
     return summary
 
 
+async def run_retrain_job(platform: Platform, run_id: int) -> str:
+    """The body of a retrain job (see bot.retrain); its outcome goes to the log and Discord."""
+    from bot.retrain import Retrain
+
+    return await Retrain(platform, run_id, announce=platform.announce).run()
+
+
+async def scheduled_retrain(platform: Platform) -> str:
+    from bot.retrain import request_retrain
+
+    request = await request_retrain(platform.sessions, trigger="schedule")
+    if request.created:
+        log.info("scheduled retrain %d queued", request.run_id)
+        return f"retrain {request.run_id} queued"
+    return f"retrain {request.run_id} is already {request.status}"
+
+
 async def serve_maintenance(platform: Platform) -> None:
     """Run maintenance jobs until cancelled.
 
@@ -88,7 +107,7 @@ async def serve_maintenance(platform: Platform) -> None:
     from bot.jobs.app import build_app, one_job_worker
 
     settings = platform.settings.worker
-    app = build_app(platform.database_url, settings)
+    app = build_app(platform.database_url, settings, platform.settings.retrain)
     async with app.open_async():
         worker = one_job_worker(
             app,

@@ -18,7 +18,9 @@ from procrastinate.worker import Worker
 from bot.config import WorkerSettings
 from bot.db import queries
 from bot.generation import GenerationRunner, mark_failed_in
+from bot.gpu import shares_gpu
 from bot.jobs.app import RUNNER, build_app, one_job_worker
+from bot.retrain import RETRAIN_TASK, mark_abandoned_in
 from bot.runtime import settle_heap
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
 from training.generator import GeneratorLoadError
@@ -71,6 +73,7 @@ async def serve_worker(platform: Platform) -> None:
         generator,
         progress_interval=settings.progress_interval,
     )
+    runner.shares_gpu = shares_gpu(platform.settings)
     app = build_app(platform.database_url, settings)
     async with app.open_async():
         worker = one_job_worker(
@@ -116,6 +119,9 @@ async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
         async with platform.sessions.begin() as session:
             if not await queries.end_stalled_job(session, job.id, job.worker_id, give_up=give_up):
                 continue  # someone else got there first
+            if give_up and job.task_name == RETRAIN_TASK:
+                await mark_abandoned_in(session, int(job.task_kwargs["run_id"]),
+                                        "its worker stopped too many times")  # fmt: skip
             if give_up and job.task_name == GENERATE_TASK:
                 await mark_failed_in(
                     session,

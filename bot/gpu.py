@@ -1,0 +1,70 @@
+"""One GPU, two users: generation waits while a training stage runs (docs/operations.md).
+
+When the retrain loop trains on the GPU that generation uses (``retrain.gpus`` is 1 and
+neither side is set to the CPU), a training stage takes a PostgreSQL advisory lock
+exclusively and every generation takes it shared, across all processes on the database.
+So a stage starts once the images being made are done, and generations queued while it
+runs wait (members see "queued") instead of running out of GPU memory beside it. With
+several GPUs, or training on the CPU, nothing waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+
+if TYPE_CHECKING:
+    from bot.runtime import Platform
+
+GPU_LOCK = 0x70726566_6C6F6F70 & 0x7FFFFFFFFFFFFFFF  # "prefloop"
+
+
+def shares_gpu(settings: Settings) -> bool:
+    """Do training stages and generation use the same GPU?"""
+    retrain, generator = settings.retrain, settings.generator
+    return retrain.gpus == 1 and "cpu" not in (retrain.device, generator.device)
+
+
+@asynccontextmanager
+async def _holding(sessions: async_sessionmaker[AsyncSession], shared: bool) -> AsyncIterator[None]:
+    take, give = (
+        (func.pg_advisory_lock_shared, func.pg_advisory_unlock_shared)
+        if shared
+        else (func.pg_advisory_lock, func.pg_advisory_unlock)
+    )
+    async with sessions() as session:  # one connection holds the lock throughout
+        await session.execute(select(take(GPU_LOCK)))
+        await session.commit()
+        try:
+            yield
+        finally:
+            await session.execute(select(give(GPU_LOCK)))
+            await session.commit()
+
+
+@asynccontextmanager
+async def training_turn(platform: Platform) -> AsyncIterator[None]:
+    """Hold the GPU for a training stage (waits for running generations to finish)."""
+    if not shares_gpu(platform.settings):
+        yield
+        return
+    async with _holding(platform.sessions, shared=False):
+        yield
+
+
+@asynccontextmanager
+async def generation_turn(
+    sessions: async_sessionmaker[AsyncSession], enabled: bool
+) -> AsyncIterator[None]:
+    """Hold the GPU, shared with other generations, for one generation."""
+    if not enabled:
+        yield
+        return
+    async with _holding(sessions, shared=True):
+        yield

@@ -1,0 +1,426 @@
+"""The retrain loop: export, refit HPS, re-adapt the generator, promote what measurably wins.
+
+One ``retrain`` job runs the stages in order and records each in ``retrain_runs`` (stage,
+last progress line, outcome), so ``prefloop jobs`` and ``/admin status`` can show it:
+
+1. ``export``: a snapshot of the picks into the run's folder (the export code);
+2. ``hps``: ``python -m training.retrain hps`` fits a candidate from the active HPS (or
+   the configured base CLIP) and evaluates it, the active one and the base on the same
+   test split; it is promoted only when its top-1 beats the active one's by
+   ``hps_margin`` and beats the base's;
+3. ``adapter``: ``python -m training.retrain adapt`` selects with the (now) active HPS,
+   trains an adapter and pits it against the serving adapter (or the bare base) on the
+   same held-out prompts and seeds; promoted only when its win rate reaches
+   ``adapter_min_win_rate`` and its mean HPS gain is positive;
+4. every candidate is registered in ``model_versions`` with its figures, promoted or
+   not, and the outcome is logged and announced.
+
+Training runs in a subprocess (under ``accelerate launch`` with several GPUs), so the
+worker stays responsive and a crashing trainer fails only its stage; the active models
+stay as they were. The run folder is the job's: a retrain whose worker died is queued
+again by the stalled-job reaper and resumes there (a finished stage is not redone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.db import queries
+from bot.db.models import Choice, RetrainRun
+from bot.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from bot.runtime import Platform
+
+log = logging.getLogger(__name__)
+
+RETRAIN_TASK = "prefloop.retrain"
+RETRAIN_LOCK = "prefloop-retrain"
+UNFINISHED = ("queued", "running")
+STAGES = ("export", "hps", "adapter")
+Announce = Callable[[str], Awaitable[None]]
+
+
+class StageFailed(RuntimeError):
+    """A stage could not finish; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    run_id: int
+    job_id: int | None
+    created: bool  # False: one was already queued or running, this is that one
+    status: str
+    since: datetime  # when it was queued (or started, once running)
+    trigger: str
+
+
+async def request_retrain(
+    sessions: async_sessionmaker[AsyncSession], *, trigger: str, requested_by: str | None = None
+) -> RetrainRequest:
+    """Queue a retrain, unless one is queued or running: then say which, and since when."""
+    from bot.jobs.maintenance import MAINTENANCE_QUEUE
+
+    try:
+        async with sessions.begin() as session:
+            if (current := await _unfinished(session)) is not None:
+                return _request(current, created=False)
+            run = RetrainRun(trigger=trigger, requested_by=requested_by, status="queued")
+            session.add(run)
+            await session.flush()  # a second request racing this one stops here (unique index)
+            run.job_id = await queries.defer_job(
+                session,
+                task=RETRAIN_TASK,
+                queue=MAINTENANCE_QUEUE,
+                args={"run_id": run.id},
+                lock=RETRAIN_LOCK,
+            )
+            await session.flush()
+            await session.refresh(run)
+            return _request(run, created=True)
+    except IntegrityError:
+        async with sessions() as session:
+            current = await _unfinished(session)
+        if current is None:  # pragma: no cover - finished between the two reads
+            raise
+        return _request(current, created=False)
+
+
+async def _unfinished(session: AsyncSession) -> RetrainRun | None:
+    return await session.scalar(select(RetrainRun).where(RetrainRun.status.in_(UNFINISHED)))
+
+
+def _request(run: RetrainRun, *, created: bool) -> RetrainRequest:
+    since = run.started_at or run.created_at
+    return RetrainRequest(run.id, run.job_id, created, run.status, since, run.trigger)
+
+
+async def runs(sessions: async_sessionmaker[AsyncSession], limit: int = 10) -> list[RetrainRun]:
+    """The latest runs, newest first."""
+    async with sessions() as session:
+        rows = await session.scalars(select(RetrainRun).order_by(RetrainRun.id.desc()).limit(limit))
+        return list(rows)
+
+
+async def picks_since_last_run(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Picks recorded after the last run began (all picks when none has run)."""
+    async with sessions() as session:
+        last = await session.scalar(select(func.max(RetrainRun.created_at)))
+        query = select(func.count()).select_from(Choice)
+        if last is not None:
+            query = query.where(Choice.chosen_at > last)
+        return int(await session.scalar(query) or 0)
+
+
+async def check_new_picks(platform: Platform) -> RetrainRequest | None:
+    """The threshold trigger: queue a retrain once ``retrain.new_picks`` picks arrived."""
+    threshold = platform.settings.retrain.new_picks
+    if threshold is None:
+        return None
+    waiting = await picks_since_last_run(platform.sessions)
+    if waiting < threshold:
+        return None
+    request = await request_retrain(platform.sessions, trigger="new-picks")
+    if request.created:
+        log.info(
+            "%d new picks (threshold %d): retrain %d queued", waiting, threshold, request.run_id
+        )
+    return request
+
+
+class Retrain:
+    """One run's stages; ``announce`` says the outcome (Discord's admin channel, say)."""
+
+    def __init__(self, platform: Platform, run_id: int, announce: Announce | None = None) -> None:
+        self.platform = platform
+        self.settings: Settings = platform.settings
+        self.run_id = run_id
+        self.registry = ModelRegistry(platform.sessions)
+        self.folder = self.settings.data_dir.absolute() / "retrain" / f"run-{run_id}"
+        self.announce = announce
+        self._last_progress = 0.0
+
+    async def run(self) -> str:
+        """All stages; returns the summary (also logged, announced and recorded)."""
+        await self._update(
+            status="running",
+            started_at=func.coalesce(RetrainRun.started_at, func.now()),
+            picks_at_start=await self._picks(),
+        )
+        outcome: dict[str, Any] = {}
+        try:
+            data = await self._export()
+            outcome["hps"] = await self._hps(data)
+            outcome["adapter"] = await self._adapter(data)
+        except StageFailed as error:
+            summary = f"retrain {self.run_id} failed: {error}; the serving models are unchanged"
+            await self._update(
+                status="failed", error=str(error), outcome=outcome, finished_at=func.now()
+            )
+            await self._say(summary, warning=True)
+            return summary
+        summary = f"retrain {self.run_id}: " + "; ".join(
+            decision["summary"] for decision in outcome.values()
+        )
+        await self._update(
+            status="succeeded", stage=None, outcome=outcome, progress=None, finished_at=func.now()
+        )
+        await self._say(summary)
+        return summary
+
+    # ----- stages ---------------------------------------------------------------------
+
+    async def _export(self) -> Path:
+        from bot.export import ExportOptions, export_dataset
+
+        out = self.folder / "data"
+        await self._update(stage="export", progress=None)
+        if (out / "manifest.json").is_file():
+            return out  # exported before the worker was restarted
+        try:
+            done = await export_dataset(
+                self.platform.database_url,
+                self.platform.storage,
+                self.settings,
+                ExportOptions(out=out),
+            )
+        except Exception as error:
+            raise StageFailed(f"export: {error}") from error
+        if done.instances == 0:
+            raise StageFailed("export: there are no picks to train on yet")
+        await self._update(progress=f"exported {done.instances} picks")
+        return out
+
+    async def _hps(self, data: Path) -> dict[str, Any]:
+        config = self.settings.retrain
+        active = await self.registry.active("hps")
+        out = self.folder / "hps"
+        args = [
+            "hps",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--base",
+            config.hps_base,
+            "--start",
+            active.uri if active else config.hps_base,
+        ]
+        if active:
+            args += ["--active", active.uri]
+        gate = await self._stage("hps", args, out)
+        candidate, base = gate["candidate"], gate["base"]
+        reasons = []
+        if candidate["top1"] <= base["top1"]:
+            reasons.append(
+                f"top-1 {candidate['top1']:.1%} does not beat the base CLIP's {base['top1']:.1%}"
+            )
+        if active and candidate["top1"] < gate["active"]["top1"] + config.hps_margin:
+            reasons.append(
+                f"top-1 {candidate['top1']:.1%} is not {config.hps_margin:.1%} above "
+                f"the active one's {gate['active']['top1']:.1%}"
+            )
+        return await self._decide(
+            "hps",
+            gate,
+            reasons,
+            f"top-1 {candidate['top1']:.1%} on {gate['test_instances']} held-out picks",
+        )
+
+    async def _adapter(self, data: Path) -> dict[str, Any]:
+        config = self.settings.retrain
+        hps = await self.registry.active("hps")
+        active = await self.registry.active("generator_adapter")
+        out = self.folder / "adapter"
+        args = [
+            "adapt",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--hps",
+            hps.uri if hps else config.hps_base,
+            "--generator",
+            self.settings.generator.model,
+            "--seeds",
+            str(config.eval_seeds),
+            "--limit",
+            str(config.eval_prompts),
+            "--eval-steps",
+            str(config.eval_steps),
+        ]
+        if config.adapter_steps:
+            args += ["--steps", str(config.adapter_steps)]
+        if active:
+            args += ["--active", active.uri]
+        gate = await self._stage("adapter", args, out)
+        reasons = []
+        if gate["win_rate"] < config.adapter_min_win_rate:
+            reasons.append(
+                f"win rate {gate['win_rate']:.1%} is below {config.adapter_min_win_rate:.1%}"
+            )
+        if gate["mean_difference"] <= 0:
+            reasons.append(f"mean HPS change {gate['mean_difference']:+.3f} is no gain")
+        return await self._decide(
+            "generator_adapter",
+            gate,
+            reasons,
+            f"win rate {gate['win_rate']:.1%} over {gate['prompts']} "
+            f"held-out prompts against {gate['against']}",
+        )
+
+    async def _decide(
+        self, kind: str, gate: dict[str, Any], reasons: list[str], figures: str
+    ) -> dict[str, Any]:
+        """Register the candidate (always); promote it when no reason stands against it."""
+        promoted = not reasons
+        metrics = {**gate, "run_id": self.run_id, "promoted": promoted, "reasons": reasons}
+        version = await self.registry.register(kind, gate["model"], metrics)
+        if promoted:
+            await self.registry.promote(version)
+        name = "HPS" if kind == "hps" else "adapter"
+        verdict = "promoted" if promoted else "kept as a candidate: " + "; ".join(reasons)
+        return {
+            "version": version,
+            "promoted": promoted,
+            "reasons": reasons,
+            "summary": f"{name} v{version} {verdict} ({figures})",
+        }
+
+    async def _stage(self, stage: str, args: list[str], out: Path) -> dict[str, Any]:
+        """Run a training stage in a subprocess; its gate.json, or StageFailed."""
+        from bot.gpu import training_turn
+
+        gate_path = out / "gate.json"
+        await self._update(stage=stage, progress=None)
+        if gate_path.is_file():
+            return dict(json.loads(gate_path.read_text("utf-8")))  # done before a restart
+        config = self.settings.retrain
+        command = [
+            *trainer_command(self.settings),
+            *args,
+            "--cache",
+            str(self.settings.data_dir.absolute() / "models"),
+            "--device",
+            config.device,
+        ]
+        log.info("retrain %d, %s: %s", self.run_id, stage, shlex.join(command))
+        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+        async with training_turn(self.platform):
+            code, tail = await self._subprocess(command, out / "stage.log")
+        if code != 0:
+            last = tail[-1] if tail else "no output"
+            raise StageFailed(
+                f"{stage}: the trainer exited with code {code}: {last} (log: {out / 'stage.log'})"
+            )
+        try:
+            return dict(json.loads(gate_path.read_text("utf-8")))
+        except (OSError, ValueError) as error:
+            raise StageFailed(
+                f"{stage}: the trainer wrote no readable {gate_path}: {error}"
+            ) from None
+
+    async def _subprocess(self, command: list[str], log_path: Path) -> tuple[int, list[str]]:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        tail: list[str] = []
+        assert process.stdout is not None
+        try:
+            with log_path.open("ab") as log_file:
+                async for raw in _lines(process.stdout):
+                    log_file.write(raw + b"\n")
+                    line = raw.decode("utf-8", "replace").strip()
+                    if line:
+                        tail = [*tail[-19:], line]
+                        await self._progress(line)
+            return await process.wait(), tail
+        except BaseException:  # cancelled (the worker stops): the trainer stops too
+            if process.returncode is None:
+                process.terminate()
+                try:
+                    await asyncio.wait_for(process.wait(), 10)
+                except TimeoutError:
+                    process.kill()
+            raise
+
+    # ----- records ----------------------------------------------------------------------
+
+    async def _progress(self, line: str) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < 2.0:
+            return
+        self._last_progress = now
+        await self._update(progress=line[-300:])
+
+    async def _update(self, **values: Any) -> None:
+        async with self.platform.sessions.begin() as session:
+            await session.execute(
+                update(RetrainRun).where(RetrainRun.id == self.run_id).values(**values)
+            )
+
+    async def _picks(self) -> int:
+        async with self.platform.sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(Choice)) or 0)
+
+    async def _say(self, summary: str, *, warning: bool = False) -> None:
+        (log.warning if warning else log.info)("%s", summary)
+        if self.announce is not None:
+            try:
+                await self.announce(summary)
+            except Exception:
+                log.exception("could not announce the outcome of retrain %d", self.run_id)
+
+
+async def _lines(stream: asyncio.StreamReader) -> Any:
+    """Lines of a subprocess's output; progress bars' carriage returns end a line too."""
+    buffer = b""
+    while chunk := await stream.read(4096):
+        buffer += chunk.replace(b"\r", b"\n")
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            yield line
+    if buffer:
+        yield buffer
+
+
+def trainer_command(settings: Settings) -> list[str]:
+    """How a stage starts: the configured command, accelerate on several GPUs, or python."""
+    config = settings.retrain
+    if config.trainer:
+        return list(config.trainer)
+    if config.gpus > 1:
+        return [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            str(config.gpus),
+            "-m",
+            "training.retrain",
+        ]
+    return [sys.executable, "-m", "training.retrain"]
+
+
+async def mark_abandoned_in(session: AsyncSession, run_id: int, reason: str) -> None:
+    """Fail a run whose job will not run again (its worker died once too often)."""
+    await session.execute(
+        update(RetrainRun)
+        .where(RetrainRun.id == run_id, RetrainRun.status.in_(UNFINISHED))
+        .values(status="failed", error=reason, finished_at=func.now())
+    )

@@ -1,0 +1,184 @@
+"""The retrain loop: stages, promotion gates, records, one run at a time, triggers.
+
+The trainer here is scripted (tests/retrain/scripted_trainer.py): it receives the real
+stage arguments and reports the figures each test needs, so what is tested is the
+platform's side: what gets promoted, recorded, announced and left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.db.models import RetrainRun
+from bot.jobs.app import build_app
+from bot.jobs.maintenance import SCHEDULE_TASK, scheduled_retrain
+from bot.registry import ModelRegistry
+from bot.retrain import Retrain, check_new_picks, picks_since_last_run, request_retrain
+from bot.runtime import Platform
+from tests.synthetic import seed_picks
+
+TRAINER = [sys.executable, str(Path(__file__).with_name("scripted_trainer.py"))]
+WIN = {"hps": {"test_instances": 40, "train_instances": 160,
+               "candidate": None, "base": {"top1": 0.40}, "active": {"top1": 0.50}},
+       "adapter": {"against": "base", "prompts": 20, "win_rate": 0.8,
+                   "mean_difference": 0.4, "difference_ci": [0.1, 0.7]}}  # fmt: skip
+
+
+def _gates(hps_top1: float, win_rate: float, **replace: Any) -> dict[str, Any]:
+    gates = json.loads(json.dumps(WIN))
+    gates["hps"]["candidate"] = {"top1": hps_top1}
+    gates["adapter"]["win_rate"] = win_rate
+    return {**gates, **replace}
+
+
+def _use(platform: Platform, monkeypatch: pytest.MonkeyPatch, gates: dict[str, Any]) -> None:
+    monkeypatch.setenv("PREFLOOP_TEST_GATES", json.dumps(gates))
+    platform.settings.retrain.trainer = TRAINER
+    platform.settings.retrain.hps_base = "tiny"
+
+
+async def _run(platform: Platform, announced: list[str] | None = None) -> RetrainRun:
+    request = await request_retrain(platform.sessions, trigger="test")
+
+    async def say(text: str) -> None:
+        if announced is not None:
+            announced.append(text)
+
+    await Retrain(platform, request.run_id, announce=say).run()
+    async with platform.sessions() as session:
+        run = await session.get(RetrainRun, request.run_id)
+    assert run is not None
+    return run
+
+
+def _seed(platform: Platform, picks: int = 12, start: int = 0) -> None:
+    seed_picks(platform.database_url, platform.settings.data_dir / "store", picks=picks,
+               start=start)  # fmt: skip
+
+
+async def test_winning_candidates_are_promoted_and_losers_recorded(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = ModelRegistry(platform.sessions)
+    _seed(platform)
+    old_hps = await registry.register("hps", "/models/hps-old", {})
+    await registry.promote(old_hps)
+    _use(platform, monkeypatch, _gates(hps_top1=0.56, win_rate=0.8))
+    announced: list[str] = []
+    run = await _run(platform, announced)
+
+    assert run.status == "succeeded" and run.finished_at is not None
+    hps, adapter = await registry.active("hps"), await registry.active("generator_adapter")
+    assert hps is not None and hps.id == run.outcome["hps"]["version"]
+    assert adapter is not None and adapter.id == run.outcome["adapter"]["version"]
+    assert hps.uri.endswith("hps/model") and hps.metrics["run_id"] == run.id
+    assert "promoted" in announced[0] and "win rate 80.0%" in announced[0]
+    args = hps.metrics["args"]  # the stage started from the active HPS, judged against it
+    assert args[args.index("--start") + 1] == "/models/hps-old"
+    assert args[args.index("--active") + 1] == "/models/hps-old"
+    adapter_args = adapter.metrics["args"]  # selection used the HPS promoted just before
+    assert adapter_args[adapter_args.index("--hps") + 1] == hps.uri
+    assert (Path(args[args.index("--data") + 1]) / "manifest.json").is_file()  # the export
+
+    # A second run whose candidates lose: both recorded as candidates, nothing changes.
+    _use(platform, monkeypatch, _gates(hps_top1=0.565, win_rate=0.3))
+    monkeypatch.setenv("PREFLOOP_TEST_GATES", json.dumps(
+        {**_gates(hps_top1=0.565, win_rate=0.3),
+         "hps": {**_gates(0.565, 0.3)["hps"], "active": {"top1": 0.56}}}))  # fmt: skip
+    lost = await _run(platform)
+    assert lost.status == "succeeded"
+    assert not lost.outcome["hps"]["promoted"] and not lost.outcome["adapter"]["promoted"]
+    assert "not 1.0% above the active one's 56.0%" in lost.outcome["hps"]["reasons"][0]
+    assert "win rate 30.0% is below 55.0%" in lost.outcome["adapter"]["reasons"][0]
+    assert (await registry.active("hps")).id == hps.id  # type: ignore[union-attr]
+    assert (await registry.active("generator_adapter")).id == adapter.id  # type: ignore[union-attr]
+    candidates = [v for v in await registry.versions() if v.status == "candidate"]
+    assert sorted(v.kind for v in candidates) == ["generator_adapter", "hps"]
+    assert all(v.metrics["promoted"] is False for v in candidates)
+
+    # Rollback puts the versions before the first run back for the next job.
+    assert (await registry.rollback("hps")).id == old_hps  # type: ignore[union-attr]
+    assert await registry.rollback("generator_adapter") is None
+
+
+async def test_an_hps_that_does_not_beat_the_base_clip_is_not_promoted(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(platform)
+    gates = _gates(hps_top1=0.38, win_rate=0.9)
+    del gates["hps"]["active"]
+    _use(platform, monkeypatch, gates)
+    run = await _run(platform)
+    assert "does not beat the base CLIP's 40.0%" in run.outcome["hps"]["reasons"][0]
+    registry = ModelRegistry(platform.sessions)
+    assert await registry.active("hps") is None
+    adapter = await registry.active("generator_adapter")
+    assert adapter is not None  # judged on its own figures, selected with the base CLIP
+    assert adapter.metrics["args"][adapter.metrics["args"].index("--hps") + 1] == "tiny"
+
+
+async def test_a_crashing_trainer_fails_its_stage_and_leaves_the_active_models(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = ModelRegistry(platform.sessions)
+    _seed(platform)
+    adapter = await registry.register("generator_adapter", "/models/lora-old", {})
+    await registry.promote(adapter)
+    _use(platform, monkeypatch, _gates(0.6, 0.9, adapter="crash"))
+    announced: list[str] = []
+    run = await _run(platform, announced)
+    assert run.status == "failed" and run.stage == "adapter"
+    assert "adapter: the trainer exited with code 3" in (run.error or "")
+    assert "CUDA out of memory" in (run.error or "")
+    assert "the serving models are unchanged" in announced[0]
+    assert (await registry.active("generator_adapter")).id == adapter  # type: ignore[union-attr]
+    assert run.outcome["hps"]["promoted"]  # the stage before it stands
+    # The next request starts a new run: a failed one does not block the loop.
+    assert (await request_retrain(platform.sessions, trigger="test")).created
+
+
+async def test_no_picks_fail_the_export_stage_clearly(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use(platform, monkeypatch, WIN)
+    run = await _run(platform)
+    assert run.status == "failed" and run.error == "export: there are no picks to train on yet"
+
+
+async def test_concurrent_requests_queue_one_run(platform: Platform) -> None:
+    requests = await asyncio.gather(
+        *(request_retrain(platform.sessions, trigger="test") for _ in range(5))
+    )
+    assert sum(r.created for r in requests) == 1
+    assert len({r.run_id for r in requests}) == 1
+    assert {r.job_id for r in requests} == {requests[0].job_id}
+    async with platform.sessions() as session:
+        assert len((await session.scalars(select(RetrainRun))).all()) == 1
+
+
+async def test_the_threshold_and_schedule_triggers_fire(platform: Platform) -> None:
+    platform.settings.retrain.new_picks = 5
+    _seed(platform, picks=4)
+    assert await picks_since_last_run(platform.sessions) == 4
+    assert await check_new_picks(platform) is None
+    _seed(platform, picks=1, start=4)
+    request = await check_new_picks(platform)
+    assert request is not None and request.created and request.trigger == "new-picks"
+    assert await picks_since_last_run(platform.sessions) == 0  # counted from this run on
+    again = await check_new_picks(platform)
+    assert again is None
+
+    text = await scheduled_retrain(platform)
+    assert text == f"retrain {request.run_id} is already queued"
+
+    platform.settings.retrain.schedule = "0 3 * * *"
+    app = build_app(platform.database_url, platform.settings.worker, platform.settings.retrain)
+    periodic = {task.task.name: task.cron for task in app.periodic_registry.periodic_tasks.values()}
+    assert periodic == {SCHEDULE_TASK: "0 3 * * *", "prefloop.retrain-new-picks": "* * * * *"}

@@ -1,0 +1,208 @@
+"""The retrain loop's training stages, run as a subprocess by the platform's retrain job.
+
+Each stage reads an exported dataset and model files, trains a candidate, evaluates it
+against what serves now on the same held-out data, and writes ``gate.json`` with the
+figures the platform's promotion gate decides on. No database, no Discord: the job passes
+the active versions' locations on the command line. A crash here fails the stage and
+leaves the serving models alone.
+
+    python -m training.retrain hps --data EXPORT --out DIR --start SRC --base CLIP [--active SRC]
+    python -m training.retrain adapt --data EXPORT --out DIR --hps SRC --generator MODEL
+                                     [--active ADAPTER] [--steps N] [--seeds N] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+GATE = "gate.json"
+
+
+def _figures(evaluation: Any) -> dict[str, Any]:
+    return {
+        "source": evaluation.source,
+        "top1": evaluation.top1,
+        "top1_ci": evaluation.top1_ci,
+        "pairwise": evaluation.pairwise,
+    }
+
+
+def hps_stage(
+    data: Path,
+    out: Path,
+    *,
+    start: str,
+    base: str,
+    active: str | None,
+    cache: Path,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit HPS from ``start``; evaluate it, ``active`` and the plain ``base`` on the test split."""
+    from training.data import DatasetError, read_train_test
+    from training.hps import HPSScorer
+    from training.hps.evaluate import evaluate, random_baseline, write_report
+    from training.hps.fit import FitConfig, fit_hps
+
+    train, test = read_train_test(data)
+    if not test.examples:
+        raise DatasetError(f"{data} has no test instances: nothing to judge a new HPS by")
+    model = out / "model"
+    fit_hps(
+        FitConfig(out=model, base=start, seed=seed, device=device, cache_dir=cache), train, test
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {}  # under accelerate launch: the main process evaluates
+    examples = test.examples
+    results = []
+    for name, source in (("candidate", str(model)), ("active", active), ("base", base)):
+        if source is None:
+            continue
+        scorer = HPSScorer.load(source, device=device, cache_dir=cache)
+        results.append(evaluate(scorer, examples, name=name, seed=seed))
+        results[-1].source = source
+        del scorer
+    results.append(random_baseline(examples))
+    write_report(out / "report", results, data=str(data))
+    gate = {
+        "stage": "hps",
+        "model": str(model),
+        "test_instances": len(examples),
+        "train_instances": len(train.examples),
+        **{r.name: _figures(r) for r in results},
+    }
+    (out / GATE).write_text(json.dumps(gate, indent=2, default=list))
+    return gate
+
+
+def adapt_stage(
+    data: Path,
+    out: Path,
+    *,
+    hps: str,
+    generator: str,
+    active: str | None,
+    cache: Path,
+    device: str = "auto",
+    steps: int | None = None,
+    seeds: int = 4,
+    limit: int = 50,
+    eval_steps: int = 30,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Select with ``hps``, train an adapter, and pit it against ``active`` (or the base)."""
+    from training.adapt.evaluate import evaluate_adapter, write_adapt_report
+    from training.adapt.lora import AdaptConfig, adapt_generator
+    from training.adapt.select import pool_from_export, select, write_manifest
+    from training.data import DatasetError, read_preferences
+    from training.generator import Generator
+    from training.hps import HPSScorer
+
+    scorer = HPSScorer.load(hps, device=device, cache_dir=cache)
+    selection = select(scorer, pool_from_export(data))
+    if not selection:
+        raise DatasetError(f"HPS {hps} is confident about no image of {data}: nothing to adapt")
+    out.mkdir(parents=True, exist_ok=True)
+    digest = write_manifest(selection, out / "selection.jsonl")
+    adapter = out / "adapter"
+    adapt_generator(
+        AdaptConfig(
+            out=adapter,
+            base=generator,
+            steps=steps,
+            seed=seed,
+            device=device,
+            cache_dir=cache,
+            hps=hps,
+            selection_hash=digest,
+        ),
+        selection,
+    )
+    test = read_preferences(data, "test", check_files=False).examples
+    prompts = list(dict.fromkeys(e.prompt for e in test))[:limit]
+    if not prompts:
+        raise DatasetError(f"{data} has no test prompts to judge a new adapter by")
+    options = {"cache_dir": cache, "device": device, "safety_checker": False}
+    adapted = Generator.load(generator, adapter=adapter, **options)
+    plain = (
+        Generator.load(generator, adapter=Path(active), **options)
+        if active
+        else (adapted.base_view())
+    )
+    result, shown = evaluate_adapter(
+        plain, adapted, scorer, prompts, seeds_per_prompt=seeds, steps=eval_steps, seed=seed + 1
+    )
+    against = f"the active adapter `{active}`" if active else "the base"
+    write_adapt_report(
+        out / "report",
+        result,
+        shown,
+        description=f"Candidate `{adapter}` against {against}, HPS `{hps}`.",
+    )
+    gate = {
+        "stage": "adapter",
+        "model": str(adapter),
+        "against": active or "base",
+        "hps": hps,
+        "selected": len(selection),
+        "prompts": result.prompts,
+        "seeds_per_prompt": seeds,
+        "win_rate": result.win_rate,
+        "mean_difference": result.mean_difference,
+        "difference_ci": list(result.difference_ci),
+    }
+    (out / GATE).write_text(json.dumps(gate, indent=2))
+    return gate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="training.retrain", description=__doc__.splitlines()[0])
+    stages = parser.add_subparsers(dest="stage", required=True)
+    hps = stages.add_parser("hps", help="fit and evaluate a candidate HPS")
+    adapt = stages.add_parser("adapt", help="select, train and evaluate a candidate adapter")
+    for stage in (hps, adapt):
+        stage.add_argument("--data", type=Path, required=True)
+        stage.add_argument("--out", type=Path, required=True)
+        stage.add_argument("--active", default=None)
+        stage.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "prefloop")
+        stage.add_argument("--device", default="auto")
+        stage.add_argument("--seed", type=int, default=0)
+    hps.add_argument("--start", required=True, help="what to fine-tune from")
+    hps.add_argument("--base", required=True, help="the plain CLIP every HPS must beat")
+    adapt.add_argument("--hps", required=True)
+    adapt.add_argument("--generator", required=True)
+    adapt.add_argument("--steps", type=int, default=None)
+    adapt.add_argument("--seeds", type=int, default=4)
+    adapt.add_argument("--limit", type=int, default=50)
+    adapt.add_argument("--eval-steps", type=int, default=30)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    common = {"cache": args.cache, "device": args.device, "seed": args.seed, "active": args.active}
+    if args.stage == "hps":
+        gate = hps_stage(args.data, args.out, start=args.start, base=args.base, **common)
+    else:
+        gate = adapt_stage(
+            args.data,
+            args.out,
+            hps=args.hps,
+            generator=args.generator,
+            steps=args.steps,
+            seeds=args.seeds,
+            limit=args.limit,
+            eval_steps=args.eval_steps,
+            **common,
+        )
+    print(json.dumps(gate))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
