@@ -28,11 +28,16 @@ def upgrade() -> None:
         sa.Column("stage", sa.String(length=20), nullable=True),
         sa.Column("progress", sa.Text(), nullable=True),
         sa.Column("picks_at_start", sa.BigInteger(), nullable=True),
-        sa.Column("outcome", postgresql.JSONB(astext_type=sa.Text()), server_default="{}",
-                  nullable=False),
+        sa.Column(
+            "outcome", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
+        ),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
-                  nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retrain_runs")),
