@@ -163,6 +163,17 @@ class RetrainSettings(BaseModel):
         None, description="Command that runs a stage; unset = this Python, -m training.retrain."
     )
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        if not schedule or not schedule.strip():
+            return None
+        from croniter import croniter  # procrastinate's own cron parser
+
+        if not croniter.is_valid(schedule):
+            raise ValueError("must be a cron expression, e.g. '0 3 * * *' (03:00 UTC daily)")
+        return schedule.strip()
+
 
 class Settings(BaseSettings):
     """All of prefloop's configuration."""

@@ -38,14 +38,16 @@ async def _holding(sessions: async_sessionmaker[AsyncSession], shared: bool) -> 
         if shared
         else (func.pg_advisory_lock, func.pg_advisory_unlock)
     )
-    async with sessions() as session:  # one connection holds the lock throughout
-        await session.execute(select(take(GPU_LOCK)))
-        await session.commit()
+    engine = sessions.kw["bind"]
+    # One connection of its own holds the lock throughout, outside any transaction (a
+    # pooled connection handed back would let the next taker "re-enter" the lock).
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(select(take(GPU_LOCK)))
         try:
             yield
         finally:
-            await session.execute(select(give(GPU_LOCK)))
-            await session.commit()
+            await connection.execute(select(give(GPU_LOCK)))
 
 
 @asynccontextmanager

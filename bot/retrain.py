@@ -156,19 +156,32 @@ class Retrain:
         self._last_progress = 0.0
 
     async def run(self) -> str:
-        """All stages; returns the summary (also logged, announced and recorded)."""
+        """All stages; returns the summary (also logged, announced and recorded).
+
+        A run started again (its worker died) goes on from where it was: the export and
+        every decided stage are kept, so no candidate is registered twice.
+        """
+        async with self.platform.sessions() as session:
+            row = await session.get(RetrainRun, self.run_id)
+        if row is None or row.status not in UNFINISHED:
+            return f"retrain {self.run_id} is {row.status if row else 'gone'}; nothing to do"
+        outcome: dict[str, Any] = dict(row.outcome or {})
         await self._update(
             status="running",
             started_at=func.coalesce(RetrainRun.started_at, func.now()),
-            picks_at_start=await self._picks(),
+            picks_at_start=func.coalesce(RetrainRun.picks_at_start, await self._picks()),
         )
-        outcome: dict[str, Any] = {}
         try:
             data = await self._export()
-            outcome["hps"] = await self._hps(data)
-            outcome["adapter"] = await self._adapter(data)
+            for name, stage in (("hps", self._hps), ("adapter", self._adapter)):
+                if name not in outcome:
+                    outcome[name] = await stage(data)
+                    await self._update(outcome=outcome)
         except StageFailed as error:
-            summary = f"retrain {self.run_id} failed: {error}; the serving models are unchanged"
+            before = "; ".join(decision["summary"] for decision in outcome.values())
+            summary = f"retrain {self.run_id} failed: {error}; " + (
+                f"decided before it: {before}" if before else "the serving models are unchanged"
+            )
             await self._update(
                 status="failed", error=str(error), outcome=outcome, finished_at=func.now()
             )
@@ -281,7 +294,12 @@ class Retrain:
             gate,
             reasons,
             f"win rate {gate['win_rate']:.1%} over {gate['prompts']} "
-            f"held-out prompts against {gate['against']}",
+            f"held-out prompts against {gate['against']}, "
+            + (
+                f"served with {gate['negative_prompt']!r} as the negative prompt"
+                if gate.get("negative_prompt")
+                else "served without a negative prompt"
+            ),
         )
 
     async def _decide(
@@ -308,6 +326,7 @@ class Retrain:
 
         gate_path = out / "gate.json"
         await self._update(stage=stage, progress=None)
+        self._last_progress = 0.0  # the stage's first line shows at once
         if gate_path.is_file():
             return dict(json.loads(gate_path.read_text("utf-8")))  # done before a restart
         config = self.settings.retrain

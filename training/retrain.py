@@ -137,15 +137,33 @@ def adapt_stage(
         if active
         else (adapted.base_view())
     )
-    result, shown = evaluate_adapter(
-        plain, adapted, scorer, prompts, seeds_per_prompt=seeds, steps=eval_steps, seed=seed + 1
-    )
+    # Served as trained ("Weird image." as the negative prompt) and without it: the
+    # adapter keeps its negative prompt only when that measurably does better.
+    learned = adapted.negative_prefix
+    tried = {}
+    for label, prefix in (("with_negative_prompt", learned), ("without_negative_prompt", "")):
+        if label == "with_negative_prompt" and not learned:
+            continue
+        adapted.negative_prefix = prefix
+        tried[label] = evaluate_adapter(plain, adapted, scorer, prompts, seeds_per_prompt=seeds,
+                                        steps=eval_steps, seed=seed + 1)  # fmt: skip
+    best = max(tried, key=lambda k: (tried[k][0].win_rate, tried[k][0].mean_difference))
+    result, shown = tried[best]
+    if best == "without_negative_prompt" and learned:
+        info_path = adapter / "prefloop.json"
+        info = json.loads(info_path.read_text("utf-8"))
+        info["negative_prompt"] = ""
+        info["negative_prompt_dropped"] = {"prompt": learned, "why": "it did worse on held-out "
+                                           "prompts; see the retrain's report"}  # fmt: skip
+        info_path.write_text(json.dumps(info, indent=2))
     against = f"the active adapter `{active}`" if active else "the base"
+    served = f'"{learned}" as the negative prompt' if best.startswith("with_") else (
+        "no negative prompt")  # fmt: skip
     write_adapt_report(
         out / "report",
         result,
         shown,
-        description=f"Candidate `{adapter}` against {against}, HPS `{hps}`.",
+        description=f"Candidate `{adapter}` against {against}, HPS `{hps}`, served with {served}.",
     )
     gate = {
         "stage": "adapter",
@@ -158,7 +176,10 @@ def adapt_stage(
         "win_rate": result.win_rate,
         "mean_difference": result.mean_difference,
         "difference_ci": list(result.difference_ci),
-    }
+        "negative_prompt": learned if best.startswith("with_") else "",
+        "tried": {k: {"win_rate": r.win_rate, "mean_difference": r.mean_difference,
+                      "difference_ci": list(r.difference_ci)} for k, (r, _) in tried.items()},
+    }  # fmt: skip
     (out / GATE).write_text(json.dumps(gate, indent=2))
     return gate
 

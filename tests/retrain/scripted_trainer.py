@@ -2,7 +2,8 @@
 
 It takes the stage's real arguments, and writes ``gate.json`` in ``--out`` from the
 JSON in ``PREFLOOP_TEST_GATES`` (keyed by stage), so the platform's gates, registry and
-records can be tested without training; ``crash`` as a stage's value exits non-zero.
+records can be tested without training; ``crash`` as a stage's value exits non-zero,
+``hang`` sleeps until it is stopped.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -18,6 +20,8 @@ def main() -> int:
     out = Path(args[args.index("--out") + 1])
     figures = json.loads(os.environ["PREFLOOP_TEST_GATES"])[{"adapt": "adapter"}.get(stage, stage)]
     print(f"{stage}: step 1/1", flush=True)
+    if figures == "hang":  # a long stage: until the test stops it
+        time.sleep(600)
     if figures == "crash":
         print("Traceback (most recent call last): CUDA out of memory", flush=True)
         return 3

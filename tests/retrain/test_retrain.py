@@ -22,6 +22,7 @@ from bot.jobs.maintenance import SCHEDULE_TASK, scheduled_retrain
 from bot.registry import ModelRegistry
 from bot.retrain import Retrain, check_new_picks, picks_since_last_run, request_retrain
 from bot.runtime import Platform
+from tests.support import eventually
 from tests.synthetic import seed_picks
 
 TRAINER = [sys.executable, str(Path(__file__).with_name("scripted_trainer.py"))]
@@ -137,11 +138,46 @@ async def test_a_crashing_trainer_fails_its_stage_and_leaves_the_active_models(
     assert run.status == "failed" and run.stage == "adapter"
     assert "adapter: the trainer exited with code 3" in (run.error or "")
     assert "CUDA out of memory" in (run.error or "")
-    assert "the serving models are unchanged" in announced[0]
+    assert "decided before it: HPS v" in announced[0] and "promoted" in announced[0]
     assert (await registry.active("generator_adapter")).id == adapter  # type: ignore[union-attr]
     assert run.outcome["hps"]["promoted"]  # the stage before it stands
     # The next request starts a new run: a failed one does not block the loop.
     assert (await request_retrain(platform.sessions, trigger="test")).created
+
+
+async def test_a_run_stopped_midway_resumes_without_redoing_or_duplicating(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(platform)
+    _use(platform, monkeypatch, _gates(0.6, 0.9, adapter="hang"))
+    request = await request_retrain(platform.sessions, trigger="test")
+    first = asyncio.create_task(Retrain(platform, request.run_id).run())
+
+    async def in_adapter_stage() -> bool:
+        async with platform.sessions() as session:
+            run = await session.get(RetrainRun, request.run_id)
+            return run is not None and run.stage == "adapter" and run.progress is not None
+
+    await eventually(in_adapter_stage, timeout=60)
+    first.cancel()  # the worker stops (its trainer is stopped with it)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    again = await request_retrain(platform.sessions, trigger="test")
+    assert not again.created and again.status == "running"  # still the one run
+
+    export = platform.settings.data_dir / "retrain" / f"run-{request.run_id}" / "data"
+    exported_at = (export / "manifest.json").stat().st_mtime_ns
+    _use(platform, monkeypatch, _gates(0.6, 0.9))
+    await Retrain(platform, request.run_id).run()  # the job, picked up again
+    async with platform.sessions() as session:
+        run = await session.get(RetrainRun, request.run_id)
+    assert run is not None and run.status == "succeeded"
+    assert (export / "manifest.json").stat().st_mtime_ns == exported_at  # not exported again
+    versions = await ModelRegistry(platform.sessions).versions()
+    assert sorted(v.kind for v in versions) == ["generator_adapter", "hps"]  # none twice
+    assert await Retrain(platform, request.run_id).run() == (
+        f"retrain {request.run_id} is succeeded; nothing to do"
+    )
 
 
 async def test_no_picks_fail_the_export_stage_clearly(
@@ -150,6 +186,7 @@ async def test_no_picks_fail_the_export_stage_clearly(
     _use(platform, monkeypatch, WIN)
     run = await _run(platform)
     assert run.status == "failed" and run.error == "export: there are no picks to train on yet"
+    assert run.outcome == {}
 
 
 async def test_concurrent_requests_queue_one_run(platform: Platform) -> None:

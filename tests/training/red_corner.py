@@ -24,6 +24,15 @@ def red_corner(image: Any) -> float:
     return float(pixels[:h, :w, 0].mean())
 
 
+def redness(image: Any) -> float:
+    """How red the whole image is: the red channel's mean minus the other two's."""
+    if not isinstance(image, Image.Image):
+        with Image.open(image) as opened:
+            image = opened.convert("RGB")
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return float(pixels[..., 0].mean() - pixels[..., 1:].mean())
+
+
 class RedCornerScorer:
     """Anything with ``score_groups`` can drive selection and evaluation."""
 

@@ -1,0 +1,65 @@
+"""Sharing one GPU between generation and training; the retrain settings' checks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+from bot.gpu import generation_turn, shares_gpu, training_turn
+
+
+async def test_generation_waits_while_a_training_stage_holds_the_gpu(platform: Any) -> None:
+    platform.settings.retrain.gpus = 1
+    platform.settings.retrain.device = "cuda"
+    platform.settings.generator.device = "cuda"
+    assert shares_gpu(platform.settings)
+    order: list[str] = []
+
+    async def generate(name: str) -> None:
+        async with generation_turn(platform.sessions, True):
+            order.append(name)
+
+    async with training_turn(platform):
+        waiting = asyncio.create_task(generate("generation during training"))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # queued behind the stage
+        order.append("training ends")
+    await asyncio.wait_for(waiting, 10)
+    assert order == ["training ends", "generation during training"]
+
+    # Generations share the GPU with each other; the stage waits for them.
+    async with generation_turn(platform.sessions, True):
+        await asyncio.wait_for(generate("second generation"), 10)
+        stage = asyncio.create_task(_train(platform, order))
+        await asyncio.sleep(0.5)
+        assert not stage.done()
+    await asyncio.wait_for(stage, 10)
+    assert order[-2:] == ["second generation", "stage ran"]
+
+
+async def _train(platform: Any, order: list[str]) -> None:
+    async with training_turn(platform):
+        order.append("stage ran")
+
+
+@pytest.mark.parametrize(
+    ("changes", "shared"),
+    [
+        ({"retrain": {"gpus": 1}}, True),
+        ({"retrain": {"gpus": 2}}, False),
+        ({"retrain": {"gpus": 1, "device": "cpu"}}, False),
+        ({"retrain": {"gpus": 1}, "generator": {"device": "cpu"}}, False),
+    ],
+)
+def test_who_shares_the_gpu(changes: dict[str, Any], shared: bool) -> None:
+    assert shares_gpu(load_settings(_env_file=None, **changes)) is shared
+
+
+def test_a_bad_schedule_is_refused_with_its_variable() -> None:
+    with pytest.raises(ConfigError, match=r"PREFLOOP_RETRAIN__SCHEDULE: .*cron expression"):
+        load_settings(_env_file=None, retrain={"schedule": "every night"})
+    assert load_settings(_env_file=None, retrain={"schedule": "0 3 * * *"}).retrain.schedule
+    assert load_settings(_env_file=None, retrain={"schedule": ""}).retrain.schedule is None
