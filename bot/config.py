@@ -140,10 +140,10 @@ class RetrainSettings(BaseModel):
     new_picks: int | None = Field(
         None, ge=1, description="Retrain once this many picks arrived since the last run."
     )
-    hps_base: str = Field(
-        "ViT-H-14:laion2b_s32b_b79k",
-        description="The plain CLIP an HPS starts from when none is active; every HPS must "
-        "beat it.",
+    hps_base: str | None = Field(
+        None,
+        description="The plain CLIP an HPS starts from when none is active, and every HPS "
+        "must beat; unset = ViT-L-14:openai (the paper's), or tiny with the tiny generator.",
     )
     hps_margin: float = Field(
         0.01, ge=0.0, le=1.0, description="Held-out top-1 a new HPS must add to the active one."

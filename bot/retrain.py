@@ -53,6 +53,7 @@ RETRAIN_TASK = "prefloop.retrain"
 RETRAIN_LOCK = "prefloop-retrain"
 UNFINISHED = ("queued", "running")
 STAGES = ("export", "hps", "adapter")
+PAPER_CLIP = "ViT-L-14:openai"  # what the HPS paper fine-tuned
 Announce = Callable[[str], Awaitable[None]]
 
 
@@ -223,17 +224,9 @@ class Retrain:
         config = self.settings.retrain
         active = await self.registry.active("hps")
         out = self.folder / "hps"
-        args = [
-            "hps",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--base",
-            config.hps_base,
-            "--start",
-            active.uri if active else config.hps_base,
-        ]
+        base = hps_base(self.settings)
+        start = active.uri if active else base
+        args = ["hps", "--data", str(data), "--out", str(out), "--base", base, "--start", start]
         if active:
             args += ["--active", active.uri]
         gate = await self._stage("hps", args, out)
@@ -267,7 +260,7 @@ class Retrain:
             "--out",
             str(out),
             "--hps",
-            hps.uri if hps else config.hps_base,
+            hps.uri if hps else hps_base(self.settings),
             "--generator",
             self.settings.generator.model,
             "--seeds",
@@ -416,6 +409,15 @@ async def _lines(stream: asyncio.StreamReader) -> Any:
             yield line
     if buffer:
         yield buffer
+
+
+def hps_base(settings: Settings) -> str:
+    """The plain CLIP of the HPS stage: configured, or the one that suits the generator."""
+    from training.presets import preset_of
+
+    if settings.retrain.hps_base:
+        return settings.retrain.hps_base
+    return preset_of(settings.generator.model) or PAPER_CLIP
 
 
 def trainer_command(settings: Settings) -> list[str]:

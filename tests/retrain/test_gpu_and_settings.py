@@ -63,3 +63,12 @@ def test_a_bad_schedule_is_refused_with_its_variable() -> None:
         load_settings(_env_file=None, retrain={"schedule": "every night"})
     assert load_settings(_env_file=None, retrain={"schedule": "0 3 * * *"}).retrain.schedule
     assert load_settings(_env_file=None, retrain={"schedule": ""}).retrain.schedule is None
+
+
+def test_the_hps_base_suits_the_generator() -> None:
+    from bot.retrain import hps_base
+
+    assert hps_base(load_settings(_env_file=None)) == "ViT-L-14:openai"
+    assert hps_base(load_settings(_env_file=None, generator={"model": "tiny"})) == "tiny"
+    chosen = load_settings(_env_file=None, retrain={"hps_base": "ViT-H-14:laion2b_s32b_b79k"})
+    assert hps_base(chosen) == "ViT-H-14:laion2b_s32b_b79k"

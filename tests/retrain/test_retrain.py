@@ -22,7 +22,7 @@ from bot.jobs.maintenance import SCHEDULE_TASK, scheduled_retrain
 from bot.registry import ModelRegistry
 from bot.retrain import Retrain, check_new_picks, picks_since_last_run, request_retrain
 from bot.runtime import Platform
-from tests.support import eventually
+from tests.support import cli_env, eventually, prefloop
 from tests.synthetic import seed_picks
 
 TRAINER = [sys.executable, str(Path(__file__).with_name("scripted_trainer.py"))]
@@ -219,3 +219,33 @@ async def test_the_threshold_and_schedule_triggers_fire(platform: Platform) -> N
     app = build_app(platform.database_url, platform.settings.worker, platform.settings.retrain)
     periodic = {task.task.name: task.cron for task in app.periodic_registry.periodic_tasks.values()}
     assert periodic == {SCHEDULE_TASK: "0 3 * * *", "prefloop.retrain-new-picks": "* * * * *"}
+
+
+async def test_the_retrain_and_jobs_commands(platform: Platform, tmp_path: Path) -> None:
+    env = cli_env(data_dir=str(platform.settings.data_dir), database_url=platform.database_url)
+    first = await asyncio.to_thread(prefloop, "retrain", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "retrain 1 queued (job " in first.stdout
+    second = await asyncio.to_thread(prefloop, "retrain", env=env, cwd=tmp_path)
+    assert (
+        "retrain 1 is already queued (since " in second.stdout and "asked by cli" in second.stdout
+    )
+    listed = await asyncio.to_thread(prefloop, "jobs", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "1 queued or running jobs" in listed.stdout
+    assert "prefloop.retrain" in listed.stdout and "maintenance" in listed.stdout
+    runs = [line for line in listed.stdout.splitlines() if " cli " in line]
+    assert len(runs) == 1 and " queued " in runs[0]  # the one run, with its trigger
+
+
+def test_stages_run_under_accelerate_on_several_gpus() -> None:
+    from bot.config import load_settings
+    from bot.retrain import trainer_command
+
+    one = trainer_command(load_settings(_env_file=None))
+    assert one == [sys.executable, "-m", "training.retrain"]
+    many = trainer_command(load_settings(_env_file=None, retrain={"gpus": 4}))
+    assert many[1:] == ["-m", "accelerate.commands.launch", "--num_processes", "4",
+                        "-m", "training.retrain"]  # fmt: skip
+    custom = load_settings(_env_file=None, retrain={"trainer": ["/opt/train.sh"]})
+    assert trainer_command(custom) == ["/opt/train.sh"]
