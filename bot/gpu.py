@@ -43,11 +43,21 @@ async def _holding(sessions: async_sessionmaker[AsyncSession], shared: bool) -> 
     # pooled connection handed back would let the next taker "re-enter" the lock).
     async with engine.connect() as connection:
         connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        await connection.execute(select(take(GPU_LOCK)))
+        try:
+            await connection.execute(select(take(GPU_LOCK)))
+        except BaseException:
+            # Given up while waiting: the server may have granted the lock just then, and
+            # a pooled connection would keep it. Close this one instead (that frees it).
+            await connection.invalidate()
+            raise
         try:
             yield
         finally:
-            await connection.execute(select(give(GPU_LOCK)))
+            try:
+                await connection.execute(select(give(GPU_LOCK)))
+            except BaseException:
+                await connection.invalidate()
+                raise
 
 
 @asynccontextmanager

@@ -24,9 +24,12 @@ again by the stalled-job reaper and resumes there (a finished stage is not redon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -35,13 +38,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.db import queries
-from bot.db.models import Choice, RetrainRun
+from bot.db.models import Choice, ModelKind, ModelVersion, RetrainRun
 from bot.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -155,6 +158,7 @@ class Retrain:
         self.folder = self.settings.data_dir.absolute() / "retrain" / f"run-{run_id}"
         self.announce = announce
         self._last_progress = 0.0
+        self._stage_now: str | None = None
 
     async def run(self) -> str:
         """All stages; returns the summary (also logged, announced and recorded).
@@ -178,14 +182,16 @@ class Retrain:
                 if name not in outcome:
                     outcome[name] = await stage(data)
                     await self._update(outcome=outcome)
-        except StageFailed as error:
+        except Exception as error:
+            if not isinstance(error, StageFailed):
+                log.exception("retrain %d stopped on an unexpected error", self.run_id)
+                error = StageFailed(f"{self._stage_now or 'start'}: unexpected {error!r}")
             before = "; ".join(decision["summary"] for decision in outcome.values())
             summary = f"retrain {self.run_id} failed: {error}; " + (
                 f"decided before it: {before}" if before else "the serving models are unchanged"
             )
-            await self._update(
-                status="failed", error=str(error), outcome=outcome, finished_at=func.now()
-            )
+            await asyncio.shield(self._update(status="failed", error=str(error), outcome=outcome,
+                                              finished_at=func.now()))  # fmt: skip
             await self._say(summary, warning=True)
             return summary
         summary = f"retrain {self.run_id}: " + "; ".join(
@@ -301,8 +307,17 @@ class Retrain:
         """Register the candidate (always); promote it when no reason stands against it."""
         promoted = not reasons
         metrics = {**gate, "run_id": self.run_id, "promoted": promoted, "reasons": reasons}
-        version = await self.registry.register(kind, gate["model"], metrics)
-        if promoted:
+        async with self.platform.sessions() as session:  # registered before a restart?
+            earlier = await session.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.kind == ModelKind(kind), ModelVersion.uri == gate["model"]
+                )
+            )
+        if earlier is None:
+            version = await self.registry.register(kind, gate["model"], metrics)
+        else:
+            version = earlier.id
+        if promoted and (earlier is None or earlier.promoted_at is None):
             await self.registry.promote(version)
         name = "HPS" if kind == "hps" else "adapter"
         verdict = "promoted" if promoted else "kept as a candidate: " + "; ".join(reasons)
@@ -320,8 +335,8 @@ class Retrain:
         gate_path = out / "gate.json"
         await self._update(stage=stage, progress=None)
         self._last_progress = 0.0  # the stage's first line shows at once
-        if gate_path.is_file():
-            return dict(json.loads(gate_path.read_text("utf-8")))  # done before a restart
+        with contextlib.suppress(OSError, ValueError):  # done before a restart
+            return dict(json.loads(gate_path.read_text("utf-8")))
         config = self.settings.retrain
         command = [
             *trainer_command(self.settings),
@@ -329,7 +344,7 @@ class Retrain:
             "--cache",
             str(self.settings.data_dir.absolute() / "models"),
             "--device",
-            config.device,
+            "cpu" if config.gpus == 0 else config.device,
         ]
         log.info("retrain %d, %s: %s", self.run_id, stage, shlex.join(command))
         await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
@@ -349,7 +364,10 @@ class Retrain:
 
     async def _subprocess(self, command: list[str], log_path: Path) -> tuple[int, list[str]]:
         process = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *command,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: accelerate's workers stop with it
         )
         tail: list[str] = []
         assert process.stdout is not None
@@ -364,11 +382,12 @@ class Retrain:
             return await process.wait(), tail
         except BaseException:  # cancelled (the worker stops): the trainer stops too
             if process.returncode is None:
-                process.terminate()
+                _signal_group(process.pid, signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(process.wait(), 10)
+                    await asyncio.wait_for(asyncio.shield(process.wait()), 10)
                 except TimeoutError:
-                    process.kill()
+                    _signal_group(process.pid, signal.SIGKILL)
+                    await process.wait()
             raise
 
     # ----- records ----------------------------------------------------------------------
@@ -378,9 +397,14 @@ class Retrain:
         if now - self._last_progress < 2.0:
             return
         self._last_progress = now
-        await self._update(progress=line[-300:])
+        try:
+            await self._update(progress=line[-300:])
+        except Exception:  # progress is for people; the trainer goes on without it
+            log.warning("retrain %d: could not record progress", self.run_id, exc_info=True)
 
     async def _update(self, **values: Any) -> None:
+        if values.get("stage"):
+            self._stage_now = values["stage"]
         async with self.platform.sessions.begin() as session:
             await session.execute(
                 update(RetrainRun).where(RetrainRun.id == self.run_id).values(**values)
@@ -397,6 +421,11 @@ class Retrain:
                 await self.announce(summary)
             except Exception:
                 log.exception("could not announce the outcome of retrain %d", self.run_id)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
 
 
 async def _lines(stream: asyncio.StreamReader) -> Any:
@@ -445,3 +474,27 @@ async def mark_abandoned_in(session: AsyncSession, run_id: int, reason: str) -> 
         .where(RetrainRun.id == run_id, RetrainRun.status.in_(UNFINISHED))
         .values(status="failed", error=reason, finished_at=func.now())
     )
+
+
+async def requeue_orphaned_runs(session: AsyncSession) -> list[int]:
+    """Queue a new job for unfinished runs whose job ended (the worker stopped mid-run)."""
+    from bot.jobs.maintenance import MAINTENANCE_QUEUE
+
+    orphans = list(
+        await session.scalars(
+            text(
+                "SELECT r.id FROM retrain_runs r "
+                "LEFT JOIN procrastinate_jobs j ON j.id = r.job_id "
+                "WHERE r.status IN ('queued', 'running') "
+                "AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing')) "
+                "FOR UPDATE OF r SKIP LOCKED"
+            )
+        )
+    )
+    for run_id in orphans:
+        job_id = await queries.defer_job(session, task=RETRAIN_TASK, queue=MAINTENANCE_QUEUE,
+                                         args={"run_id": run_id}, lock=RETRAIN_LOCK)  # fmt: skip
+        await session.execute(
+            update(RetrainRun).where(RetrainRun.id == run_id).values(job_id=job_id)
+        )
+    return orphans

@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 GATE = "gate.json"
 
 
+def _finished(folder: Path) -> bool:
+    """Did an earlier try of this stage finish training (and stop before its verdict)?"""
+    try:
+        return bool(json.loads((folder / "prefloop.json").read_text("utf-8")).get("finished"))
+    except (OSError, ValueError):
+        return False
+
+
+def _write_gate(out: Path, gate: dict[str, Any]) -> None:
+    """gate.json, whole or not at all: the platform reads it after a restart too."""
+    staging = out / f".{GATE}.partial"
+    staging.write_text(json.dumps(gate, indent=2, default=list))
+    os.replace(staging, out / GATE)
+
+
 def _figures(evaluation: Any) -> dict[str, Any]:
     return {
         "source": evaluation.source,
@@ -56,9 +71,10 @@ def hps_stage(
     if not test.examples:
         raise DatasetError(f"{data} has no test instances: nothing to judge a new HPS by")
     model = out / "model"
-    fit_hps(
-        FitConfig(out=model, base=start, seed=seed, device=device, cache_dir=cache), train, test
-    )
+    if not _finished(model):
+        fit_hps(
+            FitConfig(out=model, base=start, seed=seed, device=device, cache_dir=cache), train, test
+        )
     if int(os.environ.get("RANK", "0")) != 0:
         return {}  # under accelerate launch: the main process evaluates
     examples = test.examples
@@ -79,7 +95,7 @@ def hps_stage(
         "train_instances": len(train.examples),
         **{r.name: _figures(r) for r in results},
     }
-    (out / GATE).write_text(json.dumps(gate, indent=2, default=list))
+    _write_gate(out, gate)
     return gate
 
 
@@ -101,31 +117,28 @@ def adapt_stage(
     """Select with ``hps``, train an adapter, and pit it against ``active`` (or the base)."""
     from training.adapt.evaluate import evaluate_adapter, write_adapt_report
     from training.adapt.lora import AdaptConfig, adapt_generator
-    from training.adapt.select import pool_from_export, select, write_manifest
+    from training.adapt.select import pool_from_export, read_manifest, select, write_manifest
     from training.data import DatasetError, read_preferences
     from training.generator import Generator
     from training.hps import HPSScorer
 
     scorer = HPSScorer.load(hps, device=device, cache_dir=cache)
-    selection = select(scorer, pool_from_export(data))
-    if not selection:
-        raise DatasetError(f"HPS {hps} is confident about no image of {data}: nothing to adapt")
-    out.mkdir(parents=True, exist_ok=True)
-    digest = write_manifest(selection, out / "selection.jsonl")
     adapter = out / "adapter"
-    adapt_generator(
-        AdaptConfig(
-            out=adapter,
-            base=generator,
-            steps=steps,
-            seed=seed,
-            device=device,
-            cache_dir=cache,
-            hps=hps,
-            selection_hash=digest,
-        ),
-        selection,
-    )
+    manifest = out / "selection.jsonl"
+    if _finished(adapter) and manifest.is_file():  # trained before a restart: judge it
+        selection = read_manifest(manifest)
+    else:
+        selection = select(scorer, pool_from_export(data))
+        if not selection:
+            raise DatasetError(f"HPS {hps} is confident about no image of {data}: "
+                               "nothing to adapt")  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        digest = write_manifest(selection, manifest)
+        config = AdaptConfig(out=adapter, base=generator, steps=steps, seed=seed, device=device,
+                             cache_dir=cache, hps=hps, selection_hash=digest)  # fmt: skip
+        adapt_generator(config, selection)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {}  # under accelerate launch: the main process judges
     test = read_preferences(data, "test", check_files=False).examples
     prompts = list(dict.fromkeys(e.prompt for e in test))[:limit]
     if not prompts:
@@ -180,7 +193,7 @@ def adapt_stage(
         "tried": {k: {"win_rate": r.win_rate, "mean_difference": r.mean_difference,
                       "difference_ci": list(r.difference_ci)} for k, (r, _) in tried.items()},
     }  # fmt: skip
-    (out / GATE).write_text(json.dumps(gate, indent=2))
+    _write_gate(out, gate)
     return gate
 
 

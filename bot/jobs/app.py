@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from typing import Any
@@ -58,15 +60,16 @@ def build_app(
 
     if retrain is not None and retrain.schedule:
 
-        @app.periodic(cron=retrain.schedule, periodic_id="retrain-schedule")
+        @app.periodic(cron=retrain.schedule, periodic_id="retrain-schedule",
+                      queueing_lock=SCHEDULE_TASK)  # fmt: skip
         @app.task(name=SCHEDULE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
         async def scheduled(context: JobContext, timestamp: int) -> str:
             """The schedule trigger: queue a retrain (unless one is queued or running)."""
             return await scheduled_retrain(context.additional_context[PLATFORM])
 
     if retrain is not None and retrain.new_picks:
-
-        @app.periodic(cron="* * * * *", periodic_id="retrain-new-picks")
+        # One check waits in the queue at most (a retrain can hold it for hours).
+        @app.periodic(cron="* * * * *", periodic_id="retrain-new-picks", queueing_lock=CHECK_TASK)
         @app.task(name=CHECK_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
         async def new_picks(context: JobContext, timestamp: int) -> str:
             """The threshold trigger, checked every minute."""
@@ -91,3 +94,28 @@ def one_job_worker(
         stalled_worker_timeout=settings.stalled_after,
         shutdown_graceful_timeout=settings.shutdown_grace,
     )
+
+
+async def run_worker(app: App, worker: Worker, settings: WorkerSettings) -> None:
+    """Run ``worker`` until cancelled; then let its job finish within the shutdown grace.
+
+    procrastinate stops its heartbeat before draining; this keeps beating meanwhile, so
+    that no other process mistakes the worker for dead and runs its job a second time.
+    """
+    run = asyncio.create_task(worker.run(), name="procrastinate worker")
+    try:
+        await asyncio.shield(run)
+    except asyncio.CancelledError:
+        beating = asyncio.create_task(_heartbeat_while_draining(app, worker, settings))
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        beating.cancel()
+        raise
+
+
+async def _heartbeat_while_draining(app: App, worker: Worker, settings: WorkerSettings) -> None:
+    while worker.worker_id is not None:
+        with contextlib.suppress(Exception):
+            await app.job_manager.update_heartbeat(worker.worker_id)
+        await asyncio.sleep(settings.heartbeat_interval)

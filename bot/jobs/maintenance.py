@@ -102,9 +102,11 @@ async def serve_maintenance(platform: Platform) -> None:
     """Run maintenance jobs until cancelled.
 
     On stop, a running export gets the worker's shutdown grace to finish; after that it
-    is abandoned cleanly (its hidden folder removed, nothing recorded) and fails.
+    is abandoned cleanly (its hidden folder removed, nothing recorded) and fails. A
+    running retrain stops its trainer and is queued again by the reaper; it resumes in
+    its run folder.
     """
-    from bot.jobs.app import build_app, one_job_worker
+    from bot.jobs.app import build_app, one_job_worker, run_worker
 
     settings = platform.settings.worker
     app = build_app(platform.database_url, settings, platform.settings.retrain)
@@ -116,4 +118,4 @@ async def serve_maintenance(platform: Platform) -> None:
             queue=MAINTENANCE_QUEUE,
             context={PLATFORM: platform},
         )
-        await worker.run()
+        await run_worker(app, worker, settings)

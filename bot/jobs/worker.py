@@ -8,19 +8,16 @@ for good once they have used up their attempts, so no generation waits forever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from procrastinate import App
-from procrastinate.worker import Worker
 
-from bot.config import WorkerSettings
 from bot.db import queries
 from bot.generation import GenerationRunner, mark_failed_in
 from bot.gpu import shares_gpu
-from bot.jobs.app import RUNNER, build_app, one_job_worker
-from bot.retrain import RETRAIN_TASK, mark_abandoned_in
+from bot.jobs.app import RUNNER, build_app, one_job_worker, run_worker
+from bot.retrain import RETRAIN_TASK, mark_abandoned_in, requeue_orphaned_runs
 from bot.runtime import settle_heap
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
 from training.generator import GeneratorLoadError
@@ -80,28 +77,10 @@ async def serve_worker(platform: Platform) -> None:
             app, settings, role="prefloop", queue=GENERATE_QUEUE, context={RUNNER: runner}
         )
         reaper = asyncio.create_task(_reap_forever(app, platform), name="stalled-job reaper")
-        run = asyncio.create_task(worker.run(), name="procrastinate worker")
         try:
-            await asyncio.shield(run)
-        except asyncio.CancelledError:
-            reaper.cancel()
-            # procrastinate stops its heartbeat before draining; keep beating so that no
-            # other worker mistakes this one for dead and runs its job a second time.
-            beating = asyncio.create_task(_heartbeat_while_draining(app, worker, settings))
-            run.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
-            beating.cancel()
-            raise
+            await run_worker(app, worker, settings)
         finally:
             reaper.cancel()
-
-
-async def _heartbeat_while_draining(app: App, worker: Worker, settings: WorkerSettings) -> None:
-    while worker.worker_id is not None:
-        with contextlib.suppress(Exception):
-            await app.job_manager.update_heartbeat(worker.worker_id)
-        await asyncio.sleep(settings.heartbeat_interval)
 
 
 async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
@@ -136,6 +115,9 @@ async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
             "failed for good" if give_up else "queued again",
         )
         recovered.append(job.id)
+    async with platform.sessions.begin() as session:
+        for run_id in await requeue_orphaned_runs(session):
+            log.warning("retrain %s lost its job (its worker stopped); queued again", run_id)
     async with platform.sessions.begin() as session:
         for generation_id, frontend in await queries.fail_abandoned_generations(session):
             log.warning("generation %s outlived its job; marked failed", generation_id)

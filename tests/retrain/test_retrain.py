@@ -249,3 +249,31 @@ def test_stages_run_under_accelerate_on_several_gpus() -> None:
                         "-m", "training.retrain"]  # fmt: skip
     custom = load_settings(_env_file=None, retrain={"trainer": ["/opt/train.sh"]})
     assert trainer_command(custom) == ["/opt/train.sh"]
+
+
+async def test_a_run_whose_job_ended_midway_is_queued_again(platform: Platform) -> None:
+    from sqlalchemy import text
+
+    from bot.retrain import requeue_orphaned_runs
+
+    request = await request_retrain(platform.sessions, trigger="test")
+    async with platform.sessions.begin() as session:
+        assert await requeue_orphaned_runs(session) == []  # its job is waiting: fine
+        # The worker stopped past its grace: procrastinate ended the job, the run is not.
+        await session.execute(text("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = :j"),
+                              {"j": request.job_id})  # fmt: skip
+        await session.execute(
+            text("UPDATE procrastinate_jobs SET status = 'aborted' WHERE id = :j"),
+            {"j": request.job_id},
+        )
+    async with platform.sessions.begin() as session:
+        assert await requeue_orphaned_runs(session) == [request.run_id]
+    async with platform.sessions() as session:
+        run = await session.get(RetrainRun, request.run_id)
+        assert run is not None and run.job_id not in (None, request.job_id)
+        status = await session.scalar(
+            text("SELECT status FROM procrastinate_jobs WHERE id = :j"), {"j": run.job_id}
+        )
+    assert status == "todo"
+    async with platform.sessions.begin() as session:
+        assert await requeue_orphaned_runs(session) == []  # once
