@@ -158,7 +158,11 @@ class RetrainSettings(BaseModel):
     gpus: int = Field(
         1, ge=0, description="GPUs training may use; above 1 the stages run under accelerate."
     )
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda)$",
+        description="Where stages train: auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES).",
+    )
     trainer: list[str] | None = Field(
         None, description="Command that runs a stage; unset = this Python, -m training.retrain."
     )
