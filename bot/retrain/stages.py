@@ -33,28 +33,21 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import func, select, update
 
 from bot.config import Settings
-from bot.db import queries
 from bot.db.models import Choice, ModelKind, ModelVersion, RetrainRun
 from bot.registry import ModelRegistry
+from bot.retrain.requests import UNFINISHED
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
 
 log = logging.getLogger(__name__)
 
-RETRAIN_TASK = "prefloop.retrain"
-RETRAIN_LOCK = "prefloop-retrain"
-UNFINISHED = ("queued", "running")
 STAGES = ("export", "hps", "adapter")
 PAPER_CLIP = "ViT-L-14:openai"  # what the HPS paper fine-tuned
 Announce = Callable[[str], Awaitable[None]]
@@ -62,89 +55,6 @@ Announce = Callable[[str], Awaitable[None]]
 
 class StageFailed(RuntimeError):
     """A stage could not finish; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class RetrainRequest:
-    run_id: int
-    job_id: int | None
-    created: bool  # False: one was already queued or running, this is that one
-    status: str
-    since: datetime  # when it was queued (or started, once running)
-    trigger: str
-
-
-async def request_retrain(
-    sessions: async_sessionmaker[AsyncSession], *, trigger: str, requested_by: str | None = None
-) -> RetrainRequest:
-    """Queue a retrain, unless one is queued or running: then say which, and since when."""
-    from bot.jobs.maintenance import MAINTENANCE_QUEUE
-
-    try:
-        async with sessions.begin() as session:
-            if (current := await _unfinished(session)) is not None:
-                return _request(current, created=False)
-            run = RetrainRun(trigger=trigger, requested_by=requested_by, status="queued")
-            session.add(run)
-            await session.flush()  # a second request racing this one stops here (unique index)
-            run.job_id = await queries.defer_job(
-                session,
-                task=RETRAIN_TASK,
-                queue=MAINTENANCE_QUEUE,
-                args={"run_id": run.id},
-                lock=RETRAIN_LOCK,
-            )
-            await session.flush()
-            await session.refresh(run)
-            return _request(run, created=True)
-    except IntegrityError:
-        async with sessions() as session:
-            current = await _unfinished(session)
-        if current is None:  # pragma: no cover - finished between the two reads
-            raise
-        return _request(current, created=False)
-
-
-async def _unfinished(session: AsyncSession) -> RetrainRun | None:
-    return await session.scalar(select(RetrainRun).where(RetrainRun.status.in_(UNFINISHED)))
-
-
-def _request(run: RetrainRun, *, created: bool) -> RetrainRequest:
-    since = run.started_at or run.created_at
-    return RetrainRequest(run.id, run.job_id, created, run.status, since, run.trigger)
-
-
-async def runs(sessions: async_sessionmaker[AsyncSession], limit: int = 10) -> list[RetrainRun]:
-    """The latest runs, newest first."""
-    async with sessions() as session:
-        rows = await session.scalars(select(RetrainRun).order_by(RetrainRun.id.desc()).limit(limit))
-        return list(rows)
-
-
-async def picks_since_last_run(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Picks recorded after the last run began (all picks when none has run)."""
-    async with sessions() as session:
-        last = await session.scalar(select(func.max(RetrainRun.created_at)))
-        query = select(func.count()).select_from(Choice)
-        if last is not None:
-            query = query.where(Choice.chosen_at > last)
-        return int(await session.scalar(query) or 0)
-
-
-async def check_new_picks(platform: Platform) -> RetrainRequest | None:
-    """The threshold trigger: queue a retrain once ``retrain.new_picks`` picks arrived."""
-    threshold = platform.settings.retrain.new_picks
-    if threshold is None:
-        return None
-    waiting = await picks_since_last_run(platform.sessions)
-    if waiting < threshold:
-        return None
-    request = await request_retrain(platform.sessions, trigger="new-picks")
-    if request.created:
-        log.info(
-            "%d new picks (threshold %d): retrain %d queued", waiting, threshold, request.run_id
-        )
-    return request
 
 
 class Retrain:
@@ -465,36 +375,3 @@ def trainer_command(settings: Settings) -> list[str]:
             "training.retrain",
         ]
     return [sys.executable, "-m", "training.retrain"]
-
-
-async def mark_abandoned_in(session: AsyncSession, run_id: int, reason: str) -> None:
-    """Fail a run whose job will not run again (its worker died once too often)."""
-    await session.execute(
-        update(RetrainRun)
-        .where(RetrainRun.id == run_id, RetrainRun.status.in_(UNFINISHED))
-        .values(status="failed", error=reason, finished_at=func.now())
-    )
-
-
-async def requeue_orphaned_runs(session: AsyncSession) -> list[int]:
-    """Queue a new job for unfinished runs whose job ended (the worker stopped mid-run)."""
-    from bot.jobs.maintenance import MAINTENANCE_QUEUE
-
-    orphans = list(
-        await session.scalars(
-            text(
-                "SELECT r.id FROM retrain_runs r "
-                "LEFT JOIN procrastinate_jobs j ON j.id = r.job_id "
-                "WHERE r.status IN ('queued', 'running') "
-                "AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing')) "
-                "FOR UPDATE OF r SKIP LOCKED"
-            )
-        )
-    )
-    for run_id in orphans:
-        job_id = await queries.defer_job(session, task=RETRAIN_TASK, queue=MAINTENANCE_QUEUE,
-                                         args={"run_id": run_id}, lock=RETRAIN_LOCK)  # fmt: skip
-        await session.execute(
-            update(RetrainRun).where(RetrainRun.id == run_id).values(job_id=job_id)
-        )
-    return orphans

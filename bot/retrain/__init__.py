@@ -1,0 +1,36 @@
+"""The retrain loop: export, refit HPS, re-adapt the generator, promote what measurably wins.
+
+``requests``: asking for a run (one at a time), the schedule and new-picks triggers, and
+runs whose job ended midway. ``stages``: one run's stages, gates and records.
+"""
+
+from bot.retrain.requests import (
+    RETRAIN_LOCK,
+    RETRAIN_TASK,
+    UNFINISHED,
+    RetrainRequest,
+    check_new_picks,
+    mark_abandoned_in,
+    picks_since_last_run,
+    request_retrain,
+    requeue_orphaned_runs,
+    runs,
+)
+from bot.retrain.stages import Retrain, StageFailed, hps_base, trainer_command
+
+__all__ = [
+    "RETRAIN_LOCK",
+    "RETRAIN_TASK",
+    "UNFINISHED",
+    "Retrain",
+    "RetrainRequest",
+    "StageFailed",
+    "check_new_picks",
+    "hps_base",
+    "mark_abandoned_in",
+    "picks_since_last_run",
+    "request_retrain",
+    "requeue_orphaned_runs",
+    "runs",
+    "trainer_command",
+]
