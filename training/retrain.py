@@ -41,6 +41,20 @@ def _write_gate(out: Path, gate: dict[str, Any]) -> None:
     os.replace(staging, out / GATE)
 
 
+class _Remembered:
+    """A generator that makes each (prompt, seeds, settings) once and remembers it."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+        self.made: dict[Any, Any] = {}
+
+    def generate(self, prompt: str, seeds: list[int], **options: Any) -> Any:
+        key = (prompt, tuple(seeds), tuple(sorted(options.items())))
+        if key not in self.made:
+            self.made[key] = self.generator.generate(prompt, seeds, **options)
+        return self.made[key]
+
+
 def _figures(evaluation: Any) -> dict[str, Any]:
     return {
         "source": evaluation.source,
@@ -145,10 +159,11 @@ def adapt_stage(
         raise DatasetError(f"{data} has no test prompts to judge a new adapter by")
     options = {"cache_dir": cache, "device": device, "safety_checker": False}
     adapted = Generator.load(generator, adapter=adapter, **options)
-    plain = (
+    # What serves now makes the same images in both comparisons below: make them once.
+    plain = _Remembered(
         Generator.load(generator, adapter=Path(active), **options)
         if active
-        else (adapted.base_view())
+        else adapted.base_view()
     )
     # Served as trained ("Weird image." as the negative prompt) and without it: the
     # adapter keeps its negative prompt only when that measurably does better.

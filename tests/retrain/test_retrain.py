@@ -89,10 +89,9 @@ async def test_winning_candidates_are_promoted_and_losers_recorded(
     assert (Path(args[args.index("--data") + 1]) / "manifest.json").is_file()  # the export
 
     # A second run whose candidates lose: both recorded as candidates, nothing changes.
-    _use(platform, monkeypatch, _gates(hps_top1=0.565, win_rate=0.3))
-    monkeypatch.setenv("PREFLOOP_TEST_GATES", json.dumps(
-        {**_gates(hps_top1=0.565, win_rate=0.3),
-         "hps": {**_gates(0.565, 0.3)["hps"], "active": {"top1": 0.56}}}))  # fmt: skip
+    losing = _gates(hps_top1=0.565, win_rate=0.3)
+    losing["hps"]["active"] = {"top1": 0.56}  # the HPS promoted above
+    _use(platform, monkeypatch, losing)
     lost = await _run(platform)
     assert lost.status == "succeeded"
     assert not lost.outcome["hps"]["promoted"] and not lost.outcome["adapter"]["promoted"]
