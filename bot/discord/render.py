@@ -49,7 +49,9 @@ def public_model_name(model: str | None) -> str:
     """The name of a base model members may read: a hub id or a preset name, never a path.
 
     ``generator_version`` is ``model`` or ``model+adapter folder``; the adapter is shown by
-    its registry id instead, and a model loaded from a folder as "a local model".
+    its registry id instead, and a model loaded from a folder as "a local model". (A
+    relative folder of the form ``a/b`` cannot be told from a hub id here; the settings
+    should name local models by absolute path.)
     """
     name = (model or "").split("+", 1)[0]
     if not name:
