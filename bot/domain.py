@@ -133,9 +133,10 @@ class Stats:
     picks: int
     requester_picks: int
     repicks: int
-    active_models: dict[str, str]
+    active_models: dict[str, str]  # kind -> where it is stored (for admins and the CLI)
     member_generations: int | None = None
     member_picks: int | None = None
+    active_versions: dict[str, int] = field(default_factory=dict)  # kind -> registry id
 
 
 @dataclass(frozen=True)

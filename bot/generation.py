@@ -295,13 +295,19 @@ async def mark_failed_in(session: AsyncSession, generation_id: int, message: str
 
 
 def describe_failure(error: BaseException) -> str:
-    """A short, plain reason a member can read."""
+    """A plain sentence a member can read; it is shown publicly, next to their prompt.
+
+    Never the exception's own text: that may hold server paths, model names or other
+    members' data. The details are in the worker's log (``run`` logs the error), and
+    admins find the generation under "last failure" in ``/admin status``.
+    """
     if isinstance(error, asyncio.CancelledError):
         return "The worker was stopped while making these images; please try again."
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if "out of memory" in text.lower():
+    if "out of memory" in str(error).lower():
         return "The GPU ran out of memory; try fewer images or a smaller size."
-    return f"The generator failed: {text[:200]}"
+    if isinstance(error, GeneratorLoadError):
+        return "The image model could not be loaded; please try again later."
+    return "Something went wrong while making these images; please try again later."
 
 
 async def _notify_progress(session: AsyncSession, work: Work, step: int, total: int) -> None:

@@ -329,10 +329,11 @@ class CollectionService:
             )
             return bool(result.rowcount)
 
-    async def update_delivery(self, generation_id: int, **changes: Any) -> None:
-        """Merge ``changes`` into the front end's delivery note of a generation."""
+    async def update_delivery(self, generation_id: int, **changes: Any) -> bool:
+        """Merge ``changes`` into the front end's delivery note of a generation; False when
+        the generation is gone (deleted, e.g. its member asked to be forgotten)."""
         async with self.sessions.begin() as session:
-            await session.execute(
+            result = await session.execute(
                 update(Generation)
                 .where(Generation.id == generation_id)
                 .values(
@@ -341,6 +342,7 @@ class CollectionService:
                     )
                 )
             )
+            return bool(result.rowcount)
 
     async def audit(
         self,

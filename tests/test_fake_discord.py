@@ -303,6 +303,19 @@ async def test_rate_limit_is_retried(fake: FakeDiscord, bot: MiniBot) -> None:
     assert message.attachment_bytes() == PNG
 
 
+async def test_an_outage_fails_requests_until_it_ends(fake: FakeDiscord, bot: MiniBot) -> None:
+    """While Discord is down the bot gets server errors; afterwards its requests work."""
+    outage = fake.outage("POST", r"/channels/\d+/messages")
+    channel = bot.get_partial_messageable(fake.channel_id)
+    with pytest.raises(discord.DiscordServerError) as failed:
+        await channel.send("hello?")
+    assert failed.value.status == 503 and outage.answered == 1
+    assert (await bot.fetch_channel(fake.channel_id)).id == fake.channel_id  # unaffected
+    outage.end()
+    await channel.send("hello")
+    assert [m.content for m in fake.messages_in()] == ["hello"] and outage.answered == 1
+
+
 async def test_expired_token_fails_followups(fake: FakeDiscord, bot: MiniBot) -> None:
     """After the token expires followups fail with 50027; channel messages work."""
     it = await fake.slash_command("wait")

@@ -56,7 +56,7 @@ async def dataset_stats(session: AsyncSession, user: UserRef | None = None) -> S
     ).one()
     active = (
         await session.execute(
-            select(ModelVersion.kind, ModelVersion.uri).where(
+            select(ModelVersion.kind, ModelVersion.uri, ModelVersion.id).where(
                 ModelVersion.status == ModelStatus.active
             )
         )
@@ -71,9 +71,10 @@ async def dataset_stats(session: AsyncSession, user: UserRef | None = None) -> S
         picks=picks,
         requester_picks=requester,
         repicks=events - picks,
-        active_models={ModelKind(kind).value: uri for kind, uri in active},
+        active_models={ModelKind(kind).value: uri for kind, uri, _ in active},
         member_generations=mine[0],
         member_picks=mine[1],
+        active_versions={ModelKind(kind).value: version for kind, _, version in active},
     )
 
 

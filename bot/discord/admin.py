@@ -18,6 +18,9 @@ admin = app_commands.Group(
     name="admin",
     description="prefloop administration (for the admins set in prefloop's settings)",
     guild_only=True,
+    # Discord shows /admin to Manage Server members only (guild managers may change that);
+    # every call is still checked against prefloop's own admin list.
+    default_permissions=discord.Permissions(manage_guild=True),
 )
 
 

@@ -63,7 +63,12 @@ class PrefloopBot(discord.Client):
 
     def __init__(self, platform: Platform) -> None:
         discord_settings = platform.settings.discord
-        super().__init__(intents=discord.Intents.default(), proxy=discord_settings.proxy)
+        # No message of ours pings anyone unless it says so (only a result pings its requester).
+        super().__init__(
+            intents=discord.Intents.default(),
+            proxy=discord_settings.proxy,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         self.platform = platform
         self.settings: Settings = platform.settings
         self.service = platform.service
@@ -83,7 +88,9 @@ class PrefloopBot(discord.Client):
         channel_id = self.settings.discord.admin_channel_id
         assert channel_id is not None
         channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-        await channel.send(text[:2000])  # type: ignore[union-attr]
+        await channel.send(  # type: ignore[union-attr]
+            text[:2000], allowed_mentions=discord.AllowedMentions.none()
+        )
 
     async def close(self) -> None:
         # Let posts under way finish and be recorded before the connection goes.

@@ -53,7 +53,8 @@ async def imagine(
 async def stats(interaction: Interaction) -> None:
     bot = interaction.client
     numbers = await bot.service.stats(bot.member(interaction.user))
-    await interaction.response.send_message(render.stats(numbers), ephemeral=True)
+    text = render.stats(numbers, base_model=bot.settings.generator.model)
+    await interaction.response.send_message(text, ephemeral=True)
 
 
 @app_commands.command(name="forget-me", description="Delete your prompts and picks.")

@@ -5,7 +5,14 @@ token lives 15 minutes; after that (a long queue, a restart) the images go to th
 channel as a new message instead. Everything needed to answer is stored with the
 generation (``delivery``), so a restarted bot finishes what the old one started: it
 catches up on every (re)connect of its notification listener, and retries results that
-failed to post every ``retry_interval`` seconds.
+failed to post, waiting ``retry_interval`` seconds, then twice as long each time (up to
+``MAX_BACKOFF`` times as long). It gives a result up only when Discord answers that it
+can never be posted (the channel or message is gone, no access); an outage only delays it.
+
+Every message posted about a generation is recorded in its note (the interaction's own
+``message_id``, and ``posted`` for messages sent to the channel), so that ``take_down``
+can delete them all when the member asks to be forgotten. A message whose generation was
+deleted while it was being posted is deleted at once.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +46,32 @@ log = logging.getLogger(__name__)
 TOKEN_LIFETIME = timedelta(minutes=15)
 TOKEN_MARGIN = timedelta(seconds=30)  # stop using a token a little before Discord does
 EXPIRED = {50027, 10015}  # Invalid Webhook Token, Unknown Webhook
-GONE = {10003, 10008, 50001, 50013}  # Unknown Channel/Message, Missing Access/Permissions
-MAX_TRIES = 5  # posts of one result before giving up on it
+MAX_BACKOFF = 16  # the longest wait between tries of one result, in retry intervals
 REMEMBERED = 10_000  # answered generations kept in memory (the database has them all)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A result that failed to post: how often, and when it may be tried again."""
+
+    tries: int
+    due: float  # time.monotonic()
+
+
+def permanent(error: BaseException) -> bool:
+    """Whether Discord said a post can never succeed (Unknown Channel/Message, Missing
+    Access, a request it refuses). Outages (5xx), rate limits and network errors pass."""
+    if isinstance(error, discord.HTTPException):
+        return 400 <= error.status < 500 and error.status not in (408, 429)
+    return False
+
+
+def only_pings(user_id: int) -> discord.AllowedMentions:
+    """The mentions a result may notify: its requester's alone (the client's default is
+    none, so every other message pings no one)."""
+    return discord.AllowedMentions(
+        everyone=False, roles=False, users=[discord.Object(user_id)], replied_user=False
+    )
 
 
 class Deliverer:
@@ -54,7 +85,8 @@ class Deliverer:
         self._answered: OrderedDict[int, None] = OrderedDict()
         self._shown: dict[int, float] = {}  # when progress was last edited
         self._notes: dict[int, tuple[str, dict[str, Any]]] = {}  # prompt and delivery note
-        self._failures: dict[int, int] = {}
+        self._retries: dict[int, Retry] = {}  # results that failed to post
+        self._undeleted: dict[tuple[int, int], dict[str, Any] | None] = {}  # to take down
         self.listener = NotificationListener(
             bot.platform.database_url,
             on_generation=self.on_generation,
@@ -65,18 +97,28 @@ class Deliverer:
     async def run(self) -> None:
         """Listen for results; retry the ones that failed to post, now and then."""
         listening = asyncio.create_task(self.listener.run(), name="delivery listener")
+        retrying: asyncio.Task[None] | None = None
         try:
             while True:
                 await asyncio.sleep(self.bot.settings.discord.retry_interval)
-                if self._failures:
-                    await self.catch_up()
+                retrying = asyncio.create_task(self._retry_round(), name="delivery retries")
+                await asyncio.shield(retrying)  # a stop lets the round finish (below)
         finally:
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listening
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
-                    await self.listener.drain()  # posts under way finish and are recorded
+                    # posts under way finish and are recorded
+                    if retrying is not None:
+                        await retrying
+                    await self.listener.drain()
+
+    async def _retry_round(self) -> None:
+        try:
+            await self._retry_due()
+        except Exception:  # the database or Discord is away: the next round tries again
+            log.exception("retrying deliveries failed")
 
     def _lock(self, generation_id: int) -> asyncio.Lock:
         lock = self._locks.get(generation_id)
@@ -136,9 +178,24 @@ class Deliverer:
     # ----- notifications --------------------------------------------------------------
 
     async def catch_up(self) -> None:
-        """Answer every finished Discord generation that has not been shown yet."""
-        for generation_id in await self.service.undelivered(self.bot.frontend):
-            await self.deliver(generation_id)
+        """Answer every finished Discord generation that has not been shown yet (those that
+        failed to post lately only once their wait is over)."""
+        now = time.monotonic()
+        waiting = await self.service.undelivered(self.bot.frontend)
+        for gone in set(self._retries) - set(waiting):  # deleted meanwhile, or shown
+            del self._retries[gone]
+        for generation_id in waiting:
+            retry = self._retries.get(generation_id)
+            if retry is None or retry.due <= now:
+                await self.deliver(generation_id)
+
+    async def _retry_due(self) -> None:
+        now = time.monotonic()
+        if any(retry.due <= now for retry in self._retries.values()):
+            await self.catch_up()
+        for (channel_id, message_id), note in list(self._undeleted.items()):
+            if await self._delete_message(channel_id, message_id, note):
+                self._undeleted.pop((channel_id, message_id), None)
 
     async def on_generation(self, event: GenerationEvent) -> None:
         if event.frontend == self.bot.frontend.value:
@@ -192,31 +249,37 @@ class Deliverer:
                 try:
                     await self._post(view)
                 except Exception as error:
-                    if not self._give_up(generation_id, error):
-                        return  # tried again on the next catch-up
+                    if not permanent(error):
+                        self._wait_before_retry(generation_id, error)
+                        return  # tried again by a later catch-up, or the next bot process
+                    log.error("giving up on posting generation %s: %r", generation_id, error)
             self._remember_answered(generation_id)
             if view is not None and not view.delivered:
                 await self.service.mark_delivered(generation_id)
 
-    def _give_up(self, generation_id: int, error: Exception) -> bool:
-        tries = self._failures[generation_id] = self._failures.get(generation_id, 0) + 1
-        permanent = isinstance(error, discord.HTTPException) and error.code in GONE
-        if permanent or tries >= MAX_TRIES:
-            log.error("giving up on posting generation %s: %r", generation_id, error)
-            return True
-        log.warning("posting generation %s failed (try %s): %r", generation_id, tries, error)
-        return False
+    def _wait_before_retry(self, generation_id: int, error: Exception) -> None:
+        """Back off: one retry interval after the first failure, twice as long after each
+        next one, at most ``MAX_BACKOFF`` intervals."""
+        tries = self._retries[generation_id].tries + 1 if generation_id in self._retries else 1
+        interval = self.bot.settings.discord.retry_interval
+        wait = interval * min(2 ** (tries - 1), MAX_BACKOFF)
+        self._retries[generation_id] = Retry(tries, time.monotonic() + wait)
+        log.warning(
+            "posting generation %s failed (try %s), trying again in %.3g s: %r",
+            generation_id, tries, wait, error,
+        )  # fmt: skip
 
     def _remember_answered(self, generation_id: int) -> None:
         self._answered[generation_id] = None
         while len(self._answered) > REMEMBERED:
             self._answered.popitem(last=False)
-        for state in (self._shown, self._notes, self._failures):
+        for state in (self._shown, self._notes, self._retries):
             state.pop(generation_id, None)
 
     async def _post(self, view: GenerationView) -> None:
         note = view.delivery or {}
-        mention = f"<@{note['requester_id']}>"
+        requester = int(note["requester_id"])
+        mention, pings = f"<@{requester}>", only_pings(requester)
         if view.status == "done":
             images = await self._files(view, int(note.get("upload_limit") or DEFAULT_LIMIT))
             content = render.result(view, mention)
@@ -227,7 +290,11 @@ class Deliverer:
         if not _expired(note):
             try:
                 await self._webhook(note).edit_message(
-                    int(note["message_id"]), content=content, attachments=files, view=buttons
+                    int(note["message_id"]),
+                    content=content,
+                    attachments=files,
+                    view=buttons,
+                    allowed_mentions=pings,
                 )
                 return
             except discord.HTTPException as error:
@@ -237,8 +304,33 @@ class Deliverer:
                     file.reset()
         log.info("interaction of generation %s expired; posting to the channel", view.id)
         channel = await self._channel(int(note["channel_id"]))
-        await channel.send(content=content, files=files, view=buttons)
-        await self._edit_placeholder(note, "⬇️ The images are in a new message below.")
+        message = await channel.send(
+            content=content, files=files, view=buttons, allowed_mentions=pings
+        )
+        if await self._record_post(view, message):
+            await self._edit_placeholder(note, "⬇️ The images are in a new message below.")
+
+    async def _record_post(self, view: GenerationView, message: discord.Message) -> bool:
+        """Add a channel message to the generation's note, so that /forget-me finds it.
+
+        False when the generation was deleted meanwhile (the member asked to be
+        forgotten while the images were on their way): then everything posted about it
+        comes down at once. A message that cannot be recorded comes down too, before the
+        error is raised (the result is posted again later).
+        """
+        note = view.delivery or {}
+        where = {"channel_id": str(message.channel.id), "message_id": str(message.id)}
+        try:
+            kept = await self.service.update_delivery(
+                view.id, posted=[*note.get("posted", []), where]
+            )
+        except Exception:
+            await self._delete_message(message.channel.id, message.id)
+            raise
+        if not kept:
+            log.info("generation %s was deleted while it was posted; taking it down", view.id)
+            await self.take_down([{**note, "posted": [*note.get("posted", []), where]}])
+        return kept
 
     async def _files(self, view: GenerationView, limit: int) -> list[tuple[int, discord.File]]:
         """(image index, file) for every image still in the store, fitted to ``limit``."""
@@ -263,23 +355,60 @@ class Deliverer:
             view = await self._generation(generation_id)
             if view is None or view.delivery is None:
                 return
-            content = render.result(view, f"<@{view.delivery['requester_id']}>")
+            requester = int(view.delivery["requester_id"])
+            content = render.result(view, f"<@{requester}>")
             if content == message.content:
                 return
             try:
-                await message.edit(content=content)
+                await message.edit(content=content, allowed_mentions=only_pings(requester))
             except discord.HTTPException as error:
                 log.info("pick count of generation %s not updated: %s", generation_id, error)
 
     async def take_down(self, notes: list[dict[str, Any]]) -> int:
-        """Replace what was posted for deleted generations (a member asked to be forgotten)."""
+        """Delete every message posted about deleted generations (a member asked to be
+        forgotten): the interaction's own message and those sent to the channel.
+
+        Returns how many are gone. One that Discord could not delete now (an outage) is
+        tried again with the failed results; one it refuses to delete is logged.
+        """
         done = 0
         for note in notes:
-            if await self._edit_placeholder(note, "🗑️ Deleted at the member's request."):
-                done += 1
+            for channel_id, message_id in posted_messages(note):
+                if await self._delete_message(channel_id, message_id, note):
+                    done += 1
         return done
 
     # ----- helpers --------------------------------------------------------------------
+
+    async def _delete_message(
+        self, channel_id: int, message_id: int, note: dict[str, Any] | None = None
+    ) -> bool:
+        """Delete one of our messages; True when it is gone (or was already)."""
+        try:
+            try:
+                channel = await self._channel(channel_id)
+                await channel.get_partial_message(message_id).delete()
+            except discord.Forbidden:
+                # No access to the channel: the interaction's token still reaches its message.
+                if note is None or note.get("message_id") != str(message_id) or _expired(note):
+                    raise
+                await self._webhook(note).delete_message(message_id)
+        except discord.NotFound:
+            pass  # deleted already, or its channel is
+        except Exception as error:
+            return self._undeletable(channel_id, message_id, note, error)
+        self._undeleted.pop((channel_id, message_id), None)
+        return True
+
+    def _undeletable(
+        self, channel_id: int, message_id: int, note: dict[str, Any] | None, error: Exception
+    ) -> bool:
+        if permanent(error):
+            log.error("cannot delete message %s in %s: %r", message_id, channel_id, error)
+        else:
+            log.warning("message %s not deleted yet, trying again: %r", message_id, error)
+            self._undeleted[(channel_id, message_id)] = note
+        return False
 
     async def _edit_placeholder(self, note: dict[str, Any], text: str) -> bool:
         """Best effort: rewrite the interaction's first message through the channel."""
@@ -307,3 +436,13 @@ class Deliverer:
 
 def _expired(note: dict[str, Any]) -> bool:
     return datetime.fromisoformat(note["token_expires_at"]) <= datetime.now(UTC)
+
+
+def posted_messages(note: dict[str, Any]) -> Iterator[tuple[int, int]]:
+    """(channel id, message id) of every message a delivery note records."""
+    entries = [note, *note.get("posted", [])]
+    for entry in entries:
+        try:
+            yield int(entry["channel_id"]), int(entry["message_id"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("a delivery note names no message: %r", entry)

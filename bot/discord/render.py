@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any
 
 from bot.domain import GenerationView, QueueStatus, Stats
@@ -17,9 +19,44 @@ HELP = (
 )
 
 
+# Every character Discord's markdown gives a meaning to (emphasis, code, spoilers, quotes,
+# headings, lists, masked links, mentions, emoji and channel tags, URL schemes). A backslash
+# before punctuation shows the character itself.
+_MARKDOWN = re.compile(r"([\\*_~|`>#\-\[\]()<:])")
+_ZERO_WIDTH_SPACE = "\u200b"
+# A preset name ("tiny") or a hub id (owner/name): the only model names members may read.
+_PUBLIC_MODEL = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def escape(text: str) -> str:
+    """Member text made inert: shown as typed, never as markdown, a link or a mention.
+
+    Line breaks and other control characters become spaces (an echo is one line). A
+    zero-width space after every ``@`` keeps ``@everyone``, ``@here`` and ``<@id>`` from
+    being read as mentions even where allowed_mentions would permit one.
+    """
+    flat = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+    return _MARKDOWN.sub(r"\\\1", flat).replace("@", "@" + _ZERO_WIDTH_SPACE)
+
+
 def _short(prompt: str, limit: int = 200) -> str:
-    prompt = prompt.replace("*", "\\*").replace("`", "'")
-    return prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
+    # Cut before escaping, so that the cut never splits an escape.
+    prompt = prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
+    return escape(prompt)
+
+
+def public_model_name(model: str | None) -> str:
+    """The name of a base model members may read: a hub id or a preset name, never a path.
+
+    ``generator_version`` is ``model`` or ``model+adapter folder``; the adapter is shown by
+    its registry id instead, and a model loaded from a folder as "a local model". (A
+    relative folder of the form ``a/b`` cannot be told from a hub id here; the settings
+    should name local models by absolute path.)
+    """
+    name = (model or "").split("+", 1)[0]
+    if not name:
+        return "an unknown model"
+    return name if _PUBLIC_MODEL.match(name) and ".." not in name else "a local model"
 
 
 def queued(prompt: str, position: int) -> str:
@@ -34,8 +71,9 @@ def progress(prompt: str, step: int, total: int) -> str:
 
 
 def made_by(view: GenerationView) -> str:
+    """The base model by its public name and the adapter by its registry id."""
     adapter = f"adapter #{view.adapter_version_id}" if view.adapter_version_id else "no adapter"
-    return f"`{view.generator_version or 'unknown model'}`, {adapter}"
+    return f"{escape(public_model_name(view.generator_version))}, {adapter}"
 
 
 def pickers(count: int) -> str:
@@ -56,7 +94,8 @@ def result(view: GenerationView, requester_mention: str) -> str:
 
 
 def failed(view: GenerationView, requester_mention: str) -> str:
-    reason = view.error or "unknown reason"
+    """The public message of a failed generation; ``error`` is the worker's plain sentence."""
+    reason = escape(view.error or "The images could not be made.")
     return f"❌ **{_short(view.prompt)}** — for {requester_mention}: {reason}"
 
 
@@ -69,8 +108,11 @@ def picked(index: int, previous: int | None, changed: bool) -> str:
     return f"You changed your pick from image {previous + 1} to image {k}."
 
 
-def stats(numbers: Stats) -> str:
-    models = ", ".join(f"{k}: `{v}`" for k, v in numbers.active_models.items()) or "none yet"
+def stats(numbers: Stats, base_model: str | None = None) -> str:
+    """A member's /stats: registry ids of the active models, never where they are stored."""
+    trained = [f"{kind} #{version}" for kind, version in sorted(numbers.active_versions.items())]
+    base = [f"generator {escape(public_model_name(base_model))}"] if base_model else []
+    models = ", ".join(base + trained) or "none yet"
     done = numbers.generations.get("done", 0)
     return (
         f"**You**: {numbers.member_generations or 0} prompts, "
@@ -102,7 +144,8 @@ def queue_status(status: QueueStatus) -> str:
         else "nothing finished yet"
     )
     failure = (
-        f"; last failure #{status.last_failure[0]}: {status.last_failure[1]}"
+        f"; last failure #{status.last_failure[0]}: {status.last_failure[1]} (details in the "
+        "worker's log)"
         if status.last_failure
         else ""
     )

@@ -130,6 +130,34 @@ async def test_a_result_that_failed_to_post_is_posted_later(
     assert failures == [1] and len(final.attachments) == 2
 
 
+async def test_a_result_outlasts_a_discord_outage_and_a_restart(
+    bot_platform: Any, fake: Any
+) -> None:
+    old_retry_budget = 5  # tries after which results used to be dropped for good
+    bot_platform.settings.discord.retry_interval = 0.05
+    bot_platform.settings.generator.steps = 4
+    async with bot_running(bot_platform, fake):
+        it = await imagine(fake, ALICE, "a cat in the storm", count=2)
+        await fake.wait_for(lambda: "queued" in (it.original.content if it.original else ""))
+        # A long queue (the result goes to the channel), and the channel is down meanwhile.
+        await bot_platform.service.update_delivery(1, token_expires_at="2000-01-01T00:00:00+00:00")
+        outage = fake.outage("POST", r"/channels/\d+/messages")
+        async with worker_running(bot_platform):
+            await fake.wait_for(lambda: outage.answered > old_retry_budget + 1, timeout=180)
+    tried = outage.answered
+    assert not (await bot_platform.service.get_generation(1)).delivered
+    async with bot_running(bot_platform, fake):  # a new process, while Discord is still down
+        await fake.wait_for(lambda: outage.answered > tried, timeout=30)
+        outage.end()
+        posted = await fake.wait_for(
+            lambda: [m for m in fake.messages_in() if m.via == "channel" and m.attachments],
+            timeout=60,
+        )
+        await fake.wait_for(lambda: "images are in a new message" in it.original.content)
+    assert len(posted) == 1 and f"<@{ALICE}>" in posted[0].content
+    assert (await bot_platform.service.get_generation(1)).delivered
+
+
 @pytest.mark.parametrize("how", ["discord says so", "our clock says so"])
 async def test_images_reach_the_channel_when_the_interaction_expired(
     bot_platform: Any, fake: Any, how: str

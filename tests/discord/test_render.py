@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import random
+from datetime import UTC, datetime
+from typing import Any
 
 from PIL import Image
 
+from bot.db.models import Frontend
 from bot.discord import render
 from bot.discord.uploads import fit_for_upload
+from bot.domain import GenerationView, Stats, UserRef
 
 
 def _noise_png(side: int) -> bytes:
@@ -43,3 +47,66 @@ def test_pick_confirmations_say_what_happened() -> None:
 def test_prompts_cannot_break_the_markdown() -> None:
     assert "\\*\\*bold\\*\\*" in render.queued("**bold**", 1)
     assert render.queued("x", 3).endswith("position 3 in the queue")
+
+
+def _view(**fields: Any) -> GenerationView:
+    defaults: dict[str, Any] = dict(
+        id=7,
+        prompt="a cat",
+        negative_prompt="",
+        status="done",
+        requested_by=UserRef(Frontend.discord, "1"),
+        n_images=2,
+        params={},
+        generator_version="tiny",
+        adapter_version_id=None,
+        error=None,
+        requested_at=datetime.now(UTC),
+        finished_at=datetime.now(UTC),
+    )
+    return GenerationView(**{**defaults, **fields})
+
+
+HOSTILE = "@everyone @here <@123> <@!45> <@&678> <#9> [click](https://evil.example) __u__ ||s||"
+
+
+def test_echoed_member_text_pings_nobody_and_renders_no_markdown() -> None:
+    shown = render.result(_view(prompt=HOSTILE), "<@1>")
+    echoed = shown.split("\n")[0]
+    for live in ("@everyone", "@here", "<@123>", "<@!45>", "<@&678>", "<#9>", "](", "__", "||"):
+        assert live not in echoed, live
+    assert "<@1>" in shown  # the requester's own mention is the only one
+    # What members read is what was typed: drop the escapes and the text is back.
+    unescaped = echoed.replace("\\", "").replace("\u200b", "")
+    assert HOSTILE in unescaped
+
+
+def test_line_breaks_and_cuts_cannot_break_out_of_the_echo() -> None:
+    assert "\n" not in render.queued("a\n# heading\n> quote", 1)
+    cut = render.progress("*" * 300, 0, 10)  # cut after escaping would leave a lone "\"
+    prompt = cut.split("**")[1]
+    assert prompt.endswith("…") and prompt.count("\\*") == 199
+
+
+def test_made_by_names_the_base_model_publicly_and_the_adapter_by_its_id() -> None:
+    on_disk = _view(
+        generator_version="/srv/prefloop/models/sd+/srv/data/adapters/5", adapter_version_id=5
+    )
+    assert render.made_by(on_disk) == "a local model, adapter #5"
+    hub = _view(generator_version="CompVis/stable-diffusion-v1-4")
+    assert render.made_by(hub) == "CompVis/stable\\-diffusion\\-v1\\-4, no adapter"
+    assert render.made_by(_view(generator_version="tiny+/tmp/x")).startswith("tiny, ")
+    for path in ("~/models/sd", "./sd", "../sd", "C:\\models\\sd", "a/b/c", None):
+        assert render.public_model_name(path) in ("a local model", "an unknown model"), path
+
+
+def test_stats_show_registry_ids_not_where_models_are_stored() -> None:
+    numbers = Stats(
+        members=1, banned=0, generations={}, images=0, flagged_images=0, picks=0,
+        requester_picks=0, repicks=0,
+        active_models={"hps": "/srv/models/hps-3", "generator_adapter": "/srv/adapters/5"},
+        active_versions={"hps": 3, "generator_adapter": 5},
+    )  # fmt: skip
+    text = render.stats(numbers, base_model="/srv/models/sd")
+    assert "generator a local model, generator_adapter #5, hps #3" in text
+    assert "/srv" not in text

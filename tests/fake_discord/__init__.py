@@ -37,7 +37,9 @@ API (all on FakeDiscord unless noted):
   ``callback_status``, ``attempts``, ``acknowledged``, ``original``, ``messages()``,
   ``followups()``, ``payload`` (the INTERACTION_CREATE data), ``delivered``.
 - ``expire_interaction(it)``; ``await drop_gateway()`` (the client RESUMEs).
-- ``rate_limit(method, path_regex, retry_after=1.0, times=1, *, is_global=False)``.
+- ``rate_limit(method, path_regex, retry_after=1.0, times=1, *, is_global=False)``;
+  ``outage(method, path_regex, status=503) -> Outage`` fails matching requests until
+  ``outage.end()`` (``outage.answered`` counts them).
 - ``commands(guild_id=None)``; ``messages_in(channel_id=None, visible_to=None,
   include_deleted=False)`` (None: public messages only); ``message(id)``;
   ``attachment_bytes(message_id, filename=None)``.
@@ -56,6 +58,7 @@ from tests.fake_discord.guild import Member, Role
 from tests.fake_discord.interactions import CallbackAttempt, InteractionHandle, UserOption
 from tests.fake_discord.messages import MessageRevision, StoredAttachment, StoredMessage
 from tests.fake_discord.records import GatewayFrame, RecordedRequest, UploadedFile
+from tests.fake_discord.rest import Outage
 from tests.fake_discord.server import FakeDiscord, FakeDiscordError
 
 __all__ = [
@@ -66,6 +69,7 @@ __all__ = [
     "InteractionHandle",
     "Member",
     "MessageRevision",
+    "Outage",
     "RecordedRequest",
     "Role",
     "StoredAttachment",

@@ -139,7 +139,7 @@ def _command(
         "description": body.get("description", ""),
         "description_localizations": body.get("description_localizations"),
         "options": body.get("options", []),
-        "default_member_permissions": body.get("default_member_permissions"),
+        "default_member_permissions": _permissions(body.get("default_member_permissions")),
         "dm_permission": body.get("dm_permission", True),
         "contexts": body.get("contexts"),
         "integration_types": body.get("integration_types", [0]),
@@ -148,3 +148,8 @@ def _command(
     if guild_id is not None:
         command["guild_id"] = str(guild_id)
     return command
+
+
+def _permissions(value: Any) -> str | None:
+    # Discord accepts a number or a string and always answers the bit set as a string.
+    return None if value is None else str(int(value))

@@ -69,6 +69,31 @@ class RateLimitRule:
         return Reply(429, body, headers)
 
 
+@dataclass
+class Outage:
+    """Answer every request matching method and path with ``status`` until ``end()``."""
+
+    method: str | None
+    pattern: re.Pattern[str]
+    status: int
+    active: bool = True
+    answered: int = 0  # requests it failed
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether a request falls into the outage now."""
+        method_ok = self.method is None or self.method == method
+        return self.active and method_ok and self.pattern.fullmatch(path) is not None
+
+    def reply(self) -> Reply:
+        """What Discord's edge answers while it is down (no JSON error code)."""
+        self.answered += 1
+        return Reply(self.status, {"message": "Service Unavailable", "code": 0})
+
+    def end(self) -> None:
+        """Discord is back: requests are answered as usual from now on."""
+        self.active = False
+
+
 class ParseError(Exception):
     """A request body the fake (and Discord) cannot read."""
 
@@ -155,6 +180,9 @@ class RestApi:
         return record
 
     def _answer(self, request: web.Request, record: RecordedRequest) -> Reply:
+        outage = self.fake.outage_for(record.method, record.path)
+        if outage is not None:
+            return outage.reply()
         throttled = self.fake.take_rate_limit(record.method, record.path)
         if throttled is not None:
             return throttled.reply()

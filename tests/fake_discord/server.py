@@ -34,7 +34,7 @@ from tests.fake_discord.payloads import (
     interaction_token,
 )
 from tests.fake_discord.records import GatewayFrame, RecordedRequest
-from tests.fake_discord.rest import RateLimitRule, RestApi
+from tests.fake_discord.rest import Outage, RateLimitRule, RestApi
 
 T = TypeVar("T")
 GUILD_MESSAGES = 1 << 9
@@ -93,6 +93,7 @@ class FakeDiscord:
         )
         self.base_url = self.api_base = self.gateway_url = ""
         self._rate_limits: list[RateLimitRule] = []
+        self._outages: list[Outage] = []
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.verify_key = secrets.token_hex(32)
@@ -288,6 +289,22 @@ class FakeDiscord:
         rule = RateLimitRule(upper, re.compile(path), retry_after, times, is_global)
         self._rate_limits.append(rule)
         return rule
+
+    def outage(self, method: str | None, path: str, status: int = 503) -> Outage:
+        """Fail every request matching (method, path regex) with ``status`` until the
+        returned outage's ``end()``; ``outage.answered`` counts the requests it failed.
+
+        discord.py's REST client raises DiscordServerError at once for a 503 (it retries
+        500, 502, 504 and 524 itself); its webhook adapter retries any 5xx five times.
+        """
+        upper = None if method is None else method.upper()
+        outage = Outage(upper, re.compile(path), status)
+        self._outages.append(outage)
+        return outage
+
+    def outage_for(self, method: str, path: str) -> Outage | None:
+        """The outage a request falls into, if any."""
+        return next((o for o in self._outages if o.matches(method, path)), None)
 
     def take_rate_limit(self, method: str, path: str) -> RateLimitRule | None:
         """The rule a request trips, using up one of its 429s."""
