@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bot.export.layout import fsync_file
 from bot.export.picks import Candidate, Picture, Reason
 from bot.storage import LocalStorage, Storage, StorageError
 
@@ -29,7 +30,11 @@ IMAGES = "preference_images"
 
 
 class ImageSource:
-    """Where images come from: hard links into a local store, else copies or downloads."""
+    """Where images come from: hard links into a local store, else copies or downloads.
+
+    Copies and downloads are fsynced as they are written (a link adds no data: the
+    folder's own fsync at publishing covers it).
+    """
 
     def __init__(self, storage: Storage, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.storage = storage
@@ -52,7 +57,10 @@ class ImageSource:
             data = self.read(key)
             if data is None:
                 return False
-            Path(dest).write_bytes(data)
+            with open(dest, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
             self.copied += 1
             return True
         source = self.path(key)
@@ -71,6 +79,7 @@ class ImageSource:
             shutil.copyfile(source, dest)
         except FileNotFoundError:
             return self._gone(key)
+        fsync_file(dest)
         self.copied += 1
         return True
 
@@ -174,6 +183,8 @@ class HpsWriter:
     def close(self) -> list[Path]:
         for split, file in self.files.items():
             file.write("\n]\n" if self.counts[split] else "[]\n")
+            file.flush()
+            os.fsync(file.fileno())
             file.close()
         return [self.staging / f"preference_{s}.json" for s in SPLITS]
 
@@ -310,6 +321,7 @@ class ParquetWriter:
         for split in SPLITS:
             self._flush(split)
             self.writers[split].close()
+            fsync_file(self.paths[split])
         return list(self.paths.values())
 
     def abort(self) -> None:
