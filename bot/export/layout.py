@@ -175,7 +175,12 @@ def publish(staging: Path, out: Path) -> None:
             return
         old = out.parent / f".{out.name}.{OLD}-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)
-        os.rename(staging, out)  # a crash before this line: recover() renames old back
+        try:
+            os.rename(staging, out)  # a crash before this: recover() renames old back
+        except BaseException:
+            with contextlib.suppress(OSError):  # still running: put it back at once
+                os.rename(old, out)
+            raise
         fsync_dir(out.parent)
         shutil.rmtree(old, ignore_errors=True)
         return

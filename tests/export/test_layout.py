@@ -123,3 +123,22 @@ def test_publishing_fsyncs_the_files_the_folders_and_the_parent(
     synced.clear()
     layout.publish(again, out)
     assert _label(out) == "newer" and str(tmp_path) in synced
+
+
+def test_a_failed_rename_into_place_puts_the_earlier_export_back_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _export(tmp_path / "out", "old")
+    staging = _staged(out, "new")
+    monkeypatch.setattr(layout, "exchange", lambda a, b: False)
+    real_rename = os.rename
+
+    def refuse_staging(source: object, target: object) -> None:
+        if Path(str(source)) == staging:
+            raise PermissionError(13, "Permission denied", str(target))
+        real_rename(source, target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", refuse_staging)
+    with pytest.raises(PermissionError):
+        layout.publish(staging, out)
+    assert _label(out) == "old"  # no gap until the next export
