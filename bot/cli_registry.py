@@ -67,17 +67,23 @@ def register_model(
     kind: Kind,
     uri: Annotated[str, typer.Argument(help="Where the model is (a folder or a source).")],
 ) -> None:
-    """Record a trained model as a candidate (it serves once promoted)."""
+    """Record a trained model as a candidate (it serves once promoted).
+
+    A path is checked and recorded absolute, so every worker finds the same model.
+    """
     _check(kind)
 
     async def go(platform: Any) -> None:
-        info_path = Path(uri) / "prefloop.json"
+        from bot.registry import model_location
+
+        location = model_location(kind, uri)
+        info_path = Path(location) / "prefloop.json"
         metrics = (
             json.loads(info_path.read_text()).get("metrics", {}) if info_path.is_file() else {}
         )
-        version = await _registry(platform).register(kind, uri, metrics)
-        await platform.service.audit(member(None), "register", target=str(version), uri=uri)
-        console.print(f"registered {kind} version {version}: {uri}", markup=False)
+        version = await _registry(platform).register(kind, location, metrics)
+        await platform.service.audit(member(None), "register", target=str(version), uri=location)
+        console.print(f"registered {kind} version {version}: {location}", markup=False)
 
     run_command(with_platform(cli_settings(), go))
 

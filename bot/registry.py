@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -16,6 +17,44 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import ModelKind, ModelStatus, ModelVersion
 from bot.domain import Refusal
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def model_location(kind: str, uri: str) -> str:
+    """Where a model to register is, as the registry keeps it: an absolute, resolved path.
+
+    A relative path would mean another folder to a worker started elsewhere, and a
+    missing one would fail only when the model first serves: both are refused here.
+    An HPS may also be a name rather than a file (a preset such as ``tiny``, or open_clip
+    weights such as ``ViT-L-14:openai``), kept as given; ``ARCH:FILE`` keeps its arch.
+    """
+    path = Path(uri).expanduser()
+    if kind == "hps" and not path.exists():
+        arch, colon, spec = uri.partition(":")
+        if colon and arch and not _looks_like_a_path(arch):  # ARCH:FILE or ARCH:TAG
+            if not _looks_like_a_path(spec):
+                return uri  # weights open_clip downloads by name
+            return f"{arch}:{_existing(Path(spec).expanduser(), 'the checkpoint file')}"
+        if not _looks_like_a_path(uri):
+            return uri  # a preset's name
+    if kind == "generator_adapter" and path.exists() and not path.is_dir():
+        raise Refusal(
+            f"{path.resolve()} is not a folder: an adapter is a folder holding "
+            "pytorch_lora_weights.safetensors",
+            code="not_a_model",
+        )
+    return _existing(path, "the model")
+
+
+def _looks_like_a_path(text: str) -> bool:
+    return "/" in text or text.startswith((".", "~")) or text.endswith(CHECKPOINT_SUFFIXES)
+
+
+def _existing(path: Path, what: str) -> str:
+    if not path.exists():
+        raise Refusal(f"{what} {path.absolute()} does not exist", code="no_model")
+    return str(path.resolve())
 
 
 @dataclass(frozen=True)
@@ -39,7 +78,8 @@ class ModelRegistry:
         self.sessions = sessions
 
     async def register(self, kind: str, uri: str, metrics: dict[str, Any] | None = None) -> int:
-        """Record a candidate (it serves only once promoted)."""
+        """Record a candidate (it serves only once promoted); ``uri`` as
+        :func:`model_location` gives it."""
         async with self.sessions.begin() as session:
             row = ModelVersion(kind=ModelKind(kind), uri=uri, metrics=metrics or {})
             session.add(row)

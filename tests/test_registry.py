@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -101,15 +102,43 @@ async def test_the_models_command_registers_promotes_and_rolls_back(
     folder.mkdir()
     (folder / "prefloop.json").write_text(json.dumps({"metrics": {"test_top1": 0.41}}))
 
-    registered = prefloop("models", "register", "hps", str(folder), env=env)
+    registered = prefloop("models", "register", "hps", "hps-1", env=env, cwd=tmp_path)
     assert registered.returncode == 0 and "registered hps version 1" in registered.stdout
+    async with platform.engine.connect() as connection:  # absolute: any worker finds it
+        uri = await connection.scalar(text("SELECT uri FROM model_versions WHERE id = 1"))
+    assert uri == str(folder.resolve())
+    missing = prefloop("models", "register", "generator_adapter", "models/x", env=env, cwd=tmp_path)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert f"the model {tmp_path / 'models' / 'x'} does not exist" in missing.stderr
     assert "hps version 1 is active" in prefloop("models", "promote", "1", env=env).stdout
     listed = prefloop("models", "list", env=env).stdout
     assert "active" in listed and "test_top1 0.41" in listed
     rolled = prefloop("models", "rollback", "hps", env=env)
     assert "no hps version is active now" in rolled.stdout
-    missing = prefloop("models", "promote", "7", env=env)
-    assert missing.returncode == 1 and "There is no model version 7" in missing.stderr
+    unknown = prefloop("models", "promote", "7", env=env)
+    assert unknown.returncode == 1 and "There is no model version 7" in unknown.stderr
     async with platform.engine.connect() as connection:
         actions = await connection.execute(text("SELECT action FROM admin_actions ORDER BY id"))
         assert [a for (a,) in actions] == ["register", "promote", "rollback"]
+
+
+def test_registered_locations_are_absolute_paths_or_model_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.registry import model_location
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "lora").mkdir(parents=True)
+    (tmp_path / "hps.pt").write_bytes(b"weights")
+    assert model_location("generator_adapter", "models/lora") == str(tmp_path / "models" / "lora")
+    assert model_location("hps", "./hps.pt") == str(tmp_path / "hps.pt")
+    assert model_location("hps", "ViT-B-32:hps.pt") == f"ViT-B-32:{tmp_path / 'hps.pt'}"
+    assert model_location("hps", "tiny") == "tiny"  # a preset's name
+    assert model_location("hps", "ViT-L-14:openai") == "ViT-L-14:openai"  # weights by name
+    gone = re.escape(f"the model {tmp_path / 'models' / 'gone'} does not exist")
+    with pytest.raises(Refusal, match=gone):
+        model_location("hps", "models/gone")
+    with pytest.raises(Refusal, match=r"the checkpoint file /nowhere/hps\.pt does not exist"):
+        model_location("hps", "ViT-B-32:/nowhere/hps.pt")
+    with pytest.raises(Refusal, match=r"hps\.pt is not a folder"):
+        model_location("generator_adapter", "hps.pt")

@@ -4,7 +4,11 @@ All three become :class:`Example` s: a prompt, its 2-4 image files and the index
 one a person chose. Accepted inputs:
 
 - a folder in the HPS v1 release layout (what ``prefloop export`` writes):
-  ``preference_{train,test}.json`` with images under ``preference_images/``;
+  ``preference_{train,test}.json`` with images under ``preference_images/``. A
+  ``file_path`` entry may carry that folder (``"preference_images/2_0.jpg"``, as the
+  release and prefloop write) or not (``"2_0.jpg"``, as older prefloop exports did);
+  ``id`` may be an int (the release) or a string (prefloop's keyed ids): it becomes a
+  string either way;
 - a folder or file of HPD v2 (HPSv2's data): ``train.json`` whose ``human_preference`` is
   a list with one score per image (the highest is the chosen one), images in ``train/``;
 - any single JSON file holding such a list.
@@ -19,7 +23,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -235,18 +239,21 @@ def _chosen(preference: Any, n: int) -> int | str:
     return f"human_preference {preference!r} is neither an index nor a list"
 
 
-def _resolve(name: str, bases: Iterable[Path], check_files: bool) -> Path | None:
+def _resolve(name: str, bases: list[Path], check_files: bool) -> Path | None:
     given = Path(name)
     if given.is_absolute():
         return given if not check_files or given.is_file() else None
-    candidates = [base / given for base in bases]
+    # "preference_images/1_0.png" is relative to the JSON file's folder (the last base);
+    # a bare "1_0.png" to an image folder.
+    order = [bases[-1], *bases[:-1]] if len(given.parts) > 1 else bases
+    candidates = [base / given for base in order]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     if check_files:
         return None
-    # Unchecked: the first image folder that exists (the JSON file's own folder at last).
-    return next((base / given for base in bases if base.is_dir()), candidates[-1])
+    # Unchecked: the first place whose folder exists.
+    return next((c for c in candidates if c.parent.is_dir()), candidates[-1])
 
 
 def main(argv: list[str] | None = None) -> int:

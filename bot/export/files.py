@@ -4,7 +4,8 @@ Two layouts share one interface, ``add(candidate, split, contain_name)`` returni
 reason a pick could not be written (its image files are gone) or None:
 
 - :class:`HpsWriter`: the HPS v1 release layout, ``preference_images/{id}_{k}.{ext}``
-  and ``preference_{train,test}.json``, written as streams.
+  and ``preference_{train,test}.json``, written as streams; ``file_path`` entries carry
+  the folder (``"preference_images/{id}_{k}.png"``), as the release's own JSON does.
 - :class:`ParquetWriter`: ``{train,test}.parquet``, one row per pick, images embedded.
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bot.export.layout import fsync_file
 from bot.export.picks import Candidate, Picture, Reason
 from bot.storage import LocalStorage, Storage, StorageError
 
@@ -29,7 +31,11 @@ IMAGES = "preference_images"
 
 
 class ImageSource:
-    """Where images come from: hard links into a local store, else copies or downloads."""
+    """Where images come from: hard links into a local store, else copies or downloads.
+
+    Copies and downloads are fsynced as they are written (a link adds no data: the
+    folder's own fsync at publishing covers it).
+    """
 
     def __init__(self, storage: Storage, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.storage = storage
@@ -52,7 +58,10 @@ class ImageSource:
             data = self.read(key)
             if data is None:
                 return False
-            Path(dest).write_bytes(data)
+            with open(dest, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
             self.copied += 1
             return True
         source = self.path(key)
@@ -71,6 +80,7 @@ class ImageSource:
             shutil.copyfile(source, dest)
         except FileNotFoundError:
             return self._gone(key)
+        fsync_file(dest)
         self.copied += 1
         return True
 
@@ -97,15 +107,19 @@ def suffix(picture: Picture) -> str:
 
 def record(candidate: Candidate, names: list[str], chosen: int, kept: list[Picture],
            contain_name: bool) -> dict[str, Any]:  # fmt: skip
-    """One instance as the HPS layout writes it (the first six fields are HPS v1's)."""
+    """One instance as the HPS layout writes it (the first six fields are HPS v1's).
+
+    ``file_path`` holds paths relative to the export folder, ``preference_images/…``, as
+    the HPS v1 release's JSON does (its readers join the dataset folder with each).
+    """
     return {
         "id": candidate.id,
         "prompt": candidate.prompt,
-        "file_path": names,
+        "file_path": [f"{IMAGES}/{name}" for name in names],
         "human_preference": chosen,
         "user_hash": candidate.user_hash,
         "contain_name": contain_name,
-        "generation_id": candidate.generation_id,
+        "generation_id": candidate.generation,
         "image_index": [p.index for p in kept],
         "seeds": [p.seed for p in kept],
         "generator_version": candidate.generator_version,
@@ -119,6 +133,8 @@ class HpsWriter:
     """preference_images/ and the two JSON lists, streamed; remembers what it wrote
     compactly (ids and digests) so that the content hash needs no second pass."""
 
+    ID_BYTES = 16  # an instance id is 32 hex digits
+
     def __init__(self, staging: Path, source: ImageSource) -> None:
         self.staging = staging
         self.source = source
@@ -128,7 +144,7 @@ class HpsWriter:
                       for s in SPLITS}  # fmt: skip
         self.counts = dict.fromkeys(SPLITS, 0)
         self.image_count = 0
-        self._ids = array("q")
+        self._ids = bytearray()  # ID_BYTES per instance
         self._sizes = bytearray()
         self._digests = bytearray()
         self._suffixes = bytearray()  # per image, an index into _suffix_names
@@ -159,7 +175,7 @@ class HpsWriter:
                               ensure_ascii=False))  # fmt: skip
         self.counts[split] += 1
         self.image_count += len(kept)
-        self._ids.append(candidate.id)
+        self._ids += bytes.fromhex(candidate.id)
         self._sizes.append(len(kept))
         for picture, ext in zip(kept, suffixes, strict=True):
             self._digests += bytes.fromhex(picture.sha256)
@@ -174,6 +190,8 @@ class HpsWriter:
     def close(self) -> list[Path]:
         for split, file in self.files.items():
             file.write("\n]\n" if self.counts[split] else "[]\n")
+            file.flush()
+            os.fsync(file.fileno())
             file.close()
         return [self.staging / f"preference_{s}.json" for s in SPLITS]
 
@@ -189,17 +207,20 @@ class HpsWriter:
         What it needs was kept compactly while writing: about 8 + 33 bytes per image.
         """
         names = list(self._suffix_names)
-        starts = array("q", bytes(8 * len(self._ids)))
+        width = self.ID_BYTES
+        count = len(self._sizes)
+        starts = array("q", bytes(8 * count))
         total = 0
         for i, size in enumerate(self._sizes):
             starts[i] = total
             total += size
-        # "{id}_" orders the files of different ids as their full names do ('_' > digits).
-        for i in sorted(range(len(self._ids)), key=lambda i: f"{self._ids[i]}_"):
+        # Ids have one length, so ordering by id orders the files as their full names do.
+        for i in sorted(range(count), key=lambda i: self._ids[width * i : width * i + width]):
+            ident = self._ids[width * i : width * i + width].hex()
             for k in range(self._sizes[i]):
                 n = starts[i] + k
                 digest = self._digests[32 * n : 32 * n + 32].hex()
-                yield f"{IMAGES}/{self._ids[i]}_{k}.{names[self._suffixes[n]]}", digest
+                yield f"{IMAGES}/{ident}_{k}.{names[self._suffixes[n]]}", digest
 
 
 def parquet_schema() -> Any:
@@ -207,8 +228,8 @@ def parquet_schema() -> Any:
 
     utc = pa.timestamp("us", tz="UTC")
     fields = [
-        ("id", pa.int64(), {"dtype": "int64", "_type": "Value"}),
-        ("generation_id", pa.int64(), {"dtype": "int64", "_type": "Value"}),
+        ("id", pa.string(), {"dtype": "string", "_type": "Value"}),
+        ("generation_id", pa.string(), {"dtype": "string", "_type": "Value"}),
         ("prompt", pa.string(), {"dtype": "string", "_type": "Value"}),
         (
             "images",
@@ -273,10 +294,10 @@ class ParquetWriter:
             return Reason.missing_file
         self.rows[split].append({
             "id": candidate.id,
-            "generation_id": candidate.generation_id,
+            "generation_id": candidate.generation,
             "prompt": candidate.prompt,
             "images": images,
-            "image_ids": [f"{candidate.generation_id}_{p.index}" for p in kept],
+            "image_ids": [f"{candidate.generation}_{p.index}" for p in kept],
             "human_preference": chosen,
             "user_hash": candidate.user_hash,
             "contain_name": contain_name,
@@ -310,6 +331,7 @@ class ParquetWriter:
         for split in SPLITS:
             self._flush(split)
             self.writers[split].close()
+            fsync_file(self.paths[split])
         return list(self.paths.values())
 
     def abort(self) -> None:

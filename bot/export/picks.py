@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from bot.export.privacy import UserHasher, scrub_mentions
+from bot.export.privacy import IdHasher, UserHasher, scrub_mentions
 
 
 class Rater(enum.StrEnum):
@@ -48,8 +48,8 @@ class Picture:
 class Candidate:
     """A pick that qualifies; its images still have to be found in the store."""
 
-    id: int  # the pick's id: stable across exports
-    generation_id: int
+    id: str  # the pick's keyed id (IdHasher): stable across exports made with one key
+    generation: str  # the generation's keyed id
     prompt: str
     chosen: int  # index (in the generation) of the picked image
     pictures: list[Picture]  # safe images, in generation order
@@ -147,8 +147,8 @@ def count_deferred(conn: psycopg.Connection, window: Window, rater: Rater) -> in
     return int(row[0]) if row else 0
 
 
-def classify(row: tuple[Any, ...], hasher: UserHasher) -> Candidate | Reason:
-    """Keep a pick (as a candidate) or say why it is left out."""
+def classify(row: tuple[Any, ...], hasher: UserHasher, ids: IdHasher) -> Candidate | Reason:
+    """Keep a pick (as a candidate, under keyed ids) or say why it is left out."""
     (pick_id, generation_id, chosen, chosen_at, prompt, status, generator_version,
      adapter_id, requested_at, frontend, external_id, by_requester, banned, forgotten,
      indexes, keys, shas, seeds, nsfw) = row  # fmt: skip
@@ -168,8 +168,8 @@ def classify(row: tuple[Any, ...], hasher: UserHasher) -> Candidate | Reason:
     if len(pictures) < 2:
         return Reason.too_few_images
     return Candidate(
-        id=pick_id,
-        generation_id=generation_id,
+        id=ids.pick(pick_id),
+        generation=ids.generation(generation_id),
         prompt=scrub_mentions(prompt),
         chosen=chosen,
         pictures=pictures,

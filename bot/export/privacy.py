@@ -92,6 +92,34 @@ class UserHasher:
         return found
 
 
+class IdHasher:
+    """Published ids of picks and generations: 32 hex digits of HMAC-SHA256(key, "kind\\0n").
+
+    Discord shows generation ids to the whole channel (attachment names like ``12_1.png``,
+    button custom_ids) next to "for @requester"; an export that published them would let
+    anyone there tie a ``user_hash`` to a member. These keyed ids are just as stable (the
+    same key gives the same id in every export), but mean nothing without the key. The
+    message holds a NUL, which ``"frontend:id"`` never does: no id equals a user hash.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("the id key is empty")
+        self._key = key
+
+    def pick(self, pick_id: int) -> str:
+        """An instance's id (one pick)."""
+        return self._hash("pick", pick_id)
+
+    def generation(self, generation_id: int) -> str:
+        """A generation's id (one prompt's batch of images, shared by its picks)."""
+        return self._hash("generation", generation_id)
+
+    def _hash(self, kind: str, number: int) -> str:
+        message = f"{kind}\0{number}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+
+
 class NameMatcher:
     """Does a prompt name a person from a list? (``contain_name`` in the HPS layout).
 

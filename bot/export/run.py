@@ -36,7 +36,7 @@ from bot.export.picks import (
     open_snapshot,
     stream_picks,
 )
-from bot.export.privacy import NameMatcher, UserHasher, load_secret, normalise
+from bot.export.privacy import IdHasher, NameMatcher, UserHasher, load_secret, normalise
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def run_export(
     except ValueError as error:
         raise layout.ExportError(str(error)) from None
     hasher = UserHasher(key)
+    ids = IdHasher(key)  # Discord shows generation ids publicly: publish keyed ones
     names = NameMatcher.from_file(settings.export.person_names_file)
     since = options.since
     if options.incremental:
@@ -134,7 +135,7 @@ def run_export(
                     read += 1
                     if stop is not None and stop.is_set():
                         raise layout.ExportError("the export was cancelled")
-                    found = classify(row, hasher)
+                    found = classify(row, hasher, ids)
                     if isinstance(found, Reason):
                         excluded[found] += 1
                         continue
@@ -252,6 +253,11 @@ def _manifest(
         "user_hash": {
             "rule": "first 32 hex digits of HMAC-SHA256(key, '<frontend>:<member id>')",
             "key_fingerprint": hashlib.sha256(b"prefloop user hash key\0" + key).hexdigest()[:16],
+        },
+        "ids": {
+            "rule": "id: first 32 hex digits of HMAC-SHA256(key, 'pick\\0<pick id>'); "
+            "generation_id: the same of 'generation\\0<generation id>'; the user_hash key",
+            "stable": "across exports made with the same key (see user_hash.key_fingerprint)",
         },
         "contain_name": {
             "rule": "a listed name appears as whole consecutive words of the normalised prompt",

@@ -17,7 +17,12 @@ from bot.db import queries
 from bot.generation import GenerationRunner, mark_failed_in
 from bot.gpu import shares_gpu
 from bot.jobs.app import RUNNER, build_app, one_job_worker, run_worker
-from bot.retrain import RETRAIN_TASK, mark_abandoned_in, requeue_orphaned_runs
+from bot.retrain import (
+    RETRAIN_TASK,
+    mark_abandoned_in,
+    remove_ended_runs_data,
+    requeue_orphaned_runs,
+)
 from bot.runtime import settle_heap
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
 from training.generator import GeneratorLoadError
@@ -108,6 +113,8 @@ async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
                     f"The worker stopped {job.attempts + 1} times while making these "
                     "images; giving up.",
                 )
+        if give_up and job.task_name == RETRAIN_TASK:
+            await remove_ended_runs_data(platform)  # failed for good: its copy of the picks goes
         log.warning(
             "job %s (%s) lost its worker; %s",
             job.id,

@@ -2,6 +2,7 @@
 
 ``requests``: asking for a run (one at a time), the schedule and new-picks triggers, and
 runs whose job ended midway. ``stages``: one run's stages, gates and records.
+``run_data``: a run's copy of the picks, deleted when the run ends.
 """
 
 from bot.retrain.requests import (
@@ -16,6 +17,7 @@ from bot.retrain.requests import (
     requeue_orphaned_runs,
     runs,
 )
+from bot.retrain.run_data import remove_ended_runs_data
 from bot.retrain.stages import Retrain, StageFailed, hps_base, trainer_command
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "hps_base",
     "mark_abandoned_in",
     "picks_since_last_run",
+    "remove_ended_runs_data",
     "request_retrain",
     "requeue_orphaned_runs",
     "runs",

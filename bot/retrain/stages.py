@@ -19,6 +19,8 @@ Training runs in a subprocess (under ``accelerate launch`` with several GPUs), s
 worker stays responsive and a crashing trainer fails only its stage; the active models
 stay as they were. The run folder is the job's: a retrain whose worker died is queued
 again by the stalled-job reaper and resumes there (a finished stage is not redone).
+When the run ends its copy of the picks is deleted (see bot/retrain/run_data.py); a
+resumed run whose copy is gone exports again.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ from bot.config import Settings
 from bot.db.models import Choice, ModelKind, ModelVersion, RetrainRun
 from bot.registry import ModelRegistry
 from bot.retrain.requests import UNFINISHED
+from bot.retrain.run_data import (
+    DATA,
+    forget_stale_training,
+    remove_ended_runs_data,
+    remove_export,
+    remove_run_data,
+    run_folder,
+)
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
@@ -65,7 +75,7 @@ class Retrain:
         self.settings: Settings = platform.settings
         self.run_id = run_id
         self.registry = ModelRegistry(platform.sessions)
-        self.folder = self.settings.data_dir.absolute() / "retrain" / f"run-{run_id}"
+        self.folder = run_folder(self.settings.data_dir, run_id)
         self.announce = announce
         self._last_progress = 0.0
         self._stage_now: str | None = None
@@ -74,20 +84,22 @@ class Retrain:
         """All stages; returns the summary (also logged, announced and recorded).
 
         A run started again (its worker died) goes on from where it was: the export and
-        every decided stage are kept, so no candidate is registered twice.
+        every decided stage are kept, so no candidate is registered twice. However it
+        ends, its copy of the picks is deleted then.
         """
         async with self.platform.sessions() as session:
             row = await session.get(RetrainRun, self.run_id)
         if row is None or row.status not in UNFINISHED:
             return f"retrain {self.run_id} is {row.status if row else 'gone'}; nothing to do"
         outcome: dict[str, Any] = dict(row.outcome or {})
+        await self._clean_up(remove_ended_runs_data(self.platform))  # e.g. runs abandoned
         await self._update(
             status="running",
             started_at=func.coalesce(RetrainRun.started_at, func.now()),
             picks_at_start=func.coalesce(RetrainRun.picks_at_start, await self._picks()),
         )
         try:
-            data = await self._export()
+            data = await self._export(outcome)
             for name, stage in (("hps", self._hps), ("adapter", self._adapter)):
                 if name not in outcome:
                     outcome[name] = await stage(data)
@@ -102,6 +114,7 @@ class Retrain:
             )
             await asyncio.shield(self._update(status="failed", error=str(error), outcome=outcome,
                                               finished_at=func.now()))  # fmt: skip
+            await self._clean_up(asyncio.to_thread(remove_run_data, self.folder))
             await self._say(summary, warning=True)
             return summary
         summary = f"retrain {self.run_id}: " + "; ".join(
@@ -110,18 +123,35 @@ class Retrain:
         await self._update(
             status="succeeded", stage=None, outcome=outcome, progress=None, finished_at=func.now()
         )
+        await self._clean_up(asyncio.to_thread(remove_run_data, self.folder))
         await self._say(summary)
         return summary
 
+    async def _clean_up(self, removal: Awaitable[Any]) -> None:
+        """Delete ended runs' data; a failure is logged (and retried by the next run)."""
+        try:
+            await removal
+        except Exception:
+            log.exception("retrain %d: could not delete a run's copy of the picks", self.run_id)
+
     # ----- stages ---------------------------------------------------------------------
 
-    async def _export(self) -> Path:
+    async def _export(self, outcome: dict[str, Any]) -> Path:
+        """The run's export: the one made before a restart, else a new one.
+
+        Exporting anew in a resumed run (the copy went missing, or was half written),
+        the undecided stages lose their resume points: they were trained on other data,
+        and their trainers would refuse to go on with this one.
+        """
         from bot.export import ExportOptions, export_dataset
 
-        out = self.folder / "data"
+        out = self.folder / DATA
         await self._update(stage="export", progress=None)
         if (out / "manifest.json").is_file():
             return out  # exported before the worker was restarted
+        undecided = [stage for stage in ("hps", "adapter") if stage not in outcome]
+        await asyncio.to_thread(remove_export, self.folder)
+        await asyncio.to_thread(forget_stale_training, self.folder, undecided)
         try:
             done = await export_dataset(
                 self.platform.database_url,

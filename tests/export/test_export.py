@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from sqlalchemy import text
 from bot.domain import UserRef
 from bot.export import ExportError, Rater
 from bot.export.files import ImageSource
+from bot.export.privacy import load_secret
 from tests.support import make_done_generation
 from tests.synthetic import seed_picks
 from training.data import read_preferences
@@ -227,6 +229,54 @@ async def test_user_hash_is_stable_keyed_and_never_the_raw_id(
                 assert ALICE.external_id.encode() not in path.read_bytes(), path
 
 
+async def test_no_id_that_discord_shows_is_published(
+    platform: Any, generator: Any, export: Any
+) -> None:
+    """Discord shows generation ids to the channel (attachments ``{id}_{k}.png``, buttons
+    ``pf:pick:{id}:{k}``) next to "for @requester": exports carry keyed ids instead,
+    the same in every export made with one key, and other ones under another key."""
+    import pyarrow.parquet as pq
+
+    cat = await make_done_generation(platform, generator, str(ALICE), "a red cat", n=3)
+    await platform.service.record_choice(cat, ALICE, 2)
+    pick = (await _db(platform, "SELECT id FROM choices WHERE generation_id = :g", g=cat)).scalar()
+    first = await export("first", test_fraction=0.0)
+    second = await export("second", test_fraction=0.0)
+    rekeyed = platform.settings.model_copy(
+        update={"export": platform.settings.export.model_copy(
+            update={"user_hash_secret": SecretStr("another key")})}
+    )  # fmt: skip
+    third = await export("third", settings=rekeyed, test_fraction=0.0)
+    parquet = await export("parquet", format="parquet", test_fraction=0.0)
+
+    def instance(done: Any) -> dict[str, Any]:
+        (entry,) = json.loads((done.out / "preference_train.json").read_text())
+        return dict(entry)
+
+    entry = instance(first)
+    key = load_secret(platform.settings.data_dir, None)  # the user hash key, reused
+    keyed = {kind: hmac.new(key, f"{kind}\0{n}".encode(), hashlib.sha256).hexdigest()[:32]
+             for kind, n in (("pick", pick), ("generation", cat))}  # fmt: skip
+    assert (entry["id"], entry["generation_id"]) == (keyed["pick"], keyed["generation"])
+    names = [f"{keyed['pick']}_{k}.png" for k in range(3)]
+    assert entry["file_path"] == [f"preference_images/{name}" for name in names]
+    assert sorted(p.name for p in (first.out / "preference_images").iterdir()) == names
+    assert instance(second)["id"] == entry["id"]  # deterministic for the key
+    other = instance(third)
+    assert other["id"] != entry["id"] and other["generation_id"] != entry["generation_id"]
+    (row,) = pq.read_table(parquet.out / "train.parquet").to_pylist()
+    assert (row["id"], row["generation_id"]) == (entry["id"], entry["generation_id"])
+    assert row["image_ids"] == [f"{keyed['generation']}_{k}" for k in range(3)]
+    assert [image["path"] for image in row["images"]] == names
+    numbered = (f"{cat}_", f"{pick}_")  # how a database id would start a name
+    for done in (first, parquet):
+        assert not any(p.name.startswith(numbered) for p in done.out.rglob("*"))
+    published = [str(entry["id"]), str(entry["generation_id"]), *row["image_ids"],
+                 *(Path(p).name for p in entry["file_path"])]  # fmt: skip
+    assert not any(value in (str(cat), str(pick)) or value.startswith(numbered)
+                   for value in published)  # fmt: skip
+
+
 async def test_discord_mentions_in_prompts_are_anonymised(
     platform: Any, generator: Any, export: Any
 ) -> None:
@@ -364,7 +414,7 @@ async def test_parquet_reads_back_with_pyarrow_and_datasets(
     rows = [r for r in train.to_pylist() + test.to_pylist() if r["prompt"] == "a red cat"]
     (row,) = rows
     assert row["human_preference"] == 2 and len(row["images"]) == 3
-    assert row["image_ids"] == [f"{cat}_0", f"{cat}_1", f"{cat}_2"]
+    assert row["image_ids"] == [f"{row['generation_id']}_{k}" for k in range(3)]
     assert [hashlib.sha256(i["bytes"]).hexdigest() for i in row["images"]] == (
         await _image_shas(platform, cat)
     )

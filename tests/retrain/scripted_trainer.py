@@ -3,7 +3,10 @@
 It takes the stage's real arguments, and writes ``gate.json`` in ``--out`` from the
 JSON in ``PREFLOOP_TEST_GATES`` (keyed by stage), so the platform's gates, registry and
 records can be tested without training; ``crash`` as a stage's value exits non-zero,
-``hang`` sleeps until it is stopped.
+``hang`` sleeps until it is stopped. Like the real trainers it refuses to go on from a
+resume point left in its model folder (``hps/model``, ``adapter/adapter``; a test plants
+one when the data it was trained on is gone) and it records which export it was given
+(``data_created_at``, from the export's manifest).
 """
 
 from __future__ import annotations
@@ -18,16 +21,25 @@ from pathlib import Path
 def main() -> int:
     stage, args = sys.argv[1], sys.argv[2:]
     out = Path(args[args.index("--out") + 1])
+    manifest = Path(args[args.index("--data") + 1]) / "manifest.json"
+    model = out / ("adapter" if stage == "adapt" else "model")  # as the real stages name it
     figures = json.loads(os.environ["PREFLOOP_TEST_GATES"])[{"adapt": "adapter"}.get(stage, stage)]
     print(f"{stage}: step 1/1", flush=True)
     if figures == "hang":  # a long stage: until the test stops it
         time.sleep(600)
+    if (model / ".resume").exists():
+        print(f"{model} holds an unfinished run with other settings or data", flush=True)
+        return 4
     if figures == "crash":
         print("Traceback (most recent call last): CUDA out of memory", flush=True)
         return 3
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model").mkdir(exist_ok=True)
-    gate = {"stage": stage, "model": str(out / "model"), "args": args, **figures}
+    model.mkdir(exist_ok=True)
+    if stage == "adapt":  # the real stage lists the images it selected
+        (out / "selection.jsonl").write_text('{"prompt": "a cat", "file": "x.png"}\n')
+    created = json.loads(manifest.read_text())["created_at"] if manifest.is_file() else None
+    gate = {"stage": stage, "model": str(model), "args": args,
+            "data_created_at": created, **figures}  # fmt: skip
     (out / "gate.json").write_text(json.dumps(gate))
     return 0
 

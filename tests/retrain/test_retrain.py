@@ -59,6 +59,17 @@ async def _run(platform: Platform, announced: list[str] | None = None) -> Retrai
     return run
 
 
+def _assert_data_gone_and_figures_kept(platform: Platform, run_id: int) -> None:
+    """An ended run keeps no copy of the picks, but keeps what it decided on."""
+    folder = platform.settings.data_dir / "retrain" / f"run-{run_id}"
+    assert folder.is_dir()
+    left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+    assert not [p for p in left if p.startswith(("data", ".data"))], left
+    assert "adapter/selection.jsonl" not in left
+    for kept in ("hps/gate.json", "hps/stage.log", "hps/model"):
+        assert kept in left
+
+
 def _seed(platform: Platform, picks: int = 12, start: int = 0) -> None:
     seed_picks(platform.database_url, platform.settings.data_dir / "store", picks=picks,
                start=start)  # fmt: skip
@@ -86,7 +97,8 @@ async def test_winning_candidates_are_promoted_and_losers_recorded(
     assert args[args.index("--active") + 1] == "/models/hps-old"
     adapter_args = adapter.metrics["args"]  # selection used the HPS promoted just before
     assert adapter_args[adapter_args.index("--hps") + 1] == hps.uri
-    assert (Path(args[args.index("--data") + 1]) / "manifest.json").is_file()  # the export
+    assert hps.metrics["data_created_at"] is not None  # the stage was given the export
+    _assert_data_gone_and_figures_kept(platform, run.id)
 
     # A second run whose candidates lose: both recorded as candidates, nothing changes.
     losing = _gates(hps_top1=0.565, win_rate=0.3)
@@ -138,16 +150,15 @@ async def test_a_crashing_trainer_fails_its_stage_and_leaves_the_active_models(
     assert "adapter: the trainer exited with code 3" in (run.error or "")
     assert "CUDA out of memory" in (run.error or "")
     assert "decided before it: HPS v" in announced[0] and "promoted" in announced[0]
+    _assert_data_gone_and_figures_kept(platform, run.id)  # failed for good: data goes too
     assert (await registry.active("generator_adapter")).id == adapter  # type: ignore[union-attr]
     assert run.outcome["hps"]["promoted"]  # the stage before it stands
     # The next request starts a new run: a failed one does not block the loop.
     assert (await request_retrain(platform.sessions, trigger="test")).created
 
 
-async def test_a_run_stopped_midway_resumes_without_redoing_or_duplicating(
-    platform: Platform, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _seed(platform)
+async def _stopped_in_the_adapter_stage(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A run whose worker stopped while its adapter stage trained (the HPS decided)."""
     _use(platform, monkeypatch, _gates(0.6, 0.9, adapter="hang"))
     request = await request_retrain(platform.sessions, trigger="test")
     first = asyncio.create_task(Retrain(platform, request.run_id).run())
@@ -161,22 +172,86 @@ async def test_a_run_stopped_midway_resumes_without_redoing_or_duplicating(
     first.cancel()  # the worker stops (its trainer is stopped with it)
     with pytest.raises(asyncio.CancelledError):
         await first
+    return request
+
+
+async def test_a_run_stopped_midway_resumes_without_redoing_or_duplicating(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(platform)
+    request = await _stopped_in_the_adapter_stage(platform, monkeypatch)
     again = await request_retrain(platform.sessions, trigger="test")
     assert not again.created and again.status == "running"  # still the one run
 
     export = platform.settings.data_dir / "retrain" / f"run-{request.run_id}" / "data"
-    exported_at = (export / "manifest.json").stat().st_mtime_ns
+    assert (export / "manifest.json").is_file()  # kept while the run goes on
     _use(platform, monkeypatch, _gates(0.6, 0.9))
     await Retrain(platform, request.run_id).run()  # the job, picked up again
     async with platform.sessions() as session:
         run = await session.get(RetrainRun, request.run_id)
     assert run is not None and run.status == "succeeded"
-    assert (export / "manifest.json").stat().st_mtime_ns == exported_at  # not exported again
     versions = await ModelRegistry(platform.sessions).versions()
     assert sorted(v.kind for v in versions) == ["generator_adapter", "hps"]  # none twice
+    exports = {v.kind: v.metrics["data_created_at"] for v in versions}
+    assert exports["hps"] == exports["generator_adapter"]  # not exported again
+    _assert_data_gone_and_figures_kept(platform, run.id)
     assert await Retrain(platform, request.run_id).run() == (
         f"retrain {request.run_id} is succeeded; nothing to do"
     )
+
+
+async def test_a_resumed_run_whose_copy_is_half_gone_exports_again(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy of the picks went missing mid-run (half deleted, here): the run exports
+    again instead of failing, and the undecided stage trains anew on the new copy (its
+    resume point, trained on the old one, would be refused by the trainer)."""
+    _seed(platform)
+    request = await _stopped_in_the_adapter_stage(platform, monkeypatch)
+    folder = platform.settings.data_dir / "retrain" / f"run-{request.run_id}"
+    (folder / "data" / "manifest.json").unlink()  # what is left looks like no export
+    stale = folder / "adapter" / "adapter" / ".resume"
+    stale.mkdir(parents=True)
+    (stale / "state.pt").write_bytes(b"trained on the copy that is gone")
+
+    _use(platform, monkeypatch, _gates(0.6, 0.9))
+    await Retrain(platform, request.run_id).run()
+    async with platform.sessions() as session:
+        run = await session.get(RetrainRun, request.run_id)
+    assert run is not None and run.status == "succeeded", run.error if run else None
+    versions = {v.kind: v for v in await ModelRegistry(platform.sessions).versions()}
+    assert sorted(versions) == ["generator_adapter", "hps"]  # the HPS was not redone
+    hps_export = versions["hps"].metrics["data_created_at"]
+    adapter_export = versions["generator_adapter"].metrics["data_created_at"]
+    assert adapter_export is not None and adapter_export != hps_export  # a new export
+    _assert_data_gone_and_figures_kept(platform, run.id)
+
+
+async def test_runs_abandoned_for_good_lose_their_copy_too(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    from bot.jobs.worker import recover_stalled_jobs
+    from bot.retrain import remove_ended_runs_data
+
+    _seed(platform)
+    request = await _stopped_in_the_adapter_stage(platform, monkeypatch)  # its worker dies ...
+    folder = platform.settings.data_dir / "retrain" / f"run-{request.run_id}"
+    assert await remove_ended_runs_data(platform) == []  # still going on: kept
+    assert (folder / "data" / "manifest.json").is_file()
+    last_try = platform.settings.worker.max_attempts - 1
+    async with platform.engine.begin() as conn:  # ... too often: as a dead worker leaves it
+        await conn.execute(text("UPDATE procrastinate_jobs SET status = 'doing', attempts = :a "
+                                "WHERE id = :j"), {"a": last_try, "j": request.job_id})  # fmt: skip
+    app = build_app(platform.database_url, platform.settings.worker)
+    async with app.open_async():
+        assert await recover_stalled_jobs(app, platform) == [request.job_id]  # gives up
+    async with platform.sessions() as session:
+        run = await session.get(RetrainRun, request.run_id)
+    assert run is not None and run.status == "failed"
+    assert not (folder / "data").exists() and not list(folder.glob(".data*"))
+    assert (folder / "hps" / "gate.json").is_file()
 
 
 async def test_no_picks_fail_the_export_stage_clearly(

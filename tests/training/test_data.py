@@ -51,6 +51,37 @@ def test_the_public_hps_v1_layout(tmp_path: Path) -> None:
     assert len(only) == 1 and none is None
 
 
+def test_file_paths_with_and_without_the_image_folder_and_both_kinds_of_id(
+    tmp_path: Path,
+) -> None:
+    """The release's JSON names "preference_images/2_0.jpg" (int ids); prefloop's keyed
+    ids are strings; exports before them named bare "1_0.png". All three read the same,
+    with the files checked or not (the adapter stage reads prompts unchecked)."""
+    keyed = "3f" * 16
+    for name in ("2_0.jpg", "2_1.jpg", "1_0.png", "1_1.png", f"{keyed}_0.png", f"{keyed}_1.png"):
+        _image(tmp_path / "preference_images" / name, (1, 2, 3))
+    _write(tmp_path / "preference_train.json", [
+        {"id": 2, "prompt": "release", "human_preference": 1,
+         "file_path": ["preference_images/2_0.jpg", "preference_images/2_1.jpg"]},
+        {"id": 1, "prompt": "older prefloop", "human_preference": 0,
+         "file_path": ["1_0.png", "1_1.png"]},
+        {"id": keyed, "prompt": "prefloop", "human_preference": 0,
+         "file_path": [f"preference_images/{keyed}_0.png", f"preference_images/{keyed}_1.png"]},
+    ])  # fmt: skip
+    images = tmp_path / "preference_images"
+    expected = {
+        "2": (images / "2_0.jpg", images / "2_1.jpg"),
+        "1": (images / "1_0.png", images / "1_1.png"),
+        keyed: (images / f"{keyed}_0.png", images / f"{keyed}_1.png"),
+    }
+    data = read_preferences(tmp_path, strict=True)
+    assert {e.id: e.images for e in data} == expected
+    for image in images.iterdir():  # unchecked, the paths are still where they would be
+        image.unlink()
+    unchecked = read_preferences(tmp_path, strict=True, check_files=False)
+    assert {e.id: e.images for e in unchecked} == expected
+
+
 def test_hpd_v2_train_json_with_a_score_per_image(tmp_path: Path) -> None:
     for name in ("a.png", "b.png", "c.png", "d.png"):
         _image(tmp_path / "train" / name, (200, 0, 0))

@@ -161,6 +161,31 @@ def test_a_resumed_fit_ends_where_an_uninterrupted_one_does(
     assert _same_weights(load_clip(str(resumed_out)).model, whole)
 
 
+class _Planted:
+    """What a planted resume point could hold: unpickling it runs code (touches a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_resume_point_runs_no_code_when_loaded(
+    cache: Path, colours: Path, tmp_path: Path
+) -> None:
+    train = read_preferences(colours, "train")
+    train.examples = train.examples[:16]
+    out = tmp_path / "hps"
+    marker = tmp_path / "code ran"
+    (out / ".resume").mkdir(parents=True)
+    torch.save({"run": {}, "step": 1, "payload": _Planted(marker)}, out / ".resume" / "state.pt")
+    config = FitConfig(out=out, base="tiny", cache_dir=cache, epochs=1.0, batch_size=8)
+    with pytest.raises(FitError, match=r"state\.pt is not a resume point that loads safely"):
+        fit_hps(config, train)
+    assert not marker.exists()
+
+
 def test_evaluation_report_and_exact_baseline(cache: Path, colours: Path, tmp_path: Path) -> None:
     assert credits([1.0, 3.0, 2.0], 1) == (1.0, 1.0)
     assert credits([3.0, 3.0, 1.0], 0) == (0.5, 0.75)  # a tie shares the credit

@@ -29,7 +29,7 @@ from training.adapt import WEIRD
 from training.adapt.select import Selected, pool_from_folder, read_manifest
 from training.generator import model_source
 from training.presets import preset_of
-from training.runs import progress_bar, save_resume_point
+from training.runs import load_resume_point, plain, progress_bar, save_resume_point
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +258,11 @@ def adapt_generator(
     step, losses = 0, []
     state_path = out / RESUME / "state.pt"
     if state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["run"] != run:
+        try:
+            saved = load_resume_point(state_path)
+        except ValueError as error:
+            raise AdaptError(str(error)) from None
+        if saved["run"] != plain(run):
             raise AdaptError(f"{out} holds an unfinished run with other settings or data; "
                              "resume it with the same ones, or choose a new folder")  # fmt: skip
         _load_lora(accelerator.unwrap_model(unet), saved["lora"])
@@ -346,7 +349,7 @@ def _save_state(path: Path, accelerator: Any, unet: Any, optimizer: Any, step: i
     scaler = accelerator.scaler
     state = {"lora": _lora_state(accelerator.unwrap_model(unet)),
              "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
-             "before": before, "run": run,
+             "before": before, "run": plain(run),
              "scaler": scaler.state_dict() if scaler is not None else None}  # fmt: skip
     save_resume_point(state, path)
 

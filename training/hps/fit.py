@@ -35,7 +35,7 @@ from training.hps.batches import (
     set_trainable,
 )
 from training.hps.model import load_clip, save_checkpoint
-from training.runs import progress_bar, save_resume_point
+from training.runs import load_resume_point, plain, progress_bar, save_resume_point
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,11 @@ def fit_hps(
     }
     step, losses = 0, []
     if state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["run"] != run:
+        try:
+            saved = load_resume_point(state_path)
+        except ValueError as error:
+            raise FitError(str(error)) from None
+        if saved["run"] != plain(run):
             raise FitError(
                 f"{out} holds an unfinished run with other settings or data; "
                 "resume it with the same ones, or choose a new folder"
@@ -268,7 +271,7 @@ def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pa
         "scaler": scaler.state_dict() if scaler is not None else None,
         "step": step,
         "losses": losses,
-        "run": run,
+        "run": plain(run),
     }
     save_resume_point(state, path)
 
