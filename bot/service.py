@@ -89,7 +89,11 @@ class CollectionService:
     async def reroll(
         self, generation_id: int, user: UserRef, *, delivery: dict[str, Any] | None = None
     ) -> Submitted:
-        """The same prompt again with new seeds: a new generation, requested by ``user``."""
+        """The same prompt again with new seeds: a new generation, requested by ``user``.
+
+        The prompt is checked against today's rules (a word blocked since it was first
+        submitted is refused), and ``user`` as any submitter is (banned, queue full).
+        """
         async with self.sessions() as session:
             old = (
                 await session.execute(
@@ -100,8 +104,10 @@ class CollectionService:
             ).first()
         if old is None:
             raise gone(generation_id)
+        prompt = self.rules.text(old.prompt)
+        self.rules.refuse_blocked(old.negative_prompt, "negative prompt")
         seeds = self.rules.seeds(old.n_images, None)
-        return await self._enqueue(user, old.prompt, old.negative_prompt, seeds, delivery)
+        return await self._enqueue(user, prompt, old.negative_prompt, seeds, delivery)
 
     async def _enqueue(
         self,
