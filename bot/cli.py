@@ -371,8 +371,10 @@ app.command()(jobs)
 
 @app.command()
 def config() -> None:
-    """Print the effective settings (secrets masked)."""
-    console.print_json(cli_settings().model_dump_json())
+    """Print the effective settings (secrets masked: tokens, keys, passwords in URLs)."""
+    from bot.config import printable
+
+    console.print_json(data=printable(cli_settings()))
 
 
 if __name__ == "__main__":
