@@ -21,6 +21,17 @@ _SECRET_PARAM = re.compile(r"pass|secret|token", re.IGNORECASE)  # ?password=…
 DEFAULT_GENERATOR = "CompVis/stable-diffusion-v1-4"  # the model the HPS paper adapted
 
 
+def cron_or_none(schedule: str | None) -> str | None:
+    """A valid cron expression, stripped; None when empty (the schedule is off)."""
+    if not schedule or not schedule.strip():
+        return None
+    from croniter import croniter  # procrastinate's own cron parser
+
+    if not croniter.is_valid(schedule):
+        raise ValueError("must be a cron expression, e.g. '0 3 * * *' (03:00 UTC daily)")
+    return schedule.strip()
+
+
 class GeneratorSettings(BaseModel):
     """Which Stable Diffusion model makes the images, and how."""
 
@@ -64,6 +75,21 @@ class StorageSettings(BaseModel):
     url: str | None = Field(None, description="A folder path, file:// or s3://bucket/prefix URL.")
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    sweep_schedule: str | None = Field(
+        "17 4 * * *",
+        description="Cron expression (UTC) of the sweep of files no row references; empty = off.",
+    )
+    sweep_grace_minutes: float = Field(
+        60.0,
+        ge=1.0,
+        description="The sweep leaves files written in the last N minutes (a job between "
+        "storing its images and recording them).",
+    )
+
+    @field_validator("sweep_schedule")
+    @classmethod
+    def _sweep_cron(cls, schedule: str | None) -> str | None:
+        return cron_or_none(schedule)
 
     @field_validator("url")
     @classmethod
@@ -173,13 +199,7 @@ class RetrainSettings(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, schedule: str | None) -> str | None:
-        if not schedule or not schedule.strip():
-            return None
-        from croniter import croniter  # procrastinate's own cron parser
-
-        if not croniter.is_valid(schedule):
-            raise ValueError("must be a cron expression, e.g. '0 3 * * *' (03:00 UTC daily)")
-        return schedule.strip()
+        return cron_or_none(schedule)
 
 
 class Settings(BaseSettings):

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import Frontend, Generation, GenerationStatus, User
+from bot.db.models import Frontend, Generation, GenerationStatus, Image, User
 
 GENERATION_CHANNEL = "prefloop_generation"  # pg_notify channel: a generation finished
 PROGRESS_CHANNEL = "prefloop_progress"  # pg_notify channel: step k of n
@@ -177,6 +177,43 @@ async def record_pick(
         },
     )
     return PickRow(*row.one())
+
+
+async def lock_generations(
+    session: AsyncSession, user_id: int
+) -> list[tuple[int, dict[str, Any] | None]]:
+    """(id, delivery note) of the member's generations, locked until the transaction ends.
+
+    A job records its images under the generation's row lock, so after this no job can
+    add images to them, and any job that had is committed and seen by the next statement.
+    """
+    rows = await session.execute(
+        select(Generation.id, Generation.delivery)
+        .where(Generation.requested_by == user_id)
+        .order_by(Generation.id)
+        .with_for_update()
+    )
+    return [(int(r[0]), r[1]) for r in rows]
+
+
+async def delete_images(session: AsyncSession, generation_ids: Sequence[int]) -> set[str]:
+    """Delete the image rows of these generations; return their store keys."""
+    if not generation_ids:
+        return set()
+    result = await session.execute(
+        delete(Image).where(Image.generation_id.in_(generation_ids)).returning(Image.storage_key)
+    )
+    return set(result.scalars())
+
+
+async def referenced_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
+    """Those of ``keys`` that an image row references."""
+    if not keys:
+        return set()
+    rows = await session.scalars(
+        select(Image.storage_key).where(Image.storage_key.in_(keys)).distinct()
+    )
+    return set(rows)
 
 
 async def delete_generations(session: AsyncSession, ids: Sequence[int]) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
 from procrastinate.worker import Worker
 
-from bot.config import RetrainSettings, WorkerSettings
+from bot.config import RetrainSettings, StorageSettings, WorkerSettings
 from bot.db.engine import libpq_url
 from bot.jobs.maintenance import (
     CHECK_TASK,
@@ -19,9 +19,11 @@ from bot.jobs.maintenance import (
     MAINTENANCE_QUEUE,
     PLATFORM,
     SCHEDULE_TASK,
+    SWEEP_TASK,
     run_export_job,
     run_retrain_job,
     scheduled_retrain,
+    sweep_store_job,
 )
 from bot.retrain import RETRAIN_TASK, check_new_picks
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
@@ -30,12 +32,16 @@ RUNNER = "runner"  # key of the GenerationRunner in a job's additional context
 
 
 def build_app(
-    database_url: str, worker: WorkerSettings, retrain: RetrainSettings | None = None
+    database_url: str,
+    worker: WorkerSettings,
+    retrain: RetrainSettings | None = None,
+    storage: StorageSettings | None = None,
 ) -> App:
     """A procrastinate app on ``database_url`` with prefloop's tasks registered.
 
-    With ``retrain`` settings, the retrain loop's periodic triggers are registered too
-    (the maintenance worker's app does; its worker then defers them on time).
+    With ``retrain`` settings, the retrain loop's periodic triggers are registered too,
+    and with ``storage`` settings the store sweep's schedule (the maintenance worker's
+    app does; its worker then defers them on time).
     """
     app = App(connector=PsycopgConnector(conninfo=libpq_url(database_url), min_size=1, max_size=4))
     # procrastinate counts retries: max_attempts=N there means N+1 runs in all.
@@ -75,6 +81,15 @@ def build_app(
             """The threshold trigger, checked every minute."""
             request = await check_new_picks(context.additional_context[PLATFORM])
             return f"retrain {request.run_id} queued" if request else "not yet"
+
+    if storage is not None and storage.sweep_schedule:
+
+        @app.periodic(cron=storage.sweep_schedule, periodic_id="store-sweep",
+                      queueing_lock=SWEEP_TASK)  # fmt: skip
+        @app.task(name=SWEEP_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+        async def sweep(context: JobContext, timestamp: int) -> str:
+            """Delete store files that no row references (see CollectionService.sweep_store)."""
+            return await sweep_store_job(context.additional_context[PLATFORM])
 
     return app
 
