@@ -176,7 +176,7 @@ class CollectionService:
         """Record that ``user`` prefers image ``index`` (0-based) of a generation.
 
         Idempotent: the same pick again changes nothing; another image replaces the pick
-        and the history keeps both. One statement in the usual case.
+        and the history keeps both. One statement, a member's first click included.
         """
         if not 0 <= index < 4:
             raise Refusal(
@@ -187,7 +187,7 @@ class CollectionService:
                 session, generation_id, user.frontend, user.external_id, index
             )
             check_pick(generation_id, index, row)
-            if row.user_id is None:  # first time we see this member
+            if row.user_id is None:  # a concurrent first click created them meanwhile
                 await queries.ensure_user(session, user.frontend, user.external_id)
                 row = await queries.record_pick(
                     session, generation_id, user.frontend, user.external_id, index

@@ -225,6 +225,72 @@ async def test_concurrent_double_clicks_record_one_pick(platform: Any, generator
     assert await count(platform, "choice_history") == 1
 
 
+async def test_a_members_first_click_creates_them_and_records_the_pick(
+    platform: Any, generator: Any
+) -> None:
+    gen = await make_done_generation(platform, generator, user=str(ALICE))
+    assert await count(platform, "users") == 1
+    first = await platform.service.record_choice(gen, BOB, 2)  # bob was never seen before
+    assert first.changed and first.previous is None and not first.is_requester
+    assert first.pickers == 1
+    async with platform.engine.connect() as conn:
+        member = (
+            await conn.execute(
+                text("SELECT id, banned FROM users WHERE external_id = :id"),
+                {"id": BOB.external_id},
+            )
+        ).one()
+    assert not member.banned
+    assert await _history(platform) == [(member.id, 2)]
+    assert await count(platform, "choices") == 1
+    stats = await platform.service.stats(BOB)
+    assert stats.members == 2 and stats.picks == 1 and stats.member_picks == 1
+    again = await platform.service.record_choice(gen, BOB, 2)  # now a known member
+    assert not again.changed and again.previous == 2 and again.pickers == 1
+
+
+async def test_concurrent_first_clicks_of_one_member_create_one_member(
+    platform: Any, generator: Any
+) -> None:
+    gens = [await make_done_generation(platform, generator, prompt=f"cat {i}") for i in range(2)]
+    clicks = [platform.service.record_choice(gens[k % 2], BOB, k % 4) for k in range(8)]
+    results = await asyncio.gather(*clicks)
+    assert await count(platform, f"users WHERE external_id = '{BOB.external_id}'") == 1
+    assert await count(platform, "choices") == 2  # one pick per generation
+    assert await count(platform, "choice_history") == sum(r.changed for r in results)
+
+
+async def test_a_first_click_that_loses_the_race_to_create_its_member_still_counts(
+    platform: Any, generator: Any
+) -> None:
+    """Another first click of the same member inserts the row after this one looked."""
+    gen = await make_done_generation(platform, generator, user=str(ALICE))
+    async with platform.engine.connect() as other:
+        await other.execute(
+            text("INSERT INTO users (frontend, external_id) VALUES ('discord', :id)"),
+            {"id": BOB.external_id},
+        )  # not committed yet: the click's insert waits for it
+        click = asyncio.create_task(platform.service.record_choice(gen, BOB, 1))
+        await eventually(lambda: _waiting_on_a_lock(platform))
+        await other.commit()
+    result = await click
+    assert result.changed and result.pickers == 1
+    assert await count(platform, "choices") == 1
+    assert await count(platform, f"users WHERE external_id = '{BOB.external_id}'") == 1
+
+
+async def _waiting_on_a_lock(platform: Any) -> bool:
+    async with platform.engine.connect() as conn:
+        return bool(
+            await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            )
+        )
+
+
 async def test_stale_and_invalid_picks_are_refused(platform: Any, generator: Any) -> None:
     gen = await make_done_generation(platform, generator, n=2)
     cases = [(gen + 100, 0, "gone"), (gen, 2, "bad_index"), (gen, -1, "bad_index")]
