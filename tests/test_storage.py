@@ -101,7 +101,7 @@ async def _listed(storage: Storage) -> dict[str, datetime]:
     return {found.key: found.written_at async for found in storage.files()}
 
 
-async def test_keys_lists_every_stored_key_with_its_write_time(storage: Storage) -> None:
+async def test_files_lists_every_stored_key_with_its_write_time(storage: Storage) -> None:
     before = datetime.now(UTC) - timedelta(minutes=1)  # S3 keeps whole seconds
     first, _ = await storage.put(b"first", "png")
     second, _ = await storage.put(b"second", "png")
