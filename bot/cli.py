@@ -41,6 +41,8 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 discord_app = typer.Typer(help="The Discord bot.", no_args_is_help=True)
 app.add_typer(discord_app, name="discord")
+store_app = typer.Typer(help="The image store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 
 
 UserOption = Annotated[
@@ -300,6 +302,36 @@ def unban(user: Annotated[str, typer.Argument(help="Member id or local name.")])
     run_command(with_platform(settings, go))
 
 
+@store_app.command("sweep")
+def store_sweep(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")
+    ] = False,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0, help="Leave files written in the last N minutes (default: the setting)."
+        ),
+    ] = None,
+) -> None:
+    """Delete image files that no row references (also run on a schedule by `prefloop run`)."""
+    settings = cli_settings()
+
+    async def go(platform: Any) -> None:
+        swept = await platform.service.sweep_store(grace_minutes=grace, dry_run=dry_run)
+        verb = "would delete" if dry_run else "deleted"
+        count = swept.unreferenced if dry_run else swept.deleted
+        console.print(
+            f"{swept.files} files in the store; {verb} {count} that no row references",
+            markup=False,
+            highlight=False,
+        )
+        if swept.examples:
+            console.print("  e.g. " + ", ".join(swept.examples), markup=False, highlight=False)
+
+    run_command(with_platform(settings, go))
+
+
 # ----- the dataset ------------------------------------------------------------------
 
 
@@ -371,8 +403,10 @@ app.command()(jobs)
 
 @app.command()
 def config() -> None:
-    """Print the effective settings (secrets masked)."""
-    console.print_json(cli_settings().model_dump_json())
+    """Print the effective settings (secrets masked: tokens, keys, passwords in URLs)."""
+    from bot.config import printable
+
+    console.print_json(data=printable(cli_settings()))
 
 
 if __name__ == "__main__":

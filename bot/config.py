@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PREFLOOP_"
+MASK = "**********"  # what pydantic prints for a SecretStr
+_SECRET_PARAM = re.compile(r"pass|secret|token", re.IGNORECASE)  # ?password=… in a URL
 DEFAULT_GENERATOR = "CompVis/stable-diffusion-v1-4"  # the model the HPS paper adapted
+
+
+def cron_or_none(schedule: str | None) -> str | None:
+    """A valid cron expression, stripped; None when empty (the schedule is off)."""
+    if not schedule or not schedule.strip():
+        return None
+    from croniter import croniter  # procrastinate's own cron parser
+
+    if not croniter.is_valid(schedule):
+        raise ValueError("must be a cron expression, e.g. '0 3 * * *' (03:00 UTC daily)")
+    return schedule.strip()
 
 
 class GeneratorSettings(BaseModel):
@@ -61,6 +75,21 @@ class StorageSettings(BaseModel):
     url: str | None = Field(None, description="A folder path, file:// or s3://bucket/prefix URL.")
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    sweep_schedule: str | None = Field(
+        "17 4 * * *",
+        description="Cron expression (UTC) of the sweep of files no row references; empty = off.",
+    )
+    sweep_grace_minutes: float = Field(
+        60.0,
+        ge=1.0,
+        description="The sweep leaves files written in the last N minutes (a job between "
+        "storing its images and recording them).",
+    )
+
+    @field_validator("sweep_schedule")
+    @classmethod
+    def _sweep_cron(cls, schedule: str | None) -> str | None:
+        return cron_or_none(schedule)
 
     @field_validator("url")
     @classmethod
@@ -170,13 +199,7 @@ class RetrainSettings(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, schedule: str | None) -> str | None:
-        if not schedule or not schedule.strip():
-            return None
-        from croniter import croniter  # procrastinate's own cron parser
-
-        if not croniter.is_valid(schedule):
-            raise ValueError("must be a cron expression, e.g. '0 3 * * *' (03:00 UTC daily)")
-        return schedule.strip()
+        return cron_or_none(schedule)
 
 
 class Settings(BaseSettings):
@@ -232,3 +255,42 @@ def load_settings(**overrides: object) -> Settings:
             f"{env_name(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in error.errors()
         ]
         raise ConfigError("bad configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def printable(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON-ready data with every secret masked.
+
+    Secret fields (tokens, keys) are masked by their type; URLs in any field (the
+    database URL, a proxy, an endpoint) lose their password, in the user part or in a
+    query parameter such as libpq's ``?password=``.
+    """
+    return _masked(settings.model_dump(mode="json"))
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password masked: ``scheme://user:**********@host/…``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparseable: it may still hold a password, so show none of it
+        return MASK
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
+    query = "&".join(_mask_param(pair) for pair in parts.query.split("&")) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _mask_param(pair: str) -> str:
+    name, equals, _ = pair.partition("=")
+    return f"{name}={MASK}" if equals and _SECRET_PARAM.search(name) else pair

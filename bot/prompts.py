@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from typing import Any
 
 from bot.config import Settings
@@ -14,6 +15,7 @@ from bot.domain import Refusal
 from training.tokens import fit_prompt
 
 MAX_SEED = 2**32 - 1
+ALLOWED_CONTROLS = frozenset("\t\n\r")  # folded to spaces like any other white space
 
 
 class PromptRules:
@@ -21,11 +23,12 @@ class PromptRules:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        words = "|".join(re.escape(w) for w in settings.limits.blocked_words)
-        self._blocked = re.compile(rf"\b({words})\b", re.IGNORECASE) if words else None
+        words = "|".join(re.escape(comparable(w)) for w in settings.limits.blocked_words)
+        self._blocked = re.compile(rf"\b({words})\b") if words else None
 
     def text(self, text: str, what: str = "prompt", *, optional: bool = False) -> str:
         """The text with its white space folded, or a refusal saying what is wrong."""
+        refuse_controls(text, what)
         text = " ".join(text.split())
         if not text:
             if optional:
@@ -47,11 +50,19 @@ class PromptRules:
                 code="too_many_tokens",
                 details={"tokens": fit.tokens, "cut": fit.cut},
             )
-        if self._blocked and (found := self._blocked.search(text)):
+        self.refuse_blocked(text, what)
+        return text
+
+    def refuse_blocked(self, text: str, what: str = "prompt") -> None:
+        """Refuse ``text`` if it holds a blocked word, however it is spelled in Unicode.
+
+        Matching runs on :func:`comparable` text, so full-width letters, ligatures and
+        zero-width characters hidden inside a word do not slip a blocked word through.
+        """
+        if self._blocked and (found := self._blocked.search(comparable(text))):
             raise Refusal(
                 f"Your {what} contains a blocked word ({found.group(0)!r}).", code="blocked"
             )
-        return text
 
     def seeds(self, n: int, seed: int | None) -> list[int]:
         """One seed per image: ``seed``, ``seed``+1 … when given, else random."""
@@ -73,6 +84,32 @@ class PromptRules:
             "height": gen.height,
             "seeds": seeds,
         }
+
+
+def comparable(text: str) -> str:
+    """``text`` as blocked words are matched: NFKC, format characters dropped, case folded.
+
+    NFKC maps look-alikes (full-width ``ｇｏｒｅ``, ligatures, circled letters) to plain
+    letters; format characters (Unicode category Cf: zero-width spaces and joiners, soft
+    hyphens, direction marks) are invisible, so they are dropped, not read as a break.
+    """
+    normal = unicodedata.normalize("NFKC", text)
+    visible = "".join(c for c in normal if unicodedata.category(c) != "Cf")
+    return unicodedata.normalize("NFKC", visible).casefold()
+
+
+def refuse_controls(text: str, what: str = "prompt") -> None:
+    """Refuse control characters (NUL and the like) other than tabs and line breaks.
+
+    They are invisible, mean nothing to the generator, and PostgreSQL cannot store NUL.
+    """
+    for position, char in enumerate(text, start=1):
+        if unicodedata.category(char) == "Cc" and char not in ALLOWED_CONTROLS:
+            raise Refusal(
+                f"Your {what} contains a control character (U+{ord(char):04X}, at "
+                f"character {position}); remove it and try again.",
+                code="control_character",
+            )
 
 
 def check_pick(generation_id: int, index: int, row: queries.PickRow) -> None:

@@ -7,6 +7,8 @@ for the member, and writes nothing.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, literal, select, update
@@ -46,6 +48,17 @@ log = logging.getLogger(__name__)
 
 GENERATE_TASK = "prefloop.generate"
 GENERATE_QUEUE = "generate"
+SWEEP_BATCH = 1000  # store keys checked against the images table per query
+
+
+@dataclass
+class Swept:
+    """What a sweep of the image store found: files no row references, and what went."""
+
+    files: int = 0  # files in the store
+    unreferenced: int = 0  # of those, older than the grace age and referenced by no row
+    deleted: int = 0  # of those, deleted (0 in a dry run)
+    examples: list[str] = field(default_factory=list)  # the first few unreferenced keys
 
 
 class CollectionService:
@@ -89,7 +102,11 @@ class CollectionService:
     async def reroll(
         self, generation_id: int, user: UserRef, *, delivery: dict[str, Any] | None = None
     ) -> Submitted:
-        """The same prompt again with new seeds: a new generation, requested by ``user``."""
+        """The same prompt again with new seeds: a new generation, requested by ``user``.
+
+        The prompt is checked against today's rules (a word blocked since it was first
+        submitted is refused), and ``user`` as any submitter is (banned, queue full).
+        """
         async with self.sessions() as session:
             old = (
                 await session.execute(
@@ -100,8 +117,10 @@ class CollectionService:
             ).first()
         if old is None:
             raise gone(generation_id)
+        prompt = self.rules.text(old.prompt)
+        self.rules.refuse_blocked(old.negative_prompt, "negative prompt")
         seeds = self.rules.seeds(old.n_images, None)
-        return await self._enqueue(user, old.prompt, old.negative_prompt, seeds, delivery)
+        return await self._enqueue(user, prompt, old.negative_prompt, seeds, delivery)
 
     async def _enqueue(
         self,
@@ -157,7 +176,7 @@ class CollectionService:
         """Record that ``user`` prefers image ``index`` (0-based) of a generation.
 
         Idempotent: the same pick again changes nothing; another image replaces the pick
-        and the history keeps both. One statement in the usual case.
+        and the history keeps both. One statement, a member's first click included.
         """
         if not 0 <= index < 4:
             raise Refusal(
@@ -168,7 +187,7 @@ class CollectionService:
                 session, generation_id, user.frontend, user.external_id, index
             )
             check_pick(generation_id, index, row)
-            if row.user_id is None:  # first time we see this member
+            if row.user_id is None:  # a concurrent first click created them meanwhile
                 await queries.ensure_user(session, user.frontend, user.external_id)
                 row = await queries.record_pick(
                     session, generation_id, user.frontend, user.external_id, index
@@ -278,26 +297,19 @@ class CollectionService:
             member = await queries.find_user(session, user.frontend, user.external_id)
             if member is None:
                 return Forgotten(0, 0, [])
-            rows = (
-                await session.execute(
-                    select(Generation.id, Generation.delivery).where(
-                        Generation.requested_by == member.id
-                    )
-                )
-            ).all()
+            # Locked before their images are read: a job recording images holds the same
+            # row lock (bot.generation), so its images are either committed and deleted
+            # here, or it finds the generation gone afterwards and deletes its own files.
+            rows = await queries.lock_generations(session, member.id)
             own = [generation_id for generation_id, _ in rows]
-            keys = set(
-                await session.scalars(select(Image.storage_key).where(Image.generation_id.in_(own)))
-            )
             picks = await session.execute(delete(Choice).where(Choice.user_id == member.id))
             await session.execute(delete(ChoiceEvent).where(ChoiceEvent.user_id == member.id))
+            keys = await queries.delete_images(session, own)
             deleted = await queries.delete_generations(session, own)
             await session.execute(
                 update(User).where(User.id == member.id).values(forgotten_at=func.now())
             )
-            still_used = set(
-                await session.scalars(select(Image.storage_key).where(Image.storage_key.in_(keys)))
-            )
+            still_used = await queries.referenced_keys(session, sorted(keys))
         orphans = sorted(keys - still_used)
         for key in orphans:
             try:
@@ -306,6 +318,46 @@ class CollectionService:
                 log.exception("could not delete %s of a forgotten member", key)
         notes = [note for _, note in rows if note]
         return Forgotten(deleted, picks.rowcount or 0, orphans, notes)
+
+    async def sweep_store(
+        self, *, grace_minutes: float | None = None, dry_run: bool = False
+    ) -> Swept:
+        """Delete store files that no image row references, written over the grace age ago.
+
+        They are what a crash or a lost race leaves behind (a job stopped between storing
+        and recording its images, a forget whose file delete failed). Files written in the
+        last ``grace_minutes`` (default: the setting) are left alone: a running job stores
+        its images before it records them, and storing bytes already there marks the file
+        fresh. Each file is re-checked for its age as it is deleted.
+        """
+        grace = (
+            self.settings.storage.sweep_grace_minutes if grace_minutes is None else grace_minutes
+        )
+        cutoff = datetime.now(UTC) - timedelta(minutes=grace)
+        swept = Swept()
+        batch: list[str] = []
+        async for found in self.storage.files():
+            swept.files += 1
+            if found.written_at < cutoff:
+                batch.append(found.key)
+            if len(batch) >= SWEEP_BATCH:
+                await self._sweep_batch(batch, cutoff, dry_run, swept)
+                batch = []
+        await self._sweep_batch(batch, cutoff, dry_run, swept)
+        return swept
+
+    async def _sweep_batch(
+        self, keys: list[str], cutoff: datetime, dry_run: bool, swept: Swept
+    ) -> None:
+        async with self.sessions() as session:
+            used = await queries.referenced_keys(session, keys)
+        for key in (k for k in keys if k not in used):
+            swept.unreferenced += 1
+            if len(swept.examples) < 5:
+                swept.examples.append(key)
+            if not dry_run and await self.storage.delete_if_older(key, cutoff):
+                swept.deleted += 1
+                log.info("swept %s: no row references it", key)
 
     async def ban_user(self, user: UserRef, reason: str | None = None) -> None:
         """Stop a member from submitting and picking (their past data stays)."""

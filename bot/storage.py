@@ -3,6 +3,10 @@
 A key is derived from the file's SHA-256 (``images/ab/cd/abcd….png``), so writing the
 same bytes twice stores them once and a key never points at changed content. Workers on
 other machines write to the same S3 bucket the bot reads from.
+
+Writing bytes that are already stored marks the file as written now. The sweep of files
+no row references (``CollectionService.sweep_store``) relies on that: it deletes only
+files last written before a grace age, so never one a running job is about to record.
 """
 
 from __future__ import annotations
@@ -12,15 +16,29 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from bot.config import Settings
 
+KEY_FOLDER = "images"  # every key content_key makes starts with this folder
+SWEEP_PREFIX = ".sweeping-"  # a local file being swept: renamed away, not yet deleted
+
 
 class StorageError(RuntimeError):
     """A stored file is missing or the store cannot be reached."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One key in a store and when its file was last written (UTC)."""
+
+    key: str
+    written_at: datetime
 
 
 def content_key(data: bytes, suffix: str) -> tuple[str, str]:
@@ -50,6 +68,17 @@ class Storage(Protocol):
         """A path on this machine's disk, when the store is a local folder."""
         ...
 
+    def files(self) -> AsyncIterator[StoredFile]:
+        """Every image key in the store, with when it was last written; in no set order."""
+        ...
+
+    async def delete_if_older(self, key: str, cutoff: datetime) -> bool:
+        """Remove ``key`` only if its file was last written before ``cutoff``; say if it was.
+
+        A write of the same bytes racing this call either keeps the file or writes it anew.
+        """
+        ...
+
 
 class LocalStorage:
     """Files under one folder; writes are atomic (temp file + rename)."""
@@ -71,8 +100,13 @@ class LocalStorage:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
-        if path.exists():
-            return  # same key, same content
+        try:
+            os.utime(path)  # same key, same content: now marked fresh for the sweep
+            return
+        except FileNotFoundError:
+            pass  # not stored (or being swept away right now): write it
+        except OSError:
+            return  # stored, but not ours to touch (a read-only share)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -96,6 +130,29 @@ class LocalStorage:
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.local_path(key).unlink()
+
+    async def files(self) -> AsyncIterator[StoredFile]:
+        """The files under ``images/``, one two-level folder at a time (in a thread)."""
+        for top in await asyncio.to_thread(_folders, self.root / KEY_FOLDER):
+            for folder in await asyncio.to_thread(_folders, top):
+                for found in await asyncio.to_thread(self._files_in, folder):
+                    yield found
+
+    def _files_in(self, folder: Path) -> list[StoredFile]:
+        entries = list(os.scandir(folder))
+        tombs = [e for e in entries if e.name.startswith(SWEEP_PREFIX)]
+        for tomb in tombs:  # a sweep stopped halfway: undo it
+            _restore(Path(tomb.path), folder / tomb.name.removeprefix(SWEEP_PREFIX))
+        found = []
+        for entry in sorted(os.scandir(folder) if tombs else entries, key=lambda e: e.name):
+            if entry.name.startswith(".") or not entry.is_file():
+                continue  # a write in progress (or a crashed one's temp file)
+            written = datetime.fromtimestamp(entry.stat().st_mtime, UTC)
+            found.append(StoredFile(Path(entry.path).relative_to(self.root).as_posix(), written))
+        return found
+
+    async def delete_if_older(self, key: str, cutoff: datetime) -> bool:
+        return await asyncio.to_thread(_delete_if_older, self.local_path(key), cutoff.timestamp())
 
 
 class S3Storage:
@@ -152,6 +209,83 @@ class S3Storage:
         await asyncio.to_thread(
             self.client.delete_object, Bucket=self.bucket, Key=self._object(key)
         )
+
+    async def files(self) -> AsyncIterator[StoredFile]:
+        """The objects under ``<prefix>/images/``, a listing page (1,000) at a time."""
+        start = self._object(KEY_FOLDER + "/")
+        pages = iter(
+            self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
+        )
+        skip = len(self._object(""))
+        while page := await asyncio.to_thread(next, pages, None):
+            for item in page.get("Contents", []):
+                yield StoredFile(item["Key"][skip:], item["LastModified"])
+
+    async def delete_if_older(self, key: str, cutoff: datetime) -> bool:
+        """Delete the object if it was last written before ``cutoff``.
+
+        S3 has no atomic compare-and-delete, so the check is one request before the
+        delete: a job storing these very bytes in that instant (rewriting the object)
+        could still lose them. Content keys make that a byte-identical image of an
+        unreferenced file older than the grace age, written within one round trip.
+        """
+        from botocore.exceptions import ClientError
+
+        try:
+            head = await asyncio.to_thread(
+                self.client.head_object, Bucket=self.bucket, Key=self._object(key)
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        if head["LastModified"] >= cutoff:
+            return False
+        await self.delete(key)
+        return True
+
+
+def _folders(parent: Path) -> list[Path]:
+    """The sub-folders of ``parent`` by name (none when it does not exist)."""
+    try:
+        entries = list(os.scandir(parent))
+    except FileNotFoundError:
+        return []
+    return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def _delete_if_older(path: Path, cutoff: float) -> bool:
+    """Delete ``path`` if last written before ``cutoff`` (a POSIX time), atomically.
+
+    The file is first renamed away: a writer of the same bytes then either touched it
+    before (its time is fresh, so it is put back) or finds it gone and writes it anew.
+    """
+    tomb = path.with_name(SWEEP_PREFIX + path.name)
+    try:
+        os.rename(path, tomb)
+        if tomb.stat().st_mtime < cutoff:
+            tomb.unlink()
+            return True
+    except FileNotFoundError:  # gone, or put back by another sweep's listing
+        return False
+    _restore(tomb, path)
+    return False
+
+
+def _restore(tomb: Path, path: Path) -> None:
+    """Put a swept file back, unless a writer stored the same bytes there meanwhile."""
+    try:
+        os.link(tomb, path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        return  # another sweep put it back already
+    except OSError:  # a file system without hard links: a rename (same bytes if it replaces)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(tomb, path)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        tomb.unlink()
 
 
 def make_storage(settings: Settings) -> Storage:

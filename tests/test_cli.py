@@ -36,6 +36,40 @@ def test_the_discord_token_is_never_printed(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["discord"]["token"] == "**********"
 
 
+def test_passwords_in_urls_are_never_printed(tmp_path: Path) -> None:
+    env = cli_env(
+        database_url="postgresql://prefloop:db-pass-123@db.example.org:5432/prefloop",
+        discord__proxy="http://proxyuser:proxy-pass-456@proxy.example.org:3128",
+        storage__s3_endpoint_url="https://minio.example.org/?token=tok-789&region=x",
+    )
+    result = prefloop("config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for secret in ("db-pass-123", "proxy-pass-456", "tok-789"):
+        assert secret not in result.stdout + result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["database_url"] == "postgresql://prefloop:**********@db.example.org:5432/prefloop"
+    assert shown["discord"]["proxy"] == "http://proxyuser:**********@proxy.example.org:3128"
+    assert (
+        shown["storage"]["s3_endpoint_url"]
+        == "https://minio.example.org/?token=**********&region=x"
+    )
+
+
+def test_urls_lose_their_password_wherever_it_is() -> None:
+    from bot.config import mask_url
+
+    masked = {
+        "postgresql://u:p@ss@h/db": "postgresql://u:**********@h/db",  # '@' in the password
+        "postgresql://u@h1:5432,h2:5432/db?password=x&sslmode=require": (
+            "postgresql://u@h1:5432,h2:5432/db?password=**********&sslmode=require"
+        ),
+        "postgresql://u:p@[::1]:5432/db": "postgresql://u:**********@[::1]:5432/db",
+        "http://proxy.example.org:3128": "http://proxy.example.org:3128",  # nothing to hide
+        "postgresql://u:p@[::1/db": "**********",  # unreadable: shown not at all
+    }
+    assert {url: mask_url(url) for url in masked} == masked
+
+
 def test_run_imagine_pick_stats_stop(platform: Any, tmp_path: Path) -> None:
     """What `make run` starts, used from a second terminal, then stopped with Ctrl-C."""
     env = cli_env(

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from bot.config import load_settings
 from bot.domain import GenerationOptions, Refusal, UserRef
-from tests.support import count, make_done_generation
+from bot.prompts import PromptRules
+from tests.support import count, eventually, make_done_generation
 
 ALICE = UserRef.parse("cli:alice")
 BOB = UserRef.parse("discord:123456789012345678")
@@ -99,6 +101,54 @@ async def test_blocked_words_are_refused(platform: Any) -> None:
     await platform.service.submit_prompt(ALICE, "a gorest of trees", 2)  # whole words only
 
 
+def _rules(*blocked: str) -> PromptRules:
+    return PromptRules(load_settings(_env_file=None, limits={"blocked_words": list(blocked)}))
+
+
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        "a scene of go\u200bre",  # a zero-width space inside the word
+        "a scene of g\u00adore",  # a soft hyphen
+        "a scene of go\u2060re\ufeff",  # a word joiner, a byte-order mark
+        "a scene of ｇｏｒｅ",  # full-width letters
+        "a scene of ＧＯＲＥ",
+        "a scene of ⓖⓞⓡⓔ",  # circled letters
+    ],
+)
+def test_blocked_words_are_found_however_they_are_spelled(spelled: str) -> None:
+    with pytest.raises(Refusal, match="blocked word") as refused:
+        _rules("gore").text(spelled)
+    assert refused.value.code == "blocked"
+
+
+def test_blocked_words_are_normalised_too() -> None:
+    with pytest.raises(Refusal, match="blocked word"):
+        _rules("ｆｉｎｅ ａｒｔ").text("some ﬁne art")  # a full-width word, a ligature
+    assert _rules("gore").text("a go re scene") == "a go re scene"  # a visible break stays
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\x1c"])
+def test_control_characters_are_refused_with_a_clear_message(control: str) -> None:
+    with pytest.raises(Refusal) as refused:
+        _rules().text(f"a red{control} cat")
+    assert refused.value.code == "control_character"
+    assert f"U+{ord(control):04X}" in refused.value.message
+    assert "at character 6" in refused.value.message
+
+
+def test_tabs_and_line_breaks_are_white_space() -> None:
+    assert _rules().text("a red\tcat\r\non a mat") == "a red cat on a mat"
+
+
+async def test_a_nul_in_a_prompt_is_refused_before_the_database(platform: Any) -> None:
+    for kwargs in ({}, {"options": GenerationOptions(negative_prompt="blurry\x00")}):
+        prompt = "a cat\x00" if not kwargs else "a cat"
+        with pytest.raises(Refusal, match="control character"):
+            await platform.service.submit_prompt(ALICE, prompt, 2, **kwargs)
+    assert await _written(platform) == dict.fromkeys(WRITTEN, 0)
+
+
 async def test_banned_member_is_refused_with_the_reason(platform: Any) -> None:
     await platform.service.ban_user(ALICE, "spam")
     before = await _written(platform)
@@ -173,6 +223,72 @@ async def test_concurrent_double_clicks_record_one_pick(platform: Any, generator
     results = await asyncio.gather(*(platform.service.record_choice(gen, BOB, 1) for _ in range(8)))
     assert sum(r.changed for r in results) == 1
     assert await count(platform, "choice_history") == 1
+
+
+async def test_a_members_first_click_creates_them_and_records_the_pick(
+    platform: Any, generator: Any
+) -> None:
+    gen = await make_done_generation(platform, generator, user=str(ALICE))
+    assert await count(platform, "users") == 1
+    first = await platform.service.record_choice(gen, BOB, 2)  # bob was never seen before
+    assert first.changed and first.previous is None and not first.is_requester
+    assert first.pickers == 1
+    async with platform.engine.connect() as conn:
+        member = (
+            await conn.execute(
+                text("SELECT id, banned FROM users WHERE external_id = :id"),
+                {"id": BOB.external_id},
+            )
+        ).one()
+    assert not member.banned
+    assert await _history(platform) == [(member.id, 2)]
+    assert await count(platform, "choices") == 1
+    stats = await platform.service.stats(BOB)
+    assert stats.members == 2 and stats.picks == 1 and stats.member_picks == 1
+    again = await platform.service.record_choice(gen, BOB, 2)  # now a known member
+    assert not again.changed and again.previous == 2 and again.pickers == 1
+
+
+async def test_concurrent_first_clicks_of_one_member_create_one_member(
+    platform: Any, generator: Any
+) -> None:
+    gens = [await make_done_generation(platform, generator, prompt=f"cat {i}") for i in range(2)]
+    clicks = [platform.service.record_choice(gens[k % 2], BOB, k % 4) for k in range(8)]
+    results = await asyncio.gather(*clicks)
+    assert await count(platform, f"users WHERE external_id = '{BOB.external_id}'") == 1
+    assert await count(platform, "choices") == 2  # one pick per generation
+    assert await count(platform, "choice_history") == sum(r.changed for r in results)
+
+
+async def test_a_first_click_that_loses_the_race_to_create_its_member_still_counts(
+    platform: Any, generator: Any
+) -> None:
+    """Another first click of the same member inserts the row after this one looked."""
+    gen = await make_done_generation(platform, generator, user=str(ALICE))
+    async with platform.engine.connect() as other:
+        await other.execute(
+            text("INSERT INTO users (frontend, external_id) VALUES ('discord', :id)"),
+            {"id": BOB.external_id},
+        )  # not committed yet: the click's insert waits for it
+        click = asyncio.create_task(platform.service.record_choice(gen, BOB, 1))
+        await eventually(lambda: _waiting_on_a_lock(platform))
+        await other.commit()
+    result = await click
+    assert result.changed and result.pickers == 1
+    assert await count(platform, "choices") == 1
+    assert await count(platform, f"users WHERE external_id = '{BOB.external_id}'") == 1
+
+
+async def _waiting_on_a_lock(platform: Any) -> bool:
+    async with platform.engine.connect() as conn:
+        return bool(
+            await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            )
+        )
 
 
 async def test_stale_and_invalid_picks_are_refused(platform: Any, generator: Any) -> None:
@@ -283,6 +399,29 @@ async def test_reroll_is_a_new_generation_with_new_seeds_for_the_clicker(
     assert new.params["seeds"] != old.params["seeds"] and new.delivery == {"where": "here"}
     with pytest.raises(Refusal, match="no longer exists"):
         await platform.service.reroll(original + 99, BOB)
+
+
+async def test_reroll_checks_todays_rules(platform: Any, generator: Any) -> None:
+    original = await make_done_generation(platform, generator, user=str(ALICE), prompt="a gory cat")
+    platform.settings.limits.blocked_words = ["gory"]  # blocked since it was submitted
+    platform.service = type(platform.service)(
+        platform.sessions, platform.settings, platform.storage
+    )
+    with pytest.raises(Refusal, match="blocked word") as refused:
+        await platform.service.reroll(original, BOB)
+    assert refused.value.code == "blocked"
+
+    platform.settings.limits.blocked_words = []
+    platform.service = type(platform.service)(
+        platform.sessions, platform.settings, platform.storage
+    )
+    await platform.service.ban_user(BOB, "spam")
+    before = await _written(platform)
+    with pytest.raises(Refusal, match="banned") as refused:
+        await platform.service.reroll(original, BOB)
+    assert refused.value.code == "banned"
+    assert await _written(platform) == before
+    await platform.service.reroll(original, ALICE)  # the rules allow it again
 
 
 async def test_delivery_notes_merge_and_audit_is_written(platform: Any) -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.storage import LocalStorage, S3Storage, Storage, StorageError
+from bot.storage import SWEEP_PREFIX, LocalStorage, S3Storage, Storage, StorageError
 
 
 @contextmanager
@@ -49,7 +53,8 @@ def storage(request: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> St
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     endpoint = request.getfixturevalue("s3_endpoint")
-    return S3Storage("s3://prefloop/images-test", endpoint_url=endpoint, region="us-east-1")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"  # the bucket outlives one test
+    return S3Storage(f"s3://prefloop/{prefix}", endpoint_url=endpoint, region="us-east-1")
 
 
 async def test_put_returns_a_content_key_and_reads_back(storage: Storage) -> None:
@@ -87,3 +92,51 @@ async def test_local_store_leaves_no_temp_files(tmp_path: Path) -> None:
     key, _ = await store.put(b"x" * 1000, "png")
     files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
     assert files == [store.local_path(key)]
+
+
+# ----- listing and the sweep's guarded delete ---------------------------------------
+
+
+async def _listed(storage: Storage) -> dict[str, datetime]:
+    return {found.key: found.written_at async for found in storage.files()}
+
+
+async def test_files_lists_every_stored_key_with_its_write_time(storage: Storage) -> None:
+    before = datetime.now(UTC) - timedelta(minutes=1)  # S3 keeps whole seconds
+    first, _ = await storage.put(b"first", "png")
+    second, _ = await storage.put(b"second", "png")
+    listed = await _listed(storage)
+    assert set(listed) == {first, second}
+    assert all(before < written <= datetime.now(UTC) for written in listed.values())
+
+
+async def test_delete_if_older_deletes_only_files_written_before_the_cutoff(
+    storage: Storage,
+) -> None:
+    key, _ = await storage.put(b"written just now", "png")
+    assert not await storage.delete_if_older(key, datetime.now(UTC) - timedelta(minutes=5))
+    assert await storage.exists(key)
+    assert await storage.delete_if_older(key, datetime.now(UTC) + timedelta(minutes=5))
+    assert not await storage.exists(key)
+    assert not await storage.delete_if_older(key, datetime.now(UTC) + timedelta(minutes=5))
+
+
+async def test_storing_bytes_already_there_marks_the_file_fresh(tmp_path: Path) -> None:
+    """A job whose image already exists (an orphan, say) must not lose it to the sweep."""
+    store = LocalStorage(tmp_path / "store")
+    key, _ = await store.put(b"same bytes", "png")
+    long_ago = time.time() - 3 * 3600
+    os.utime(store.local_path(key), (long_ago, long_ago))
+    await store.put(b"same bytes", "png")  # a job storing the same image again
+    assert not await store.delete_if_older(key, datetime.now(UTC) - timedelta(hours=1))
+    assert await store.get(key) == b"same bytes"
+
+
+async def test_a_sweep_stopped_halfway_is_undone_by_the_next_listing(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "store")
+    key, _ = await store.put(b"mid-sweep", "png")
+    path = store.local_path(key)
+    path.rename(path.with_name(SWEEP_PREFIX + path.name))  # as a crash would leave it
+    assert set(await _listed(store)) == {key}
+    assert await store.get(key) == b"mid-sweep"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]

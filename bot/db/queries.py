@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import Frontend, Generation, GenerationStatus, User
+from bot.db.models import Frontend, Generation, GenerationStatus, Image, User
 
 GENERATION_CHANNEL = "prefloop_generation"  # pg_notify channel: a generation finished
 PROGRESS_CHANNEL = "prefloop_progress"  # pg_notify channel: step k of n
@@ -112,8 +112,15 @@ _RECORD_PICK = text(
         FROM generations g
         LEFT JOIN images i ON i.generation_id = g.id AND i.index = :index
         WHERE g.id = :generation
-    ), member AS (
+    ), found AS (
         SELECT id, banned FROM users WHERE frontend = :frontend AND external_id = :external_id
+    ), created AS (
+        INSERT INTO users (frontend, external_id)
+        SELECT CAST(:frontend AS frontend), :external_id WHERE NOT EXISTS (SELECT 1 FROM found)
+        ON CONFLICT ON CONSTRAINT uq_users_frontend_id DO NOTHING
+        RETURNING id, banned
+    ), member AS (
+        SELECT id, banned FROM found UNION ALL SELECT id, banned FROM created
     ), previous AS (
         SELECT c.image_index FROM choices c JOIN member m ON c.user_id = m.id
         WHERE c.generation_id = :generation
@@ -160,12 +167,14 @@ async def record_pick(
 ) -> PickRow:
     """Check and record a pick in ONE statement (the hot path of every button click).
 
-    The pick is written only when the generation is done, the image exists and is not
-    withheld, and the member exists and is not banned; the returned row says which
-    check failed. The upsert changes the row only when the index differs (re-checked
-    under the row lock, so concurrent double clicks agree), and only a change is
-    appended to the history. A member seen for the first time has no row yet: create
-    it with :func:`ensure_user` and call again.
+    A member seen for the first time gets their row in the same statement (the insert
+    runs only when no row was found, so a known member's click burns no id). The pick
+    is written only when the generation is done, the image exists and is not withheld,
+    and the member is not banned; the returned row says which check failed (a refusal
+    rolls the new member back with it). The upsert changes the row only when the index
+    differs (re-checked under the row lock, so concurrent double clicks agree), and only
+    a change is appended to the history. ``user_id`` is None only when another first
+    click of the same member created the row after this statement's snapshot: call again.
     """
     row = await session.execute(
         _RECORD_PICK,
@@ -177,6 +186,43 @@ async def record_pick(
         },
     )
     return PickRow(*row.one())
+
+
+async def lock_generations(
+    session: AsyncSession, user_id: int
+) -> list[tuple[int, dict[str, Any] | None]]:
+    """(id, delivery note) of the member's generations, locked until the transaction ends.
+
+    A job records its images under the generation's row lock, so after this no job can
+    add images to them, and any job that had is committed and seen by the next statement.
+    """
+    rows = await session.execute(
+        select(Generation.id, Generation.delivery)
+        .where(Generation.requested_by == user_id)
+        .order_by(Generation.id)
+        .with_for_update()
+    )
+    return [(int(r[0]), r[1]) for r in rows]
+
+
+async def delete_images(session: AsyncSession, generation_ids: Sequence[int]) -> set[str]:
+    """Delete the image rows of these generations; return their store keys."""
+    if not generation_ids:
+        return set()
+    result = await session.execute(
+        delete(Image).where(Image.generation_id.in_(generation_ids)).returning(Image.storage_key)
+    )
+    return set(result.scalars())
+
+
+async def referenced_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
+    """Those of ``keys`` that an image row references."""
+    if not keys:
+        return set()
+    rows = await session.scalars(
+        select(Image.storage_key).where(Image.storage_key.in_(keys)).distinct()
+    )
+    return set(rows)
 
 
 async def delete_generations(session: AsyncSession, ids: Sequence[int]) -> int:

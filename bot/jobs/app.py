@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
+import time
 from typing import Any
 
+import psycopg
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
+from procrastinate.exceptions import ConnectorException
 from procrastinate.worker import Worker
 
-from bot.config import RetrainSettings, WorkerSettings
+from bot.config import RetrainSettings, StorageSettings, WorkerSettings
 from bot.db.engine import libpq_url
 from bot.jobs.maintenance import (
     CHECK_TASK,
@@ -19,23 +23,32 @@ from bot.jobs.maintenance import (
     MAINTENANCE_QUEUE,
     PLATFORM,
     SCHEDULE_TASK,
+    SWEEP_TASK,
     run_export_job,
     run_retrain_job,
     scheduled_retrain,
+    sweep_store_job,
 )
 from bot.retrain import RETRAIN_TASK, check_new_picks
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
 
 RUNNER = "runner"  # key of the GenerationRunner in a job's additional context
+RESTART_PAUSE, MAX_RESTART_PAUSE = 0.5, 30.0  # seconds before a stopped worker starts again
+
+log = logging.getLogger(__name__)
 
 
 def build_app(
-    database_url: str, worker: WorkerSettings, retrain: RetrainSettings | None = None
+    database_url: str,
+    worker: WorkerSettings,
+    retrain: RetrainSettings | None = None,
+    storage: StorageSettings | None = None,
 ) -> App:
     """A procrastinate app on ``database_url`` with prefloop's tasks registered.
 
-    With ``retrain`` settings, the retrain loop's periodic triggers are registered too
-    (the maintenance worker's app does; its worker then defers them on time).
+    With ``retrain`` settings, the retrain loop's periodic triggers are registered too,
+    and with ``storage`` settings the store sweep's schedule (the maintenance worker's
+    app does; its worker then defers them on time).
     """
     app = App(connector=PsycopgConnector(conninfo=libpq_url(database_url), min_size=1, max_size=4))
     # procrastinate counts retries: max_attempts=N there means N+1 runs in all.
@@ -76,6 +89,15 @@ def build_app(
             request = await check_new_picks(context.additional_context[PLATFORM])
             return f"retrain {request.run_id} queued" if request else "not yet"
 
+    if storage is not None and storage.sweep_schedule:
+
+        @app.periodic(cron=storage.sweep_schedule, periodic_id="store-sweep",
+                      queueing_lock=SWEEP_TASK)  # fmt: skip
+        @app.task(name=SWEEP_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+        async def sweep(context: JobContext, timestamp: int) -> str:
+            """Delete store files that no row references (see CollectionService.sweep_store)."""
+            return await sweep_store_job(context.additional_context[PLATFORM])
+
     return app
 
 
@@ -101,17 +123,38 @@ async def run_worker(app: App, worker: Worker, settings: WorkerSettings) -> None
 
     procrastinate stops its heartbeat before draining; this keeps beating meanwhile, so
     that no other process mistakes the worker for dead and runs its job a second time.
+
+    A worker that loses the database (a restart, a failover: its heartbeat, its job
+    fetch or its registration fails) stops, or raises; it is started again after a
+    pause, with backoff while the database stays away, instead of ending the process.
     """
-    run = asyncio.create_task(worker.run(), name="procrastinate worker")
-    try:
-        await asyncio.shield(run)
-    except asyncio.CancelledError:
-        beating = asyncio.create_task(_heartbeat_while_draining(app, worker, settings))
-        run.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
-        beating.cancel()
-        raise
+    pause = RESTART_PAUSE
+    while True:
+        started = time.monotonic()
+        run = asyncio.create_task(worker.run(), name="procrastinate worker")
+        try:
+            await asyncio.shield(run)
+            reason = "it stopped (a heartbeat or the job listener failed)"
+        except asyncio.CancelledError:
+            beating = asyncio.create_task(_heartbeat_while_draining(app, worker, settings))
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            beating.cancel()
+            raise
+        except (ConnectorException, psycopg.OperationalError) as error:
+            reason = f"it lost the database ({_first_line(error)})"
+        if time.monotonic() - started > MAX_RESTART_PAUSE:
+            pause = RESTART_PAUSE  # it had been running fine: this is a new outage
+        log.warning("job worker %s: %s; starting it again in %.1f s", worker.worker_name,
+                    reason, pause)  # fmt: skip
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, MAX_RESTART_PAUSE)
+
+
+def _first_line(error: BaseException) -> str:
+    cause = error.__cause__ or error
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
 async def _heartbeat_while_draining(app: App, worker: Worker, settings: WorkerSettings) -> None:

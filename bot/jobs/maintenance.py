@@ -1,4 +1,5 @@
-"""Maintenance jobs (dataset exports, the retrain loop and its triggers) on their own queue.
+"""Maintenance jobs (dataset exports, the retrain loop and its triggers, the store sweep)
+on their own queue.
 
 They run in ``prefloop run``'s process, one at a time, beside the generation worker: an
 export spends its time in a thread (database cursor and file links), so the event loop
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 EXPORT_TASK = "prefloop.export"
 SCHEDULE_TASK = "prefloop.retrain-schedule"
 CHECK_TASK = "prefloop.retrain-new-picks"
+SWEEP_TASK = "prefloop.store-sweep"
 MAINTENANCE_QUEUE = "maintenance"
 PLATFORM = "platform"  # key of the Platform in a maintenance job's additional context
 
@@ -98,6 +100,16 @@ async def scheduled_retrain(platform: Platform) -> str:
     return f"retrain {request.run_id} is already {request.status}"
 
 
+async def sweep_store_job(platform: Platform) -> str:
+    """The body of the periodic store sweep: delete files no row references (see its docs)."""
+    swept = await platform.service.sweep_store()
+    summary = f"store sweep: {swept.files} files, {swept.deleted} unreferenced ones deleted"
+    if kept := swept.unreferenced - swept.deleted:
+        summary += f", {kept} written again meanwhile (kept)"
+    log.info("%s", summary)
+    return summary
+
+
 async def serve_maintenance(platform: Platform) -> None:
     """Run maintenance jobs until cancelled.
 
@@ -109,7 +121,9 @@ async def serve_maintenance(platform: Platform) -> None:
     from bot.jobs.app import build_app, one_job_worker, run_worker
 
     settings = platform.settings.worker
-    app = build_app(platform.database_url, settings, platform.settings.retrain)
+    app = build_app(
+        platform.database_url, settings, platform.settings.retrain, platform.settings.storage
+    )
     async with app.open_async():
         worker = one_job_worker(
             app,
