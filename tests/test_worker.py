@@ -70,6 +70,8 @@ async def test_submit_generate_store_announce_pick(platform: Any) -> None:
 async def test_a_job_failing_on_every_attempt_fails_the_generation(
     platform: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from training.generator import Generator
+
     def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("CUDA error: device-side assert triggered")
 
