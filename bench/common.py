@@ -41,3 +41,51 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+class LoopStalls:
+    """How late the event loop runs: a task that asks to wake every ``period`` seconds
+    records how much later than asked it woke (a stall of the loop, whatever the cause:
+    work on the loop, or another thread holding the GIL)."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.samples: list[tuple[float, float]] = []  # (loop time woken, seconds late)
+
+    async def run(self) -> None:
+        """Sample until cancelled."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.period
+            await asyncio.sleep(self.period)
+            woke = loop.time()
+            self.samples.append((woke, max(0.0, woke - due)))
+
+    def worst(self, start: float, end: float) -> float:
+        """The longest stall (seconds) that ended between loop times ``start`` and ``end``."""
+        return max((late for woke, late in self.samples if start <= woke <= end), default=0.0)
+
+
+def random_lora(model: str, folder: str) -> None:
+    """Save a LoRA adapter with random weights for ``model`` (a diffusers folder) into
+    ``folder``, in the format `prefloop train adapt` writes, negative prompt included."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    pipe.unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=targets)
+    )
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
+    (Path(folder) / "prefloop.json").write_text(json.dumps({"negative_prompt": "Weird image."}))

@@ -78,11 +78,15 @@ def run(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    supervised: Annotated[
+        bool, typer.Option("--supervised", hidden=True, help="Run as `prefloop run`'s child.")
+    ] = False,
+) -> None:
     """Run one generation worker alone (one per GPU, on any machine reaching the database)."""
     from bot.serve import serve
 
-    run_command(serve(cli_settings(), worker=True, listener=False))
+    run_command(serve(cli_settings(), worker=True, listener=False, supervised=supervised))
 
 
 # ----- the database -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,10 @@ from training.generator import GeneratedImages, Generator, GeneratorLoadError
 log = logging.getLogger(__name__)
 
 IMAGE_FORMAT = "png"  # lossless: the dataset keeps exactly what the model made
+
+
+class PipelineStopped(Exception):
+    """Raised in the pipeline's thread at the step after its job was cancelled."""
 
 
 @dataclass(frozen=True)
@@ -169,12 +174,20 @@ class GenerationRunner:
         return work
 
     async def _generate(self, work: Work) -> GeneratedImages:
+        """The pipeline call, in a thread; a cancelled job stops it at its next step.
+
+        A thread cannot be cancelled: without the stop, a worker told to quit would wait
+        for the whole call (minutes on a CPU) after its shutdown grace, however short.
+        """
         loop = asyncio.get_running_loop()
         params = work.params
         last_sent = 0.0
+        stop = threading.Event()
 
         def on_step(step: int, total: int) -> None:
             nonlocal last_sent
+            if stop.is_set():
+                raise PipelineStopped(f"generation {work.generation_id} was cancelled")
             now = time.monotonic()
             if step < total and now - last_sent < self.progress_interval:
                 return
@@ -182,17 +195,20 @@ class GenerationRunner:
             asyncio.run_coroutine_threadsafe(self._progress(work, step, total), loop)
 
         async with generation_turn(self.sessions, self.shares_gpu):
-            return await asyncio.to_thread(
-                self.generator.generate,
-                work.prompt,
-                params["seeds"],
-                negative_prompt=work.negative_prompt,
-                steps=params["steps"],
-                guidance=params["guidance"],
-                width=params.get("width"),
-                height=params.get("height"),
-                on_step=on_step,
-            )
+            try:
+                return await asyncio.to_thread(
+                    self.generator.generate,
+                    work.prompt,
+                    params["seeds"],
+                    negative_prompt=work.negative_prompt,
+                    steps=params["steps"],
+                    guidance=params["guidance"],
+                    width=params.get("width"),
+                    height=params.get("height"),
+                    on_step=on_step,
+                )
+            finally:
+                stop.set()  # still running only if we were cancelled: it ends at its next step
 
     async def _progress(self, work: Work, step: int, total: int) -> None:
         try:

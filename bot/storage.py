@@ -94,8 +94,11 @@ class LocalStorage:
         return path
 
     async def put(self, data: bytes, suffix: str) -> tuple[str, str]:
+        return await asyncio.to_thread(self._put, data, suffix)  # hashing too: off the loop
+
+    def _put(self, data: bytes, suffix: str) -> tuple[str, str]:
         key, digest = content_key(data, suffix)
-        await asyncio.to_thread(self._write, self.local_path(key), data)
+        self._write(self.local_path(key), data)
         return key, digest
 
     @staticmethod
@@ -173,13 +176,12 @@ class S3Storage:
         return None
 
     async def put(self, data: bytes, suffix: str) -> tuple[str, str]:
+        return await asyncio.to_thread(self._put, data, suffix)  # hashing too: off the loop
+
+    def _put(self, data: bytes, suffix: str) -> tuple[str, str]:
         key, digest = content_key(data, suffix)
-        await asyncio.to_thread(
-            self.client.put_object,
-            Bucket=self.bucket,
-            Key=self._object(key),
-            Body=data,
-            ContentType=f"image/{suffix}",
+        self.client.put_object(
+            Bucket=self.bucket, Key=self._object(key), Body=data, ContentType=f"image/{suffix}"
         )
         return key, digest
 

@@ -21,7 +21,15 @@ from bot.domain import UserRef
 from bot.jobs.app import build_app
 from bot.jobs.worker import recover_stalled_jobs, serve_worker
 from bot.notify import GenerationEvent, NotificationListener, ProgressEvent
-from tests.support import eventually, generation_status, make_done_generation, running
+from tests.slow_device import slow_device_path, slowed
+from tests.support import (
+    cli_env,
+    eventually,
+    generation_status,
+    make_done_generation,
+    running,
+)
+from training.generator import Generator
 
 ALICE = UserRef.parse("cli:alice")
 
@@ -90,8 +98,12 @@ async def test_a_job_failing_on_every_attempt_fails_the_generation(
     assert attempts == 2 and job_status == "failed"
 
 
-async def test_stopping_a_worker_lets_the_running_job_finish(platform: Any) -> None:
-    platform.settings.generator.steps = 200  # ~9 s: the drain outlasts `stalled_after`
+async def test_stopping_a_worker_lets_the_running_job_finish(
+    platform: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Generator, "generate", slowed(Generator.generate, 0.5))
+    platform.settings.generator.steps = 10  # 5 s or more: the drain outlasts `stalled_after`
+    platform.settings.worker.shutdown_grace = 600  # however slow this machine is
     submitted = await platform.service.submit_prompt(ALICE, "a slow cat", 4)
     async with running(serve_worker(platform)) as stopping:
         await eventually(lambda: _is(platform, submitted.generation_id, "running"))
@@ -108,26 +120,65 @@ async def test_stopping_a_worker_lets_the_running_job_finish(platform: Any) -> N
 
 
 async def test_a_job_whose_worker_was_killed_runs_again(platform: Any, tmp_path: Path) -> None:
-    platform.settings.generator.steps = 400  # long enough to kill it midway
+    platform.settings.generator.steps = 5  # 50 s or more on the slow device: killed midway
     submitted = await platform.service.submit_prompt(ALICE, "an interrupted cat", 4)
-    process = _worker_process(platform, tmp_path)
+    process = _worker_process(platform, tmp_path, slow_device_path(tmp_path / "slow", 10.0))
     try:
-        await eventually(lambda: _is(platform, submitted.generation_id, "running"), timeout=120)
+        await eventually(lambda: _is(platform, submitted.generation_id, "running"), timeout=300)
         process.send_signal(signal.SIGKILL)
         process.wait(10)
     finally:
         process.kill()
     assert await generation_status(platform, submitted.generation_id) == "running"
 
-    platform.settings.generator.steps = 3
-    async with running(serve_worker(platform)):
-        await eventually(lambda: _is(platform, submitted.generation_id, "done"), timeout=60)
+    async with running(serve_worker(platform)):  # here, at full speed
+        await eventually(lambda: _is(platform, submitted.generation_id, "done"), timeout=600)
     async with platform.engine.connect() as conn:
         attempts = await conn.scalar(text("SELECT attempts FROM generations"))
         job = (await conn.execute(text("SELECT status, attempts FROM procrastinate_jobs"))).one()
     assert attempts == 2
     assert job.status == "succeeded" and job.attempts == 2  # procrastinate counts runs
     assert len((await platform.service.get_generation(submitted.generation_id)).images) == 4
+
+
+async def test_ctrl_c_while_a_job_outlasts_the_grace_runs_it_again_and_loses_nothing(
+    platform: Any, tmp_path: Path
+) -> None:
+    """`prefloop run` stops within its grace; the job it dropped runs again in full."""
+    env = cli_env(
+        database_url=platform.database_url,
+        data_dir=str(tmp_path / "data"),
+        generator__model=platform.settings.generator.model,
+        worker__shutdown_grace="1",
+    )
+    env["PYTHONPATH"] = slow_device_path(tmp_path / "slow", 10.0)
+    platform.settings.generator.steps = 20  # 200 s or more on the slow device
+    submitted = await platform.service.submit_prompt(ALICE, "a slow cat", 4)
+    with (tmp_path / "run.log").open("w") as log:
+        server = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "run", "--no-discord", env=env, stderr=log
+        )
+    try:
+        await eventually(lambda: _is(platform, submitted.generation_id, "running"), timeout=300)
+        server.send_signal(signal.SIGINT)  # one Ctrl-C: a graceful stop
+        assert await asyncio.wait_for(server.wait(), 90) == 0  # not the pipeline's 200 s
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+    async with platform.engine.connect() as conn:  # back in the queue, not failed
+        job = (await conn.execute(text("SELECT status, attempts FROM procrastinate_jobs"))).one()
+    assert (job.status, job.attempts) == ("todo", 1)
+    assert await generation_status(platform, submitted.generation_id) == "running"
+
+    async with running(serve_worker(platform)):  # the next start runs it again, at full speed
+        await eventually(lambda: _is(platform, submitted.generation_id, "done"), timeout=600)
+    view = await platform.service.get_generation(submitted.generation_id)
+    assert [image.seed for image in view.images] == submitted.seeds  # all four, same seeds
+    async with platform.engine.connect() as conn:
+        attempts = await conn.scalar(text("SELECT attempts FROM generations"))
+        job = (await conn.execute(text("SELECT status, attempts FROM procrastinate_jobs"))).one()
+    assert attempts == 2 and (job.status, job.attempts) == ("succeeded", 2)
 
 
 async def test_a_job_that_lost_its_worker_too_often_fails_for_good(platform: Any) -> None:
@@ -169,10 +220,11 @@ async def test_listener_catches_up_on_every_reconnect(platform: Any, generator: 
     assert seen == [finished_while_away, finished_while_away]
 
 
-def _worker_process(platform: Any, tmp_path: Path) -> subprocess.Popen[bytes]:
+def _worker_process(platform: Any, tmp_path: Path, pythonpath: str) -> subprocess.Popen[bytes]:
     settings = platform.settings
     env = {
         **os.environ,
+        "PYTHONPATH": pythonpath,
         "PREFLOOP_DATABASE_URL": platform.database_url,
         "PREFLOOP_DATA_DIR": str(tmp_path / "worker-data"),
         "PREFLOOP_GENERATOR__MODEL": settings.generator.model,
@@ -207,7 +259,6 @@ async def test_flagged_images_are_stored_with_their_flag_and_never_shown(
     from diffusers import StableDiffusionPipeline
 
     from bot.generation import GenerationRunner
-    from training.generator import Generator
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model)
     with torch.no_grad():  # a checker that flags everything

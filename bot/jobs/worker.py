@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from procrastinate import App
@@ -23,23 +25,35 @@ from bot.retrain import (
     remove_ended_runs_data,
     requeue_orphaned_runs,
 )
-from bot.runtime import settle_heap
+from bot.runtime import frozen_imports, settle_heap
 from bot.service import GENERATE_QUEUE, GENERATE_TASK
-from training.generator import GeneratorLoadError
+from training.generator import Generator, GeneratorLoadError
 
 if TYPE_CHECKING:
+    from bot.config import GeneratorSettings
     from bot.runtime import Platform
 
 log = logging.getLogger(__name__)
 
 
-async def load_generator(platform: Platform):  # -> training.generator.Generator
-    """Load the configured pipeline once (in a thread: it takes seconds to minutes)."""
-    try:
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
+async def load_generator(platform: Platform) -> Generator:
+    """Load the configured pipeline once, entirely in a thread (see :func:`load_pipeline`)."""
+    gen = platform.settings.generator
+    return await asyncio.to_thread(load_pipeline, gen, platform.settings.data_dir / "models")
 
-        from training.generator import Generator
+
+def load_pipeline(gen: GeneratorSettings, cache_dir: Path) -> Generator:
+    """Import the model libraries, load the pipeline and settle the heap; blocking.
+
+    It takes seconds to minutes (the imports alone cost ~8 s of CPU on a small machine),
+    so a worker calls it in a thread: on the event loop it would stall the worker's
+    heartbeat, and every Discord interaction of a bot sharing the loop.
+    """
+    try:
+        with frozen_imports():
+            from diffusers import DiffusionPipeline  # noqa: F401  (what Generator.load uses)
+            from diffusers.utils import logging as diffusers_logging
+            from transformers.utils import logging as transformers_logging
     except ImportError as error:
         raise GeneratorLoadError(
             f"a worker needs the model libraries ({error.name} is missing): "
@@ -48,27 +62,27 @@ async def load_generator(platform: Platform):  # -> training.generator.Generator
 
     for library in (diffusers_logging, transformers_logging):
         library.disable_progress_bar()  # per-step bars would flood a server's log
-    gen = platform.settings.generator
-    return await asyncio.to_thread(
-        Generator.load,
+    generator = Generator.load(
         gen.model,
-        cache_dir=platform.settings.data_dir / "models",
+        cache_dir=cache_dir,
         device=gen.device,
         dtype=gen.dtype,
         safety_checker=gen.safety_checker,
         adapter=gen.adapter,
     )
+    settle_heap()  # the pipeline is loaded: keep the collector off it
+    return generator
 
 
-async def serve_worker(platform: Platform) -> None:
+async def serve_worker(platform: Platform, on_ready: Callable[[], None] | None = None) -> None:
     """Run a worker until cancelled; on cancel, running jobs finish (or are re-queued).
 
     One job at a time: the pipeline is not safe to call from two threads at once, so
     more throughput means more workers (one per GPU), not more concurrency.
+    ``on_ready`` is called once the pipeline is loaded and the worker takes jobs.
     """
     settings = platform.settings.worker
     generator = await load_generator(platform)
-    settle_heap()  # the pipeline is loaded: keep the collector off it
     runner = GenerationRunner(
         platform.sessions,
         platform.storage,
@@ -82,6 +96,8 @@ async def serve_worker(platform: Platform) -> None:
             app, settings, role="prefloop", queue=GENERATE_QUEUE, context={RUNNER: runner}
         )
         reaper = asyncio.create_task(_reap_forever(app, platform), name="stalled-job reaper")
+        if on_ready is not None:
+            on_ready()
         try:
             await run_worker(app, worker, settings)
         finally:
