@@ -30,6 +30,7 @@ from tests.support import (
     running,
 )
 from training.generator import Generator
+from training.presets import WORLD_SIDE
 
 ALICE = UserRef.parse("cli:alice")
 
@@ -62,7 +63,8 @@ async def test_submit_generate_store_announce_pick(platform: Any) -> None:
         data = await platform.storage.get(image.storage_key)
         assert hashlib.sha256(data).hexdigest() == image.sha256
         with Image.open(io.BytesIO(data)) as png:
-            assert png.format == "PNG" and png.size == (image.width, image.height) == (64, 64)
+            assert png.format == "PNG"
+            assert png.size == (image.width, image.height) == (WORLD_SIDE, WORLD_SIDE)
     pick = await platform.service.record_choice(submitted.generation_id, ALICE, 3)
     assert pick.changed and pick.is_requester
 
@@ -86,7 +88,7 @@ async def test_a_job_failing_on_every_attempt_fails_the_generation(
     async with running(listener.run()), running(serve_worker(platform)):
         await asyncio.wait_for(listener.connected.wait(), 10)
         submitted = await platform.service.submit_prompt(ALICE, "a cat", 2)
-        await eventually(lambda: _async(failed), timeout=30)
+        await eventually(lambda: _async(failed), timeout=120)
 
     assert failed[0].status == "failed"
     view = await platform.service.get_generation(submitted.generation_id)
@@ -216,7 +218,7 @@ async def test_listener_catches_up_on_every_reconnect(platform: Any, generator: 
                     "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
                 )
             )
-        await eventually(lambda: _async(len(seen) == 2), timeout=20)
+        await eventually(lambda: _async(len(seen) == 2), timeout=120)
     assert seen == [finished_while_away, finished_while_away]
 
 

@@ -33,7 +33,7 @@ from training.tokens import (
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
-PRESET_VERSION = 3  # bump when a preset's architecture or seed changes
+PRESET_VERSION = 4  # bump when a preset's architecture or seed changes
 MARKER = "prefloop_preset.json"
 TINY_MERGES = 2000  # a trimmed CLIP vocabulary (2,514 tokens) keeps the text encoder small
 
@@ -116,20 +116,42 @@ def sd_scheduler() -> Any:
 # A randomly initialised UNet does not denoise (its noise-prediction loss is ~1.1, worse
 # than predicting zero), so fine-tuning it learns "denoise at all" and nothing about which
 # images people liked, and a random VAE does not round-trip its own images. The tiny
-# preset is therefore *trained*, briefly, on a toy world: 64x64 images of four flat-coloured
-# quadrants over a faint texture, where the caption's first word tints the whole image.
+# preset is therefore *trained*, briefly, on a toy world: 32x32 images of four flat-coloured
+# quadrants over a fixed checked texture, where the caption's first word tints the whole
+# image.
 # Its images then vary between seeds in ways a preference can pick out (how red is the
 # top-left corner?), text conditions them, and a LoRA fine-tune moves them the way a real
-# model's would. Building takes about a minute on two CPU cores, once per machine.
+# model's would.
+#
+# The build takes about 40 s on two CPU cores (bench/preset.py), in one thread: these
+# models are so small that a second thread gains little when the machine is idle and,
+# when it is busy, OpenMP's waiting threads make every step several times slower. The VAE
+# learns on small images of the world (it is convolutional), the UNet on a pool of
+# latents and caption embeddings computed once, both with fused optimisers.
 
 WORLD_WORDS = (
     "a", "the", "red", "blue", "green", "photo", "cat", "dog", "house", "tree", "car",
     "sky", "thing", "painting", "of", "big", "small", "city", "river", "portrait",
     "night", "garden", "old", "new",
 )  # fmt: skip
-WORLD_SIDE = 64
-VAE_STEPS = 400
-UNET_STEPS = 300
+WORLD_SIDE = 32
+# Sizes and steps chosen by measurement (bench/preset.py for the time, the closed-loop
+# test in tests/training/test_adapt.py for the learning): 150 VAE and 120 UNet steps
+# already lost that test's win, and a (16, 32) UNet never won it.
+VAE_CHANNELS = (16, 32)
+VAE_STEPS = 200
+VAE_BATCH = 8
+VAE_SIDE = 16  # the VAE learns on 16x16 images of the world; it is convolutional
+VAE_LR = 5e-4  # 1e-3 and above never learn the colours back
+UNET_CHANNELS = (16, 64)  # the attention block (where LoRA goes) keeps 64 channels
+UNET_GROUPS = 16
+UNET_STEPS = 150
+UNET_BATCH = 8
+UNET_LR = 1e-3
+LATENT_POOL = 512  # world images encoded once for the UNet's steps
+CHECKER = 0.15  # the fixed texture's contrast (see _checker)
+BUILD_THREADS = 1  # torch threads while training (see above; bench/preset.py compares)
+Progress = Callable[[str, int, int], None]  # (stage, steps done, steps in the stage)
 
 
 def world_images(
@@ -145,67 +167,104 @@ def world_images(
     pixels = quadrants.repeat_interleave(half, 2).repeat_interleave(half, 3)
     chosen = torch.randint(len(words), (n, 3), generator=generator)
     pixels = pixels + tints[chosen[:, 0]][:, :, None, None]
-    pixels = pixels + 0.05 * torch.randn(pixels.shape, generator=generator)
+    pixels = (
+        pixels + CHECKER * _checker(side) + 0.05 * torch.randn(pixels.shape, generator=generator)
+    )
     captions = [" ".join(words[int(k)] for k in row) for row in chosen]
     return pixels.clamp(-1, 1), captions
 
 
-def _train_vae(vae: Any, steps: int, generator: Any) -> None:
+def _checker(side: int) -> Any:
+    """+1/-1 in 2x2-pixel cells: the world's fixed texture.
+
+    Stable Diffusion's VAE normalises its features over whole images (GroupNorm), which
+    removes an image's overall colour unless something in every image stays the same to
+    measure it against; this texture is that reference, and it lets the VAE learn the
+    whole image's colour (the prompt's tint, a "reddest image" preference) in a few
+    hundred steps instead of thousands. Cells of 2x2 pixels match the VAE's downsampling.
+    """
+    import torch
+
+    cells = torch.arange(side) // 2
+    return ((cells[:, None] + cells[None, :]) % 2).float() * 2 - 1
+
+
+def _train_vae(vae: Any, generator: Any, progress: Progress) -> None:
     """Fit the VAE to the world's images, then scale its latents to unit spread (as SD's)."""
     import torch
 
-    optimizer = torch.optim.Adam(vae.parameters(), lr=3e-4)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=VAE_LR, fused=True)
     vae.train()
-    for _ in range(steps):
-        images, _ = world_images(8, generator, side=32)  # the VAE is convolutional
+    for step in range(VAE_STEPS):
+        images, _ = world_images(VAE_BATCH, generator, side=VAE_SIDE)
         dist = vae.encode(images).latent_dist
         rebuilt = vae.decode(dist.mean).sample
         loss = torch.nn.functional.mse_loss(rebuilt, images) + 1e-6 * dist.kl().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        progress("vae", step + 1, VAE_STEPS)
     vae.eval()
     with torch.no_grad():
         latents = vae.encode(world_images(64, generator)[0]).latent_dist.mean
     vae.register_to_config(scaling_factor=round(1.0 / float(latents.std()), 5))
 
 
-def _train_unet(pipe: Any, steps: int, generator: Any) -> None:
+def _encode_text(pipe: Any, captions: list[str]) -> Any:
+    tokens = pipe.tokenizer(
+        captions,
+        padding="max_length",
+        truncation=True,
+        max_length=CONTEXT_LENGTH,
+        return_tensors="pt",
+    ).input_ids
+    return pipe.text_encoder(tokens)[0]
+
+
+def _latent_pool(pipe: Any, generator: Any) -> tuple[Any, Any, Any, Any]:
+    """Latent distributions and caption embeddings of a pool of world images, computed once
+    (the VAE and the text encoder are frozen while the UNet learns), and the empty caption's."""
+    import torch
+
+    with torch.no_grad():
+        images, captions = world_images(LATENT_POOL, generator)
+        dist = pipe.vae.encode(images).latent_dist
+        return dist.mean, dist.std, _encode_text(pipe, captions), _encode_text(pipe, [""])
+
+
+def _train_unet(pipe: Any, generator: Any, progress: Progress) -> None:
     """Teach the UNet to denoise the world's latents given their captions (10% dropped)."""
     import torch
     from diffusers import DDPMScheduler
 
     schedule = DDPMScheduler.from_config(pipe.scheduler.config)
     unet, scaling = pipe.unet, pipe.vae.config.scaling_factor
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=0.0)
+    mean, std, text, empty = _latent_pool(pipe, generator)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=UNET_LR, weight_decay=0.0, fused=True)
     unet.train()
-    for _ in range(steps):
-        images, captions = world_images(8, generator)
-        drop = torch.rand(len(captions), generator=generator) < 0.1
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-        with torch.no_grad():
-            latents = pipe.vae.encode(images).latent_dist.sample(generator=generator) * scaling
-            tokens = pipe.tokenizer(
-                captions,
-                padding="max_length",
-                truncation=True,
-                max_length=CONTEXT_LENGTH,
-                return_tensors="pt",
-            ).input_ids
-            text = pipe.text_encoder(tokens)[0]  # fmt: skip
+    for step in range(UNET_STEPS):
+        pick = torch.randint(len(mean), (UNET_BATCH,), generator=generator)
+        noise_in_latent = torch.randn(mean[pick].shape, generator=generator)
+        latents = (mean[pick] + std[pick] * noise_in_latent) * scaling
+        drop = (torch.rand(UNET_BATCH, generator=generator) < 0.1)[:, None, None]
+        condition = torch.where(drop, empty, text[pick])
         noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(0, schedule.config.num_train_timesteps, (len(captions),),
+        timesteps = torch.randint(0, schedule.config.num_train_timesteps, (UNET_BATCH,),
                                   generator=generator)  # fmt: skip
-        predicted = unet(schedule.add_noise(latents, noise, timesteps), timesteps, text).sample
-        loss = torch.nn.functional.mse_loss(predicted, noise)
+        predicted = unet(schedule.add_noise(latents, noise, timesteps), timesteps, condition)
+        loss = torch.nn.functional.mse_loss(predicted.sample, noise)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        progress("unet", step + 1, UNET_STEPS)
     unet.eval()
 
 
-def build_tiny_pipeline(seed: int = 0, *, safety_checker: bool = True) -> Any:
-    """A 64x64 Stable Diffusion pipeline (about 1.8M parameters) trained on the toy world."""
+def build_tiny_pipeline(
+    seed: int = 0, *, safety_checker: bool = True, progress: Progress | None = None
+) -> Any:
+    """A 32x32 Stable Diffusion pipeline trained on the toy world (``progress`` hears each
+    training step)."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -215,24 +274,25 @@ def build_tiny_pipeline(seed: int = 0, *, safety_checker: bool = True) -> Any:
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=32,
+        sample_size=WORLD_SIDE // 2,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64),
+        block_out_channels=UNET_CHANNELS,
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
-        norm_num_groups=32,
+        norm_num_groups=UNET_GROUPS,
     )
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        block_out_channels=(32, 64),
+        block_out_channels=VAE_CHANNELS,
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         latent_channels=4,
         norm_num_groups=4,  # 32 groups of 32 channels would normalise away flat colours
+        mid_block_add_attention=False,  # the world has no long-range structure to attend to
     )
     checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
     pipe = StableDiffusionPipeline(
@@ -246,15 +306,21 @@ def build_tiny_pipeline(seed: int = 0, *, safety_checker: bool = True) -> Any:
         requires_safety_checker=safety_checker,
     )
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        _train_vae(vae, VAE_STEPS, generator)
-        _train_unet(pipe, UNET_STEPS, generator)
+    report = progress or (lambda stage, done, total: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            _train_vae(vae, generator, report)
+            _train_unet(pipe, generator, report)
+    finally:
+        torch.set_num_threads(threads)
     for part in (unet, vae, pipe.text_encoder):
         part.requires_grad_(True)  # as from_pretrained leaves them
     return pipe
 
 
-PRESETS: dict[str, Callable[[], Any]] = {TINY: build_tiny_pipeline}
+PRESETS: dict[str, Callable[..., Any]] = {TINY: build_tiny_pipeline}
 
 
 def is_preset(name: str) -> bool:
@@ -267,17 +333,17 @@ def preset_cache() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "prefloop" / "presets"
 
 
-def save_preset(name: str, folder: Path) -> Path:
+def save_preset(name: str, folder: Path, progress: Progress | None = None) -> Path:
     """Write generator preset ``name`` to ``folder`` once (see :func:`_save_once`).
 
-    Building trains the preset (about a minute), so it is built once into
+    Building trains the preset (under a minute), so it is built once into
     :func:`preset_cache` and copied from there; where that cache cannot be written, the
-    preset is built straight into ``folder``.
+    preset is built straight into ``folder``. ``progress`` hears each training step.
     """
     folder = Path(folder)
 
     def build(staging: Path) -> None:
-        PRESETS[name]().save_pretrained(staging, safe_serialization=True)
+        PRESETS[name](progress=progress).save_pretrained(staging, safe_serialization=True)
 
     if _marker(folder) == {"preset": name, "version": PRESET_VERSION}:
         return folder
@@ -389,3 +455,55 @@ def _marker(folder: Path) -> dict[str, Any] | None:
         return json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
         return None
+
+
+def build_cached(name: str = TINY) -> tuple[Path, bool]:
+    """Build generator preset ``name`` into :func:`preset_cache` unless it is there, with a
+    progress bar per training stage; (its folder, whether it was built now)."""
+    folder = preset_cache() / name
+    if _marker(folder) == {"preset": name, "version": PRESET_VERSION}:
+        return folder, False
+    from diffusers.utils import logging as diffusers_logging
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_progress_bar()  # their bars for saving files: noise beside ours
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage) or bars.setdefault(
+            stage, tqdm(total=total, desc=f"{name} preset: {stage}", unit="step", mininterval=1)
+        )
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    try:
+        return save_preset(name, folder, progress), True
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m training.presets [NAME ...]``: build presets into the cache ahead of use
+    (``make test`` does, so no test waits for a build)."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: {TINY}")
+    names = parser.parse_args(argv).names or [TINY]
+    if unknown := sorted(set(names) - set(PRESETS)):
+        parser.error(f"no preset named {', '.join(unknown)} (presets: {', '.join(PRESETS)})")
+    for name in names:
+        started = time.perf_counter()
+        folder, built = build_cached(name)
+        took = f"built in {time.perf_counter() - started:.0f} s" if built else "already built"
+        print(f"{name} preset v{PRESET_VERSION}: {took}, {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,7 @@ from tests.discord.conftest import (
     worker_running,
 )
 from tests.support import count, eventually, running
+from training.presets import WORLD_SIDE
 
 EPHEMERAL = 64
 
@@ -38,7 +39,7 @@ async def test_imagine_progress_images_buttons_and_a_pick(bot_platform: Any, fak
         assert [a.filename for a in final.attachments] == ["1_1.png", "1_2.png"]
         for attachment in final.attachments:
             with Image.open(io.BytesIO(attachment.data)) as image:
-                assert image.format == "PNG" and image.size == (64, 64)
+                assert image.format == "PNG" and image.size == (WORLD_SIDE, WORLD_SIDE)
         assert final.custom_ids() == ["pf:pick:1:0", "pf:pick:1:1", "pf:reroll:1"]
         assert f"<@{ALICE}>" in final.content and "a local model, no adapter" in final.content
         assert bot_platform.settings.generator.model not in final.content  # a server path
@@ -93,7 +94,7 @@ async def test_buttons_survive_a_restart_and_results_wait_for_the_bot(
     async with bot_running(bot_platform, fake):  # a new process
         click = await fake.click(final.id, "pf:pick:1:1", user_id=BOB)
         assert "You picked image 2" in await private(fake, click, BOB)
-        delivered = await fake.wait_for(lambda: final_message(waiting), timeout=30)
+        delivered = await fake.wait_for(lambda: final_message(waiting), timeout=120)
         assert len(delivered.attachments) == 2
     assert await count(bot_platform, "choices") == 1
 

@@ -20,6 +20,7 @@ from bot.export.privacy import load_secret
 from tests.support import make_done_generation
 from tests.synthetic import seed_picks
 from training.data import read_preferences
+from training.presets import WORLD_SIDE
 
 ALICE = UserRef.parse("discord:111111111111111111")
 BOB = UserRef.parse("discord:222222222222222222")
@@ -66,7 +67,7 @@ async def test_round_trip_from_picks_to_training_examples(
         generation = cat if example.prompt == "a red cat" else dog
         assert [_sha(p) for p in example.images] == await _image_shas(platform, generation)
         assert example.images[0].parent == done.out / "preference_images"
-        assert example.open_images()[example.chosen].size == (64, 64)
+        assert example.open_images()[example.chosen].size == (WORLD_SIDE, WORLD_SIDE)
     train = json.loads((done.out / "preference_train.json").read_text())
     assert {e["prompt"]: e["contain_name"] for e in train} == {
         "a red cat": False,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from training.generator import Generator, GeneratorLoadError
+from training.presets import WORLD_SIDE
 
 
 def _pixels(image: Any) -> np.ndarray:
@@ -25,14 +26,14 @@ def test_preset_is_saved_as_a_diffusers_folder(tiny_model: Path) -> None:
 def test_preset_name_loads_through_a_saved_folder(tmp_path: Path) -> None:
     generator = Generator.load("tiny", cache_dir=tmp_path, device="cpu")
     assert (tmp_path / "tiny" / "model_index.json").exists()
-    assert generator.default_size() == (64, 64)
+    assert generator.default_size() == (WORLD_SIDE, WORLD_SIDE)
     assert generator.has_safety_checker
 
 
 def test_n_images_in_one_call_each_reproducible_from_its_seed(generator: Generator) -> None:
     batch = generator.generate("a red cat", [11, 12, 13], steps=3)
     assert len(batch.images) == 3 and batch.nsfw == [False, False, False]
-    assert batch.images[0].size == (64, 64)
+    assert batch.images[0].size == (WORLD_SIDE, WORLD_SIDE)
     alone = generator.generate("a red cat", [12], steps=3)
     difference = np.abs(_pixels(batch.images[1]) - _pixels(alone.images[0])).max()
     assert difference <= 2  # batched float maths may round one step differently
