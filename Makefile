@@ -31,10 +31,15 @@ run: $(STAMP)
 	@$(if $(RUN_FLAGS),echo "make run: no Discord token configured; serving without the bot (see README)")
 	$(RUN_ENV) $(BIN)/prefloop run $(RUN_FLAGS)
 
+# The tests' tiny preset lives in the checkout; it is built (once, under a minute) before
+# the tests start, so no test's timeout includes it.
+test: export PREFLOOP_PRESET_CACHE ?= $(CURDIR)/.cache/presets
 test: $(STAMP)
+	$(BIN)/python -m training.presets tiny
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/preset.py
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/choices.py
 	$(BIN)/python bench/bot_latency.py

@@ -4,7 +4,9 @@
 it the embedded server starts in a temp folder. Every test session gets a database of
 its own, migrated with ``alembic upgrade head``, and each test starts from empty tables.
 The trained tiny generator preset is built once into ``.cache/presets`` in the checkout
-(``PREFLOOP_PRESET_CACHE`` overrides) and reused by every later run.
+(``PREFLOOP_PRESET_CACHE`` overrides) before the first test, outside every test's timeout
+(``make test`` builds it in a step of its own, with a progress bar), and reused by every
+later run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,20 @@ from tests.support import fresh_database
 os.environ.setdefault(
     "PREFLOOP_PRESET_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "presets")
 )
+# One thread per torch process (this one and every subprocess a test starts). The tests'
+# models are tiny, so a second thread gains little on an idle machine; on a busy one
+# OpenMP's threads spin-wait for each other at every operation and a step takes several
+# times as long (measured: 50 VAE steps, 362 s with two threads, 61 s with one, while
+# other work held both cores). Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the tiny generator preset now, if the cache lacks it: no test's timeout
+    should include a build."""
+    from training.presets import build_cached
+
+    build_cached()
 
 TABLES = (
     "users, generations, images, choices, choice_history, model_versions, admin_actions, "
