@@ -139,7 +139,7 @@ async def start_bot(fake: FakeDiscord) -> MiniBot:
     """A new client instance, logged in, connected and ready."""
     bot = MiniBot()
     runner = bot.runner = asyncio.create_task(bot.start(fake.token))
-    await fake.wait_for(lambda: runner.done() or bot.is_ready(), timeout=10)
+    await fake.wait_for(lambda: runner.done() or bot.is_ready(), timeout=120)
     if runner.done():
         runner.result()  # a client that died while starting: show why
     return bot

@@ -44,13 +44,13 @@ async def test_a_dead_worker_is_restarted_and_a_second_ctrl_c_stops_both(
         server.send_signal(signal.SIGINT)
         await eventually(lambda: _async("letting running jobs finish" in log.read_text()))
         server.send_signal(signal.SIGINT)
-        code = await asyncio.wait_for(server.wait(), 60)
+        code = await asyncio.wait_for(server.wait(), 120)
     finally:
         if server.returncode is None:
             server.kill()
             await server.wait()
     assert code == 130
-    await eventually(lambda: _async(not alive(second)), timeout=30)  # it went with it
+    await eventually(lambda: _async(not alive(second)), timeout=120)  # it went with it
 
 
 async def test_a_worker_that_cannot_start_stops_prefloop_run_with_its_reason(

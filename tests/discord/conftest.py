@@ -53,7 +53,7 @@ def reconfigure(platform: Any, **limits: Any) -> None:
 @asynccontextmanager
 async def bot_running(platform: Any, fake: FakeDiscord) -> AsyncIterator[None]:
     async with running(run_bot(platform)):
-        await fake.wait_until_ready(timeout=15)
+        await fake.wait_until_ready(timeout=120)
         yield
 
 
@@ -84,4 +84,4 @@ def private_text(it: Any, user_id: int) -> str:
 
 async def private(fake: FakeDiscord, it: Any, user_id: int) -> str:
     """Wait for the interaction's private answer to ``user_id``; its text."""
-    return await fake.wait_for(lambda: private_text(it, user_id), timeout=10)
+    return await fake.wait_for(lambda: private_text(it, user_id), timeout=120)

@@ -186,7 +186,7 @@ class FakeDiscord:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:
+    async def wait_for(self, predicate: Callable[[], T], timeout: float = 60.0) -> T:
         """Wait until ``predicate()`` is truthy and return its value, or raise TimeoutError."""
         deadline = self.loop_time() + timeout
         while not (result := predicate()):
@@ -198,7 +198,7 @@ class FakeDiscord:
                 await asyncio.wait_for(changed.wait(), min(remaining, POLL_INTERVAL))
         return result
 
-    async def wait_until_ready(self, timeout: float = 10.0) -> None:
+    async def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Wait until a client holds a session and READY+GUILD_CREATE (or RESUMED) went out."""
         await self.wait_for(lambda: self.gateway.ready_session is not None, timeout)
 

@@ -27,16 +27,16 @@ async def test_generation_waits_while_a_training_stage_holds_the_gpu(platform: A
         await asyncio.sleep(0.5)
         assert not waiting.done()  # queued behind the stage
         order.append("training ends")
-    await asyncio.wait_for(waiting, 10)
+    await asyncio.wait_for(waiting, 60)
     assert order == ["training ends", "generation during training"]
 
     # Generations share the GPU with each other; the stage waits for them.
     async with generation_turn(platform.sessions, True):
-        await asyncio.wait_for(generate("second generation"), 10)
+        await asyncio.wait_for(generate("second generation"), 60)
         stage = asyncio.create_task(_train(platform, order))
         await asyncio.sleep(0.5)
         assert not stage.done()
-    await asyncio.wait_for(stage, 10)
+    await asyncio.wait_for(stage, 60)
     assert order[-2:] == ["second generation", "stage ran"]
 
 
