@@ -41,6 +41,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     build_cached()
 
+
 TABLES = (
     "users, generations, images, choices, choice_history, model_versions, admin_actions, "
     "dataset_exports, retrain_runs, "
