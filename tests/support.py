@@ -89,6 +89,17 @@ def cli_env(**settings: str) -> dict[str, str]:
     return env
 
 
+def platform_env(platform: Any, data_dir: Any, **settings: str) -> dict[str, str]:
+    """:func:`cli_env` for a `prefloop` process beside ``platform``: its database and
+    generator, a data folder of its own; ``settings`` add or override."""
+    base = {
+        "database_url": platform.database_url,
+        "data_dir": str(data_dir),
+        "generator__model": platform.settings.generator.model,
+    }
+    return cli_env(**{**base, **settings})
+
+
 def prefloop(*args: str, env: dict[str, str], cwd: Any = None, timeout: float = 180) -> Any:
     """Run the `prefloop` CLI in a subprocess, as a user would."""
     import subprocess

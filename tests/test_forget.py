@@ -121,19 +121,10 @@ async def test_a_job_finishing_after_forget_deletes_its_own_files(
 async def test_forget_with_an_s3_store_deletes_files_and_rows(
     platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.storage import S3Storage, make_storage
-    from tests.test_storage import start_s3
+    from bot.storage import S3Storage
+    from tests.test_storage import platform_on_s3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with start_s3() as endpoint:
-        platform.settings.storage.url = "s3://prefloop/forget"
-        platform.settings.storage.s3_endpoint_url = endpoint
-        platform.settings.storage.s3_region = "us-east-1"
-        platform.storage = make_storage(platform.settings)
-        platform.service = type(platform.service)(
-            platform.sessions, platform.settings, platform.storage
-        )
+    with platform_on_s3(platform, monkeypatch, "forget"):
         assert isinstance(platform.storage, S3Storage)
         own = await make_done_generation(platform, generator, user=str(ALICE), prompt="alice's")
         others = await _bobs_generation(platform, generator)
@@ -208,19 +199,9 @@ async def test_the_sweep_keeps_a_file_written_again_while_it_runs(
 async def test_the_sweep_with_an_s3_store(
     platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.storage import make_storage
-    from tests.test_storage import start_s3
+    from tests.test_storage import platform_on_s3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with start_s3() as endpoint:
-        platform.settings.storage.url = "s3://prefloop/sweep"
-        platform.settings.storage.s3_endpoint_url = endpoint
-        platform.settings.storage.s3_region = "us-east-1"
-        platform.storage = make_storage(platform.settings)
-        platform.service = type(platform.service)(
-            platform.sessions, platform.settings, platform.storage
-        )
+    with platform_on_s3(platform, monkeypatch, "sweep"):
         gen = await make_done_generation(platform, generator, n=2)
         kept = {i.storage_key for i in (await platform.service.get_generation(gen)).images}
         orphan, _ = await platform.storage.put(b"no row has me", "png")

@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.domain import UserRef
 from tests.processes import alive, children, command_line
-from tests.support import cli_env, eventually, generation_status
+from tests.support import eventually, generation_status, platform_env
 
 ALICE = UserRef.parse("cli:alice")
 
@@ -19,12 +19,7 @@ ALICE = UserRef.parse("cli:alice")
 async def test_a_dead_worker_is_restarted_and_a_second_ctrl_c_stops_both(
     platform: Any, tmp_path: Path
 ) -> None:
-    env = cli_env(
-        database_url=platform.database_url,
-        data_dir=str(tmp_path / "data"),
-        generator__model=platform.settings.generator.model,
-        worker__heartbeat_interval="0.5",
-    )
+    env = platform_env(platform, tmp_path / "data", worker__heartbeat_interval="0.5")
     log = tmp_path / "run.log"
     with log.open("w") as stderr:
         server = await asyncio.create_subprocess_exec(
@@ -56,11 +51,7 @@ async def test_a_dead_worker_is_restarted_and_a_second_ctrl_c_stops_both(
 async def test_a_worker_that_cannot_start_stops_prefloop_run_with_its_reason(
     platform: Any, tmp_path: Path
 ) -> None:
-    env = cli_env(
-        database_url=platform.database_url,
-        data_dir=str(tmp_path / "data"),
-        generator__model=str(tmp_path / "no-such-model"),
-    )
+    env = platform_env(platform, tmp_path / "data", generator__model=str(tmp_path / "nowhere"))
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "run", "--no-discord", env=env,
         stderr=asyncio.subprocess.PIPE,

@@ -40,6 +40,25 @@ def start_s3() -> Iterator[str]:
         server.stop()
 
 
+@contextmanager
+def platform_on_s3(platform: Any, monkeypatch: pytest.MonkeyPatch, prefix: str) -> Iterator[str]:
+    """The platform's store (and its service) switched to a local S3 server under
+    ``s3://prefloop/<prefix>``, as every process would build it; yields the endpoint."""
+    from bot.storage import make_storage
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with start_s3() as endpoint:
+        platform.settings.storage.url = f"s3://prefloop/{prefix}"
+        platform.settings.storage.s3_endpoint_url = endpoint
+        platform.settings.storage.s3_region = "us-east-1"
+        platform.storage = make_storage(platform.settings)
+        platform.service = type(platform.service)(
+            platform.sessions, platform.settings, platform.storage
+        )
+        yield endpoint
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     with start_s3() as endpoint:

@@ -23,10 +23,10 @@ from bot.jobs.worker import recover_stalled_jobs, serve_worker
 from bot.notify import GenerationEvent, NotificationListener, ProgressEvent
 from tests.slow_device import slow_device_path, slowed
 from tests.support import (
-    cli_env,
     eventually,
     generation_status,
     make_done_generation,
+    platform_env,
     running,
 )
 from training.generator import Generator
@@ -147,12 +147,7 @@ async def test_ctrl_c_while_a_job_outlasts_the_grace_runs_it_again_and_loses_not
     platform: Any, tmp_path: Path
 ) -> None:
     """`prefloop run` stops within its grace; the job it dropped runs again in full."""
-    env = cli_env(
-        database_url=platform.database_url,
-        data_dir=str(tmp_path / "data"),
-        generator__model=platform.settings.generator.model,
-        worker__shutdown_grace="1",
-    )
+    env = platform_env(platform, tmp_path / "data", worker__shutdown_grace="1")
     env["PYTHONPATH"] = slow_device_path(tmp_path / "slow", 10.0)
     platform.settings.generator.steps = 20  # 200 s or more on the slow device
     submitted = await platform.service.submit_prompt(ALICE, "a slow cat", 4)
@@ -281,15 +276,9 @@ async def test_workers_and_front_ends_share_an_s3_store(
     platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bot.storage import S3Storage, make_storage
-    from tests.test_storage import start_s3
+    from tests.test_storage import platform_on_s3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with start_s3() as endpoint:
-        platform.settings.storage.url = "s3://prefloop/shared"
-        platform.settings.storage.s3_endpoint_url = endpoint
-        platform.settings.storage.s3_region = "us-east-1"
-        platform.storage = make_storage(platform.settings)  # what every process would build
+    with platform_on_s3(platform, monkeypatch, "shared"):  # as every process would build it
         assert isinstance(platform.storage, S3Storage)
         gen = await make_done_generation(platform, generator)
         reader = make_storage(platform.settings)  # another process, same settings
