@@ -40,14 +40,13 @@ from bot.domain import (
     UserRef,
 )
 from bot.jobs.maintenance import QueuedExport, request_export
+from bot.names import GENERATE_QUEUE, GENERATE_TASK
 from bot.prompts import PromptRules, check_pick, gone
 from bot.registry import ModelRegistry
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
 
-GENERATE_TASK = "prefloop.generate"
-GENERATE_QUEUE = "generate"
 SWEEP_BATCH = 1000  # store keys checked against the images table per query
 
 

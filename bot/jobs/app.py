@@ -18,21 +18,25 @@ from procrastinate.worker import Worker
 from bot.config import RetrainSettings, StorageSettings, WorkerSettings
 from bot.db.engine import libpq_url
 from bot.jobs.maintenance import (
-    CHECK_TASK,
-    EXPORT_TASK,
-    MAINTENANCE_QUEUE,
-    PLATFORM,
-    SCHEDULE_TASK,
-    SWEEP_TASK,
     run_export_job,
     run_retrain_job,
     scheduled_retrain,
     sweep_store_job,
 )
-from bot.retrain import RETRAIN_TASK, check_new_picks
-from bot.service import GENERATE_QUEUE, GENERATE_TASK
+from bot.names import (
+    CHECK_TASK,
+    EXPORT_TASK,
+    GENERATE_QUEUE,
+    GENERATE_TASK,
+    MAINTENANCE_QUEUE,
+    PLATFORM,
+    RETRAIN_TASK,
+    RUNNER,
+    SCHEDULE_TASK,
+    SWEEP_TASK,
+)
+from bot.retrain import check_new_picks
 
-RUNNER = "runner"  # key of the GenerationRunner in a job's additional context
 RESTART_PAUSE, MAX_RESTART_PAUSE = 0.5, 30.0  # seconds before a stopped worker starts again
 
 log = logging.getLogger(__name__)

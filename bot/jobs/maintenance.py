@@ -19,18 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.db import queries
+from bot.names import EXPORT_LOCK, EXPORT_TASK, MAINTENANCE_QUEUE, PLATFORM
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
 
 log = logging.getLogger(__name__)
-
-EXPORT_TASK = "prefloop.export"
-SCHEDULE_TASK = "prefloop.retrain-schedule"
-CHECK_TASK = "prefloop.retrain-new-picks"
-SWEEP_TASK = "prefloop.store-sweep"
-MAINTENANCE_QUEUE = "maintenance"
-PLATFORM = "platform"  # key of the Platform in a maintenance job's additional context
 
 
 @dataclass(frozen=True)
@@ -60,7 +54,7 @@ async def request_export(
     args = {"out": str(out), "format": format, "rater": rater, "incremental": incremental}
     async with sessions.begin() as session:
         job_id = await queries.defer_job(
-            session, task=EXPORT_TASK, queue=MAINTENANCE_QUEUE, args=args, lock="prefloop-export"
+            session, task=EXPORT_TASK, queue=MAINTENANCE_QUEUE, args=args, lock=EXPORT_LOCK
         )
     return QueuedExport(job_id, out)
 

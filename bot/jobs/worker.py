@@ -18,15 +18,14 @@ from procrastinate import App
 from bot.db import queries
 from bot.generation import GenerationRunner, mark_failed_in
 from bot.gpu import shares_gpu
-from bot.jobs.app import RUNNER, build_app, one_job_worker, run_worker
+from bot.jobs.app import build_app, one_job_worker, run_worker
+from bot.names import GENERATE_QUEUE, GENERATE_TASK, RETRAIN_TASK, RUNNER
 from bot.retrain import (
-    RETRAIN_TASK,
     mark_abandoned_in,
     remove_ended_runs_data,
     requeue_orphaned_runs,
 )
 from bot.runtime import frozen_imports, settle_heap
-from bot.service import GENERATE_QUEUE, GENERATE_TASK
 from training.generator import Generator, GeneratorLoadError
 
 if TYPE_CHECKING:

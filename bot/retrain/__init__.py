@@ -6,8 +6,6 @@ runs whose job ended midway. ``stages``: one run's stages, gates and records.
 """
 
 from bot.retrain.requests import (
-    RETRAIN_LOCK,
-    RETRAIN_TASK,
     UNFINISHED,
     RetrainRequest,
     check_new_picks,
@@ -21,8 +19,6 @@ from bot.retrain.run_data import remove_ended_runs_data
 from bot.retrain.stages import Retrain, StageFailed, hps_base, trainer_command
 
 __all__ = [
-    "RETRAIN_LOCK",
-    "RETRAIN_TASK",
     "UNFINISHED",
     "Retrain",
     "RetrainRequest",

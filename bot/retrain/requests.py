@@ -17,14 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import queries
 from bot.db.models import Choice, RetrainRun
+from bot.names import MAINTENANCE_QUEUE, RETRAIN_LOCK, RETRAIN_TASK
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
 
 log = logging.getLogger(__name__)
 
-RETRAIN_TASK = "prefloop.retrain"
-RETRAIN_LOCK = "prefloop-retrain"
 UNFINISHED = ("queued", "running")
 
 
@@ -42,8 +41,6 @@ async def request_retrain(
     sessions: async_sessionmaker[AsyncSession], *, trigger: str, requested_by: str | None = None
 ) -> RetrainRequest:
     """Queue a retrain, unless one is queued or running: then say which, and since when."""
-    from bot.jobs.maintenance import MAINTENANCE_QUEUE
-
     try:
         async with sessions.begin() as session:
             if (current := await _unfinished(session)) is not None:
@@ -122,8 +119,6 @@ async def mark_abandoned_in(session: AsyncSession, run_id: int, reason: str) -> 
 
 async def requeue_orphaned_runs(session: AsyncSession) -> list[int]:
     """Queue a new job for unfinished runs whose job ended (the worker stopped mid-run)."""
-    from bot.jobs.maintenance import MAINTENANCE_QUEUE
-
     orphans = list(
         await session.scalars(
             text(
