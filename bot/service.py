@@ -41,7 +41,8 @@ from bot.domain import (
 )
 from bot.jobs.maintenance import QueuedExport, request_export
 from bot.names import GENERATE_QUEUE, GENERATE_TASK
-from bot.prompts import PromptRules, check_pick, gone
+from bot.picks.record import gone, record_choice
+from bot.picks.rules import PromptRules
 from bot.registry import ModelRegistry
 from bot.storage import Storage
 
@@ -177,30 +178,7 @@ class CollectionService:
         Idempotent: the same pick again changes nothing; another image replaces the pick
         and the history keeps both. One statement, a member's first click included.
         """
-        if not 0 <= index < 4:
-            raise Refusal(
-                f"There is no image {index + 1}; images are numbered 1 to 4.", code="bad_index"
-            )
-        async with self.sessions.begin() as session:
-            row = await queries.record_pick(
-                session, generation_id, user.frontend, user.external_id, index
-            )
-            check_pick(generation_id, index, row)
-            if row.user_id is None:  # a concurrent first click created them meanwhile
-                await queries.ensure_user(session, user.frontend, user.external_id)
-                row = await queries.record_pick(
-                    session, generation_id, user.frontend, user.external_id, index
-                )
-                check_pick(generation_id, index, row)
-        new_picker = row.changed and row.previous is None
-        return PickResult(
-            generation_id,
-            index,
-            row.previous,
-            row.changed,
-            row.requested_by == row.user_id,
-            row.pickers_before + new_picker,
-        )
+        return await record_choice(self.sessions, generation_id, user, index)
 
     # ----- look ---------------------------------------------------------------------
 
