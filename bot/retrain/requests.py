@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import queries
-from bot.db.models import Choice, RetrainRun
+from bot.db.models import Choice, RetrainRun, RetrainStatus
 from bot.names import MAINTENANCE_QUEUE, RETRAIN_LOCK, RETRAIN_TASK
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNFINISHED = ("queued", "running")
+UNFINISHED = (RetrainStatus.queued, RetrainStatus.running)
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class RetrainRequest:
     run_id: int
     job_id: int | None
     created: bool  # False: one was already queued or running, this is that one
-    status: str
+    status: RetrainStatus
     since: datetime  # when it was queued (or started, once running)
     trigger: str
 
@@ -45,7 +45,9 @@ async def request_retrain(
         async with sessions.begin() as session:
             if (current := await _unfinished(session)) is not None:
                 return _request(current, created=False)
-            run = RetrainRun(trigger=trigger, requested_by=requested_by, status="queued")
+            run = RetrainRun(
+                trigger=trigger, requested_by=requested_by, status=RetrainStatus.queued
+            )
             session.add(run)
             await session.flush()  # a second request racing this one stops here (unique index)
             run.job_id = await queries.defer_job(
@@ -113,7 +115,7 @@ async def mark_abandoned_in(session: AsyncSession, run_id: int, reason: str) -> 
     await session.execute(
         update(RetrainRun)
         .where(RetrainRun.id == run_id, RetrainRun.status.in_(UNFINISHED))
-        .values(status="failed", error=reason, finished_at=func.now())
+        .values(status=RetrainStatus.failed, error=reason, finished_at=func.now())
     )
 
 

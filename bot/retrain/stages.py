@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, update
 
 from bot.config import Settings
-from bot.db.models import Choice, ModelKind, ModelVersion, RetrainRun
+from bot.db.models import Choice, ModelKind, ModelVersion, RetrainRun, RetrainStatus
 from bot.registry import ModelRegistry
 from bot.retrain.requests import UNFINISHED
 from bot.retrain.run_data import (
@@ -94,7 +94,7 @@ class Retrain:
         outcome: dict[str, Any] = dict(row.outcome or {})
         await self._clean_up(remove_ended_runs_data(self.platform))  # e.g. runs abandoned
         await self._update(
-            status="running",
+            status=RetrainStatus.running,
             started_at=func.coalesce(RetrainRun.started_at, func.now()),
             picks_at_start=func.coalesce(RetrainRun.picks_at_start, await self._picks()),
         )
@@ -112,8 +112,14 @@ class Retrain:
             summary = f"retrain {self.run_id} failed: {error}; " + (
                 f"decided before it: {before}" if before else "the serving models are unchanged"
             )
-            await asyncio.shield(self._update(status="failed", error=str(error), outcome=outcome,
-                                              finished_at=func.now()))  # fmt: skip
+            await asyncio.shield(
+                self._update(
+                    status=RetrainStatus.failed,
+                    error=str(error),
+                    outcome=outcome,
+                    finished_at=func.now(),
+                )
+            )
             await self._clean_up(asyncio.to_thread(remove_run_data, self.folder))
             await self._say(summary, warning=True)
             return summary
@@ -121,7 +127,11 @@ class Retrain:
             decision["summary"] for decision in outcome.values()
         )
         await self._update(
-            status="succeeded", stage=None, outcome=outcome, progress=None, finished_at=func.now()
+            status=RetrainStatus.succeeded,
+            stage=None,
+            outcome=outcome,
+            progress=None,
+            finished_at=func.now(),
         )
         await self._clean_up(asyncio.to_thread(remove_run_data, self.folder))
         await self._say(summary)
