@@ -29,7 +29,7 @@ from bot.db.models import (
     ModelVersion,
     User,
 )
-from bot.gpu import generation_turn
+from bot.retrain.gpu_turn import generation_turn
 from bot.storage import Storage
 from training.generator import GeneratedImages, Generator, GeneratorLoadError
 
@@ -80,7 +80,7 @@ class GenerationRunner:
         self.generator = generator
         self.progress_interval = progress_interval
         self.adapter_version: int | None = None  # the registry's adapter now applied
-        self.shares_gpu = False  # with training: see bot/gpu.py
+        self.shares_gpu = False  # with training: see bot/retrain/gpu_turn.py
 
     async def sync_adapter(self) -> None:
         """Apply the registry's active generator adapter if it changed since the last job.

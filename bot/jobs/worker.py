@@ -17,7 +17,6 @@ from procrastinate import App
 
 from bot.db import queries
 from bot.generation import GenerationRunner, mark_failed_in
-from bot.gpu import shares_gpu
 from bot.jobs.app import build_app, one_job_worker, run_worker
 from bot.names import GENERATE_QUEUE, GENERATE_TASK, RETRAIN_TASK, RUNNER
 from bot.retrain import (
@@ -25,6 +24,7 @@ from bot.retrain import (
     remove_ended_runs_data,
     requeue_orphaned_runs,
 )
+from bot.retrain.gpu_turn import shares_gpu
 from bot.runtime import frozen_imports, settle_heap
 from training.generator import Generator, GeneratorLoadError
 

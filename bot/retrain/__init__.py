@@ -1,11 +1,13 @@
 """The retrain loop: export, refit HPS, re-adapt the generator, promote what measurably wins.
 
-``requests``: asking for a run (one at a time), the schedule and new-picks triggers, and
+``triggers``: asking for a run (one at a time), the schedule and new-picks triggers, and
 runs whose job ended midway. ``stages``: one run's stages, gates and records.
 ``run_data``: a run's copy of the picks, deleted when the run ends.
 """
 
-from bot.retrain.requests import (
+from bot.retrain.run_data import remove_ended_runs_data
+from bot.retrain.stages import Retrain, StageFailed, hps_base, trainer_command
+from bot.retrain.triggers import (
     UNFINISHED,
     RetrainRequest,
     check_new_picks,
@@ -15,8 +17,6 @@ from bot.retrain.requests import (
     requeue_orphaned_runs,
     runs,
 )
-from bot.retrain.run_data import remove_ended_runs_data
-from bot.retrain.stages import Retrain, StageFailed, hps_base, trainer_command
 
 __all__ = [
     "UNFINISHED",

@@ -43,7 +43,6 @@ from sqlalchemy import func, select, update
 from bot.config import Settings
 from bot.db.models import Choice, ModelKind, ModelVersion, RetrainRun, RetrainStatus
 from bot.registry import ModelRegistry
-from bot.retrain.requests import UNFINISHED
 from bot.retrain.run_data import (
     DATA,
     forget_stale_training,
@@ -52,6 +51,7 @@ from bot.retrain.run_data import (
     remove_run_data,
     run_folder,
 )
+from bot.retrain.triggers import UNFINISHED
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
@@ -280,7 +280,7 @@ class Retrain:
 
     async def _stage(self, stage: str, args: list[str], out: Path) -> dict[str, Any]:
         """Run a training stage in a subprocess; its gate.json, or StageFailed."""
-        from bot.gpu import training_turn
+        from bot.retrain.gpu_turn import training_turn
 
         gate_path = out / "gate.json"
         await self._update(stage=stage, progress=None)

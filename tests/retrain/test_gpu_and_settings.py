@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bot.config import ConfigError, load_settings
-from bot.gpu import generation_turn, shares_gpu, training_turn
+from bot.retrain.gpu_turn import generation_turn, shares_gpu, training_turn
 
 
 async def test_generation_waits_while_a_training_stage_holds_the_gpu(platform: Any) -> None:
