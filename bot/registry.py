@@ -2,7 +2,7 @@
 
 ``model_versions`` holds them; a partial unique index keeps one active version per kind.
 Promoting retires the active one; rolling back re-activates the version that was active
-before it. Workers read the active adapter before each job (see bot/generation.py).
+before it. Workers read the active adapter before each job (see bot/generation/runner.py).
 """
 
 from __future__ import annotations

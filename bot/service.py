@@ -275,7 +275,7 @@ class CollectionService:
             if member is None:
                 return Forgotten(0, 0, [])
             # Locked before their images are read: a job recording images holds the same
-            # row lock (bot.generation), so its images are either committed and deleted
+            # row lock (bot.generation.runner), so its images are either committed and deleted
             # here, or it finds the generation gone afterwards and deletes its own files.
             rows = await queries.lock_generations(session, member.id)
             own = [generation_id for generation_id, _ in rows]

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from bot.db import queries
 from bot.domain import UserRef
-from bot.generation import GenerationRunner
+from bot.generation.runner import GenerationRunner
 from bot.jobs.app import build_app
 from bot.jobs.maintenance import sweep_store_job
 from bot.names import SWEEP_TASK

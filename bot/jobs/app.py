@@ -61,7 +61,7 @@ def build_app(
 
     @app.task(name=GENERATE_TASK, queue=GENERATE_QUEUE, pass_context=True, retry=retry)
     async def generate(context: JobContext, generation_id: int) -> str:
-        """Make the images of one generation (see bot.generation)."""
+        """Make the images of one generation (see bot.generation.runner)."""
         final = context.job.attempts >= retries
         return await context.additional_context[RUNNER].run(generation_id, final_attempt=final)
 

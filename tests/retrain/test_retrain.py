@@ -233,7 +233,7 @@ async def test_runs_abandoned_for_good_lose_their_copy_too(
 ) -> None:
     from sqlalchemy import text
 
-    from bot.jobs.worker import recover_stalled_jobs
+    from bot.generation.worker import recover_stalled_jobs
     from bot.retrain import remove_ended_runs_data
 
     _seed(platform)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from procrastinate import App
 
 from bot.db import queries
-from bot.generation import GenerationRunner, mark_failed_in
+from bot.generation.runner import GenerationRunner, mark_failed_in
 from bot.jobs.app import build_app, one_job_worker, run_worker
 from bot.names import GENERATE_QUEUE, GENERATE_TASK, RETRAIN_TASK, RUNNER
 from bot.retrain import (
