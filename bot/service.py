@@ -39,7 +39,7 @@ from bot.domain import (
     Submitted,
     UserRef,
 )
-from bot.jobs.maintenance import QueuedExport, request_export
+from bot.export.tasks import QueuedExport, request_export
 from bot.names import GENERATE_QUEUE, GENERATE_TASK
 from bot.picks.record import gone, record_choice
 from bot.picks.rules import PromptRules

@@ -18,9 +18,9 @@ from sqlalchemy import text
 
 from bot.db import queries
 from bot.domain import UserRef
+from bot.export.tasks import sweep_store_job
 from bot.generation.runner import GenerationRunner
 from bot.jobs.app import build_app
-from bot.jobs.maintenance import sweep_store_job
 from bot.names import SWEEP_TASK
 from tests.support import cli_env, count, eventually, make_done_generation, prefloop
 

@@ -17,7 +17,7 @@ from procrastinate.worker import Worker
 
 from bot.config import RetrainSettings, StorageSettings, WorkerSettings
 from bot.db.engine import libpq_url
-from bot.jobs.maintenance import (
+from bot.export.tasks import (
     run_export_job,
     run_retrain_job,
     scheduled_retrain,

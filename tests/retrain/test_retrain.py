@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import select
 
 from bot.db.models import RetrainRun
+from bot.export.tasks import scheduled_retrain
 from bot.jobs.app import build_app
-from bot.jobs.maintenance import scheduled_retrain
 from bot.names import SCHEDULE_TASK
 from bot.registry import ModelRegistry
 from bot.retrain import Retrain, check_new_picks, picks_since_last_run, request_retrain
