@@ -20,7 +20,7 @@ def retrain(
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 24 * 3600,
 ) -> None:
     """Queue a retrain: export, refit HPS, re-adapt the generator, promote what wins."""
-    from bot.retrain import request_retrain
+    from bot.retrain.triggers import request_retrain
 
     settings = cli_settings()
 
@@ -78,7 +78,7 @@ def jobs(
     last: Annotated[int, typer.Option(help="How many past retrain runs to list.")] = 5,
 ) -> None:
     """Queued and running jobs, and the retrain runs: stage, progress, outcome."""
-    from bot.retrain import runs
+    from bot.retrain.triggers import runs
 
     settings = cli_settings()
 

@@ -42,7 +42,9 @@ from sqlalchemy import func, select, update
 
 from bot.config import Settings
 from bot.db.models import Choice, ModelKind, ModelVersion, RetrainRun, RetrainStatus
+from bot.export.run import ExportOptions, export_dataset
 from bot.registry import ModelRegistry
+from bot.retrain.gpu_turn import training_turn
 from bot.retrain.run_data import (
     DATA,
     forget_stale_training,
@@ -153,8 +155,6 @@ class Retrain:
         the undecided stages lose their resume points: they were trained on other data,
         and their trainers would refuse to go on with this one.
         """
-        from bot.export import ExportOptions, export_dataset
-
         out = self.folder / DATA
         await self._update(stage="export", progress=None)
         if (out / "manifest.json").is_file():
@@ -280,8 +280,6 @@ class Retrain:
 
     async def _stage(self, stage: str, args: list[str], out: Path) -> dict[str, Any]:
         """Run a training stage in a subprocess; its gate.json, or StageFailed."""
-        from bot.retrain.gpu_turn import training_turn
-
         gate_path = out / "gate.json"
         await self._update(stage=stage, progress=None)
         self._last_progress = 0.0  # the stage's first line shows at once

@@ -1,4 +1,7 @@
-"""Asking for a retrain: one run at a time, the triggers, and runs whose job ended.
+"""Asking for a retrain: one run at a time, the picks since the last run, runs whose job ended.
+
+The schedule and new-picks triggers are periodic tasks (bot/retrain/tasks.py) that ask
+here, as an admin does through the service.
 
 A partial unique index on ``retrain_runs`` (migration 0005) lets at most one run be
 queued or running; a request while one is says which, and since when.
@@ -9,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -18,9 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db import queries
 from bot.db.models import Choice, RetrainRun, RetrainStatus
 from bot.names import MAINTENANCE_QUEUE, RETRAIN_LOCK, RETRAIN_TASK
-
-if TYPE_CHECKING:
-    from bot.runtime import Platform
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +93,6 @@ async def picks_since_last_run(sessions: async_sessionmaker[AsyncSession]) -> in
         return int(await session.scalar(query) or 0)
 
 
-async def check_new_picks(platform: Platform) -> RetrainRequest | None:
-    """The threshold trigger: queue a retrain once ``retrain.new_picks`` picks arrived."""
-    threshold = platform.settings.retrain.new_picks
-    if threshold is None:
-        return None
-    waiting = await picks_since_last_run(platform.sessions)
-    if waiting < threshold:
-        return None
-    request = await request_retrain(platform.sessions, trigger="new-picks")
-    if request.created:
-        log.info(
-            "%d new picks (threshold %d): retrain %d queued", waiting, threshold, request.run_id
-        )
-    return request
-
-
 async def mark_abandoned_in(session: AsyncSession, run_id: int, reason: str) -> None:
     """Fail a run whose job will not run again (its worker died once too often)."""
     await session.execute(
@@ -117,6 +100,15 @@ async def mark_abandoned_in(session: AsyncSession, run_id: int, reason: str) -> 
         .where(RetrainRun.id == run_id, RetrainRun.status.in_(UNFINISHED))
         .values(status=RetrainStatus.failed, error=reason, finished_at=func.now())
     )
+
+
+async def recover_orphaned_runs(sessions: async_sessionmaker[AsyncSession]) -> list[int]:
+    """Queue a new job for unfinished runs whose job ended; every worker's reaper calls it."""
+    async with sessions.begin() as session:
+        orphans = await requeue_orphaned_runs(session)
+    for run_id in orphans:
+        log.warning("retrain %s lost its job (its worker stopped); queued again", run_id)
+    return orphans
 
 
 async def requeue_orphaned_runs(session: AsyncSession) -> list[int]:

@@ -66,7 +66,7 @@ def test_a_bad_schedule_is_refused_with_its_variable() -> None:
 
 
 def test_the_hps_base_suits_the_generator() -> None:
-    from bot.retrain import hps_base
+    from bot.retrain.stages import hps_base
 
     assert hps_base(load_settings(_env_file=None)) == "ViT-L-14:openai"
     assert hps_base(load_settings(_env_file=None, generator={"model": "tiny"})) == "tiny"
