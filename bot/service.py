@@ -44,6 +44,7 @@ from bot.names import GENERATE_QUEUE, GENERATE_TASK
 from bot.picks.record import gone, record_choice
 from bot.picks.rules import PromptRules
 from bot.registry import ModelRegistry
+from bot.retrain.triggers import RetrainRequest, RunView, request_retrain, runs
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -394,16 +395,14 @@ class CollectionService:
         """Queue a dataset export job (format, rater, incremental; see bot.export)."""
         return await request_export(self.sessions, self.settings, **options)
 
-    async def request_retrain(self, *, trigger: str, requested_by: str | None = None) -> Any:
+    async def request_retrain(
+        self, *, trigger: str, requested_by: str | None = None
+    ) -> RetrainRequest:
         """Queue the retrain loop, or say which run is already queued or running."""
-        from bot.retrain import request_retrain
-
         return await request_retrain(self.sessions, trigger=trigger, requested_by=requested_by)
 
-    async def last_retrain(self) -> Any:
+    async def last_retrain(self) -> RunView | None:
         """The latest retrain run (None before the first)."""
-        from bot.retrain import runs
-
         latest = await runs(self.sessions, 1)
         return latest[0] if latest else None
 
