@@ -70,12 +70,13 @@ class CollectionService:
         sessions: async_sessionmaker[AsyncSession],
         settings: Settings,
         storage: Storage,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.storage = storage
         self.rules = PromptRules(settings)
-        self.registry = ModelRegistry(sessions)  # trained models and which ones serve
+        self.registry = registry or ModelRegistry(sessions)  # trained models and which serve
 
     # ----- submit -------------------------------------------------------------------
 

@@ -86,6 +86,7 @@ async def serve_worker(platform: Platform, on_ready: Callable[[], None] | None =
         platform.storage,
         generator,
         progress_interval=settings.progress_interval,
+        registry=platform.registry,
     )
     runner.shares_gpu = shares_gpu(platform.settings)
     app = build_app(platform.database_url, settings)

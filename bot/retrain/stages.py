@@ -41,9 +41,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, update
 
 from bot.config import Settings
-from bot.db.models import Choice, ModelKind, ModelVersion, RetrainRun, RetrainStatus
+from bot.db.models import Choice, RetrainRun, RetrainStatus
 from bot.export.run import ExportOptions, export_dataset
-from bot.registry import ModelRegistry
 from bot.retrain.gpu_turn import training_turn
 from bot.retrain.run_data import (
     DATA,
@@ -76,7 +75,7 @@ class Retrain:
         self.platform = platform
         self.settings: Settings = platform.settings
         self.run_id = run_id
-        self.registry = ModelRegistry(platform.sessions)
+        self.registry = platform.registry
         self.folder = run_folder(self.settings.data_dir, run_id)
         self.announce = announce
         self._last_progress = 0.0
@@ -257,12 +256,7 @@ class Retrain:
         """Register the candidate (always); promote it when no reason stands against it."""
         promoted = not reasons
         metrics = {**gate, "run_id": self.run_id, "promoted": promoted, "reasons": reasons}
-        async with self.platform.sessions() as session:  # registered before a restart?
-            earlier = await session.scalar(
-                select(ModelVersion).where(
-                    ModelVersion.kind == ModelKind(kind), ModelVersion.uri == gate["model"]
-                )
-            )
+        earlier = await self.registry.find(kind, gate["model"])  # registered before a restart?
         if earlier is None:
             version = await self.registry.register(kind, gate["model"], metrics)
         else:
