@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 from sqlalchemy import text
 
-from bot.cli_support import cli_settings, console, err, with_platform
-from bot.cli_support import run as run_command
+from bot.cli.support import cli_settings, console, err, with_platform
+from bot.cli.support import run as run_command
 
 
 def retrain(

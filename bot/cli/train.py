@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bot.cli_support import cli_settings, console, err, plain_errors
+from bot.cli.support import cli_settings, console, err, plain_errors
 
 train_app = typer.Typer(help="Train models on an exported dataset.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate models on an exported dataset.", no_args_is_help=True)
@@ -175,7 +175,7 @@ def _base_of(scorer: Any) -> str | None:
 
 def _active_hps() -> str | None:
     """The active HPS's location, from the database; None (with a note) when unavailable."""
-    from bot.cli_support import active_model
+    from bot.cli.support import active_model
 
     try:
         return active_model("hps")

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bot.cli_support import cli_settings, console, member, with_platform
-from bot.cli_support import run as run_command
+from bot.cli.support import cli_settings, console, member, with_platform
+from bot.cli.support import run as run_command
 
 models_app = typer.Typer(help="Trained models: list, register, promote, roll back.",
                          no_args_is_help=True)  # fmt: skip
@@ -25,7 +25,7 @@ def _registry(platform: Any) -> Any:
 
 def _check(kind: str) -> None:
     if kind not in ("hps", "generator_adapter"):
-        from bot.cli_support import fail
+        from bot.cli.support import fail
 
         fail(f"unknown kind {kind!r}: use hps or generator_adapter")
 

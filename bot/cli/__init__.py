@@ -15,10 +15,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bot.cli_models import eval_app, score, train_app
-from bot.cli_registry import models_app
-from bot.cli_retrain import jobs, retrain
-from bot.cli_support import (
+from bot.cli.models import models_app
+from bot.cli.retrain import jobs, retrain
+from bot.cli.support import (
     cli_settings,
     console,
     err,
@@ -29,7 +28,8 @@ from bot.cli_support import (
     render_export,
     with_platform,
 )
-from bot.cli_support import run as run_command
+from bot.cli.support import run as run_command
+from bot.cli.train import eval_app, score, train_app
 
 app = typer.Typer(
     help="prefloop: people's picks between generated images -> better image models.",
@@ -395,7 +395,7 @@ def _utc_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-# ----- models (bot/cli_models.py) ---------------------------------------------------
+# ----- models (bot/cli/train.py) ---------------------------------------------------
 
 app.command()(score)
 app.add_typer(train_app, name="train")
@@ -411,7 +411,3 @@ def config() -> None:
     from bot.config import printable
 
     console.print_json(data=printable(cli_settings()))
-
-
-if __name__ == "__main__":
-    main()
