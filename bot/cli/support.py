@@ -128,44 +128,6 @@ async def with_platform(settings: Settings, use: Callable[[Any], Awaitable[None]
         await use(platform)
 
 
-def print_generation(platform: Any, view: Any) -> None:
-    lines = [f"generation {view.id} ({view.status}): {view.prompt}"]
-    if view.error:
-        lines.append(f"  {view.error}")
-    for image in view.images:
-        where = platform.storage.local_path(image.storage_key) or image.storage_key
-        lines.append(f"  image {image.index + 1}: {where}  (seed {image.seed})")
-    if view.withheld:
-        lines.append(f"  {view.withheld} image(s) withheld by the safety filter")
-    console.print("\n".join(lines), markup=False, highlight=False)
-
-
-def render_export(done: Any) -> str:
-    """What an export wrote and what it left out, in a few lines."""
-    counts = done.manifest["counts"]
-    split = counts["instances"]
-    lines = [
-        f"exported {done.instances} picks (train {split['train']}, test {split['test']}) "
-        f"with {counts['images']} images to {done.out} in {done.seconds:.2f} s",
-    ]
-    left_out = {k: v for k, v in counts["excluded"].items() if v}
-    if left_out:
-        lines.append(
-            "left out: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in left_out.items())
-        )
-    missing = done.manifest["missing_files"]
-    if missing["count"]:
-        lines.append(
-            f"{missing['count']} image files are missing from the store, e.g. {missing['first'][0]}"
-        )
-    if counts["deferred_to_next_export"]:
-        lines.append(
-            f"{counts['deferred_to_next_export']} recent picks are left for the next export"
-        )
-    lines.extend(f"warning: {w}" for w in done.warnings)
-    return "\n".join(lines)
-
-
 def active_model(kind: str) -> str | None:
     """Where the active model of ``kind`` is (``model_versions``), or None."""
     from bot.runtime import open_platform
