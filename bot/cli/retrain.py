@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import text
 
 from bot.cli.support import cli_settings, console, err, with_platform
 from bot.cli.support import run as run_command
@@ -78,28 +77,19 @@ def jobs(
     last: Annotated[int, typer.Option(help="How many past retrain runs to list.")] = 5,
 ) -> None:
     """Queued and running jobs, and the retrain runs: stage, progress, outcome."""
+    from bot.jobs.status import unfinished_jobs
     from bot.retrain import runs
 
     settings = cli_settings()
 
     async def go(platform: Any) -> None:
-        async with platform.sessions() as session:
-            rows = (
-                await session.execute(
-                    text(
-                        "SELECT id, queue_name, task_name, status, attempts, scheduled_at, "
-                        "(SELECT max(at) FROM procrastinate_events e WHERE e.job_id = j.id) "
-                        "FROM procrastinate_jobs j WHERE status IN ('todo', 'doing') "
-                        "ORDER BY id"
-                    )
-                )
-            ).all()
-        table = Table(title=f"{len(rows)} queued or running jobs")
+        queued = await unfinished_jobs(platform.sessions)
+        table = Table(title=f"{len(queued)} queued or running jobs")
         for column in ("job", "queue", "task", "status", "tries", "since"):
             table.add_column(column)
-        for job_id, queue, task, status, attempts, _, since in rows:
-            when = f"{since:%Y-%m-%d %H:%M:%S}" if since else ""
-            table.add_row(str(job_id), queue, task, status, str(attempts), when)
+        for job in queued:
+            when = f"{job.since:%Y-%m-%d %H:%M:%S}" if job.since else ""
+            table.add_row(str(job.id), job.queue, job.task, job.status, str(job.attempts), when)
         console.print(table)
         history = await runs(platform.sessions, last)
         table = Table(title="retrain runs")
