@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from bot.cli.support import cli_settings, console, err, with_platform
 from bot.cli.support import run as run_command
+
+if TYPE_CHECKING:
+    from bot.retrain.follow import RunState
 
 
 def retrain(
@@ -20,12 +23,12 @@ def retrain(
 ) -> None:
     """Queue a retrain: export, refit HPS, re-adapt the generator, promote what wins."""
     from bot.retrain import request_retrain
+    from bot.retrain.follow import follow_run
 
     settings = cli_settings()
 
     async def go(platform: Any) -> None:
-        request = await request_retrain(platform.sessions, trigger="cli",
-                                        requested_by="cli")  # fmt: skip
+        request = await request_retrain(platform.sessions, trigger="cli", requested_by="cli")
         if request.created:
             console.print(f"retrain {request.run_id} queued (job {request.job_id})")
         else:
@@ -39,38 +42,25 @@ def retrain(
             err.print("[yellow]no worker is running: start `prefloop run` to run it[/]")
         try:
             async with asyncio.timeout(timeout):
-                status = await _follow(platform, request.run_id)
+                ended = await follow_run(platform.sessions, request.run_id, on_change=_show)
         except TimeoutError:
             err.print(f"[yellow]gave up waiting; `prefloop jobs` shows retrain {request.run_id}[/]")
             raise typer.Exit(1) from None
-        if status != "succeeded":
+        for summary in ended.summaries:
+            console.print(summary, markup=False, highlight=False)
+        if ended.error:
+            console.print(f"failed: {ended.error}", markup=False, highlight=False)
+        if ended.status != "succeeded":
             raise typer.Exit(1)
 
     run_command(with_platform(settings, go))
 
 
-async def _follow(platform: Any, run_id: int) -> str:
-    from bot.db.models import RetrainRun
-
-    shown: tuple[Any, ...] = ()
-    while True:
-        async with platform.sessions() as session:
-            run = await session.get(RetrainRun, run_id)
-        assert run is not None
-        now = (run.status, run.stage, run.progress)
-        if now != shown:
-            shown = now
-            err.print(f"retrain {run_id}: {run.status}"
-                      + (f", {run.stage}" if run.stage else "")
-                      + (f": {run.progress}" if run.progress else ""),
-                      markup=False, highlight=False)  # fmt: skip
-        if run.status not in ("queued", "running"):
-            for decision in (run.outcome or {}).values():
-                console.print(decision.get("summary", ""), markup=False, highlight=False)
-            if run.error:
-                console.print(f"failed: {run.error}", markup=False, highlight=False)
-            return str(run.status)
-        await asyncio.sleep(1.0)
+def _show(state: RunState) -> None:
+    stage = f", {state.stage}" if state.stage else ""
+    progress = f": {state.progress}" if state.progress else ""
+    line = f"retrain {state.run_id}: {state.status}{stage}{progress}"
+    err.print(line, markup=False, highlight=False)
 
 
 def jobs(
@@ -103,8 +93,7 @@ def jobs(
             else:
                 detail = "; ".join(d.get("summary", "") for d in (run.outcome or {}).values())
             started = f"{run.started_at:%Y-%m-%d %H:%M:%S}" if run.started_at else ""
-            table.add_row(str(run.id), run.trigger, run.status, run.stage or "", detail,
-                          started)  # fmt: skip
+            table.add_row(str(run.id), run.trigger, run.status, run.stage or "", detail, started)
         console.print(table)
 
     run_command(with_platform(settings, go))
