@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bot.cli.support import cli_settings, console, fail, with_platform
 from bot.cli.support import run as run_command
+
+if TYPE_CHECKING:
+    from bot.export.run import ExportResult
+    from bot.runtime import Platform
 
 
 def export(
@@ -52,7 +56,7 @@ def export(
     )
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         done = await export_dataset(platform.database_url, platform.storage, settings, options)
         console.print(render_export(done), markup=False, highlight=False)
 
@@ -67,7 +71,7 @@ def _utc_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def render_export(done: Any) -> str:
+def render_export(done: ExportResult) -> str:
     """What an export wrote and what it left out, in a few lines."""
     counts = done.manifest["counts"]
     split = counts["instances"]

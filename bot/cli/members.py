@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from bot.cli.support import cli_settings, console, err, member, with_platform
 from bot.cli.support import run as run_command
+
+if TYPE_CHECKING:
+    from bot.domain import GenerationView
+    from bot.runtime import Platform
 
 UserOption = Annotated[
     str | None,
@@ -36,7 +40,7 @@ def imagine(
     settings = cli_settings()
     options = GenerationOptions(negative_prompt=negative, seed=seed)
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         submitted = await platform.service.submit_prompt(member(user), prompt, count, options)
         console.print(
             f"generation {submitted.generation_id} queued "
@@ -49,7 +53,7 @@ def imagine(
     run_command(with_platform(settings, go))
 
 
-async def _wait_and_show(platform: Any, generation_id: int, *, wait_seconds: float) -> None:
+async def _wait_and_show(platform: Platform, generation_id: int, *, wait_seconds: float) -> None:
     from bot.notify import ProgressEvent, wait_for_generation
 
     stalled_after = platform.settings.worker.stalled_after
@@ -85,7 +89,7 @@ def pick(
     """Record your favourite image of a generation (again to change it)."""
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         result = await platform.service.record_choice(generation, member(user), image - 1)
         if not result.changed:
             console.print(f"image {image} was already your pick for generation {generation}")
@@ -104,7 +108,7 @@ def show(generation: Annotated[int, typer.Argument(help="Generation id.")]) -> N
     """Print a generation: its status, parameters and image files."""
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         print_generation(platform, await platform.service.get_generation(generation))
 
     run_command(with_platform(settings, go))
@@ -116,7 +120,7 @@ def stats(user: UserOption = None, json_output: bool = typer.Option(False, "--js
 
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         numbers = await platform.service.stats(member(user))
         if json_output:
             console.print_json(json.dumps(asdict(numbers)))
@@ -138,7 +142,7 @@ def forget(
         typer.confirm(f"Delete every pick and prompt of {user}?", abort=True)
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         done = await platform.service.forget_user(member(user))
         console.print(
             f"forgot {user}: {done.generations} generations, {done.picks} picks, "
@@ -155,7 +159,7 @@ def ban(
     """Stop a member from submitting prompts and picking."""
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         await platform.service.ban_user(member(user), reason)
         console.print(f"{user} is banned")
 
@@ -166,14 +170,14 @@ def unban(user: Annotated[str, typer.Argument(help="Member id or local name.")])
     """Lift a ban."""
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         lifted = await platform.service.unban_user(member(user))
         console.print(f"{user} is no longer banned" if lifted else f"{user} was not banned")
 
     run_command(with_platform(settings, go))
 
 
-def print_generation(platform: Any, view: Any) -> None:
+def print_generation(platform: Platform, view: GenerationView) -> None:
     lines = [f"generation {view.id} ({view.status}): {view.prompt}"]
     if view.error:
         lines.append(f"  {view.error}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,6 +13,7 @@ from bot.cli.support import run as run_command
 
 if TYPE_CHECKING:
     from bot.retrain.follow import RunState
+    from bot.runtime import Platform
 
 
 def retrain(
@@ -27,7 +28,7 @@ def retrain(
 
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         request = await request_retrain(platform.sessions, trigger="cli", requested_by="cli")
         if request.created:
             console.print(f"retrain {request.run_id} queued (job {request.job_id})")
@@ -72,7 +73,7 @@ def jobs(
 
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         queued = await unfinished_jobs(platform.sessions)
         table = Table(title=f"{len(queued)} queued or running jobs")
         for column in ("job", "queue", "task", "status", "tries", "since"):

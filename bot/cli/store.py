@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bot.cli.support import cli_settings, console, with_platform
 from bot.cli.support import run as run_command
+
+if TYPE_CHECKING:
+    from bot.runtime import Platform
 
 store_app = typer.Typer(help="The image store.", no_args_is_help=True)
 
@@ -27,7 +30,7 @@ def store_sweep(
     """Delete image files that no row references (also run on a schedule by `prefloop run`)."""
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         swept = await platform.service.sweep_store(grace_minutes=grace, dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"
         count = swept.unreferenced if dry_run else swept.deleted

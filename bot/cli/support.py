@@ -6,14 +6,18 @@ import asyncio
 import getpass
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from bot.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.domain import UserRef
+    from bot.runtime import Platform
 
 T = TypeVar("T")
 console = Console(soft_wrap=True)  # paths and ids stay on one line
@@ -49,10 +53,10 @@ def setup_logging(level: str) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def run(coroutine: Awaitable[T]) -> T:
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine, turning the errors users meet into one plain line."""
     with plain_errors():
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
+        return asyncio.run(coroutine)
 
 
 @contextmanager
@@ -115,13 +119,13 @@ def first_line(error: BaseException) -> str:
     return (str(getattr(error, "orig", None) or error).strip().splitlines() or [""])[0]
 
 
-def member(user: str | None) -> Any:
+def member(user: str | None) -> UserRef:
     from bot.domain import UserRef
 
     return UserRef.parse(user or getpass.getuser())
 
 
-async def with_platform(settings: Settings, use: Callable[[Any], Awaitable[None]]) -> None:
+async def with_platform(settings: Settings, use: Callable[[Platform], Awaitable[None]]) -> None:
     from bot.runtime import open_platform
 
     async with open_platform(settings) as platform:
@@ -134,7 +138,7 @@ def active_model(kind: str) -> str | None:
 
     async def look() -> str | None:
         async with open_platform(cli_settings()) as platform:
-            active = await platform.service.registry.active(kind)
+            active = await platform.registry.active(kind)
             return active.uri if active else None
 
     return asyncio.run(look())
