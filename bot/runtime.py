@@ -36,8 +36,8 @@ class Platform:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     storage: Storage
-    registry: ModelRegistry  # the one registry: trained models and which ones serve
     service: CollectionService
+    registry: ModelRegistry  # trained models and which ones serve: the one every front end asks
     # Where maintenance jobs say what they did besides the log (the Discord admin channel).
     announce: Callable[[str], Awaitable[None]] | None = None
 
@@ -66,7 +66,7 @@ async def open_platform(
         storage = make_storage(settings)
         registry = ModelRegistry(sessions)
         service = CollectionService(sessions, settings, storage, registry)
-        yield Platform(settings, url, engine, sessions, storage, registry, service)
+        yield Platform(settings, url, engine, sessions, storage, service, registry)
     finally:
         await engine.dispose()
 

@@ -35,6 +35,7 @@ from bot.domain import (
     PickResult,
     QueueStatus,
     Refusal,
+    RetrainRunView,
     Stats,
     Submitted,
     UserRef,
@@ -44,7 +45,7 @@ from bot.names import GENERATE_QUEUE, GENERATE_TASK
 from bot.picks.record import gone, record_choice
 from bot.picks.rules import PromptRules
 from bot.registry import ModelRegistry
-from bot.retrain.triggers import RetrainRequest, RunView, request_retrain, runs
+from bot.retrain.triggers import RetrainRequest, request_retrain, runs
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -402,7 +403,7 @@ class CollectionService:
         """Queue the retrain loop, or say which run is already queued or running."""
         return await request_retrain(self.sessions, trigger=trigger, requested_by=requested_by)
 
-    async def last_retrain(self) -> RunView | None:
+    async def last_retrain(self) -> RetrainRunView | None:
         """The latest retrain run (None before the first)."""
         latest = await runs(self.sessions, 1)
         return latest[0] if latest else None

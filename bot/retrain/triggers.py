@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import queries
 from bot.db.models import Choice, RetrainRun, RetrainStatus
+from bot.domain import RetrainRunView
 from bot.names import MAINTENANCE_QUEUE, RETRAIN_LOCK, RETRAIN_TASK
 
 log = logging.getLogger(__name__)
@@ -77,48 +77,11 @@ def _request(run: RetrainRun, *, created: bool) -> RetrainRequest:
     return RetrainRequest(run.id, run.job_id, created, run.status, since, run.trigger)
 
 
-@dataclass(frozen=True)
-class RunView:
-    """A retrain run as front ends show it (its row in ``retrain_runs``)."""
-
-    id: int
-    job_id: int | None
-    trigger: str
-    requested_by: str | None
-    status: RetrainStatus
-    stage: str | None  # the stage running now, or the one that failed
-    progress: str | None  # the trainer's last progress line
-    picks_at_start: int | None
-    outcome: dict[str, Any]  # each decided stage's decision, with its "summary"
-    error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-async def runs(sessions: async_sessionmaker[AsyncSession], limit: int = 10) -> list[RunView]:
+async def runs(sessions: async_sessionmaker[AsyncSession], limit: int = 10) -> list[RetrainRunView]:
     """The latest runs, newest first."""
     async with sessions() as session:
         rows = await session.scalars(select(RetrainRun).order_by(RetrainRun.id.desc()).limit(limit))
-        return [_view(row) for row in rows]
-
-
-def _view(run: RetrainRun) -> RunView:
-    return RunView(
-        id=run.id,
-        job_id=run.job_id,
-        trigger=run.trigger,
-        requested_by=run.requested_by,
-        status=run.status,
-        stage=run.stage,
-        progress=run.progress,
-        picks_at_start=run.picks_at_start,
-        outcome=dict(run.outcome or {}),
-        error=run.error,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-    )
+        return [RetrainRunView.of(row) for row in rows]
 
 
 async def picks_since_last_run(sessions: async_sessionmaker[AsyncSession]) -> int:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from bot.cli_support import cli_settings, console, err, plain_errors
+from bot.cli.support import cli_settings, console, err, plain_errors
+
+if TYPE_CHECKING:
+    from training.hps import HPSScorer
 
 train_app = typer.Typer(help="Train models on an exported dataset.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate models on an exported dataset.", no_args_is_help=True)
@@ -166,7 +169,7 @@ def eval_hps(
     console.print(f"report: {out / 'report.md'}", markup=False, highlight=False)
 
 
-def _base_of(scorer: Any) -> str | None:
+def _base_of(scorer: HPSScorer) -> str | None:
     base = scorer.clip.info.get("base")
     if isinstance(base, str) and base.startswith("preset:"):
         return base.removeprefix("preset:")
@@ -175,7 +178,7 @@ def _base_of(scorer: Any) -> str | None:
 
 def _active_hps() -> str | None:
     """The active HPS's location, from the database; None (with a note) when unavailable."""
-    from bot.cli_support import active_model
+    from bot.cli.support import active_model
 
     try:
         return active_model("hps")
