@@ -29,7 +29,7 @@ from training.adapt import WEIRD
 from training.adapt.select import Selected, pool_from_folder, read_manifest
 from training.generator import model_source
 from training.presets import preset_of
-from training.runs import load_resume_point, plain, progress_bar, save_resume_point
+from training.run_folder import load_resume_point, plain, progress_bar, save_resume_point
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from training.hps.batches import (
     set_trainable,
 )
 from training.hps.model import load_clip, save_checkpoint
-from training.runs import load_resume_point, plain, progress_bar, save_resume_point
+from training.run_folder import load_resume_point, plain, progress_bar, save_resume_point
 
 log = logging.getLogger(__name__)
 
