@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.run_folder import write_info
 from training.tokens import (
     CONTEXT_LENGTH,
     END,
@@ -415,7 +416,6 @@ TINY_CLIP_TRAINING: dict[str, Any] = {
 CLIP_PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     TINY: (TINY_CLIP, TINY_CLIP_TRAINING)
 }
-PREFLOOP_INFO = "prefloop.json"  # beside an open_clip checkpoint: base, training, metrics
 
 
 def is_clip_preset(name: str) -> bool:
@@ -445,7 +445,7 @@ def save_clip_preset(name: str, folder: Path) -> Path:
             json.dumps({"model_cfg": config, "preprocess_cfg": {}}, indent=2)
         )
         info = {"base": f"preset:{name}", "training": training}
-        (staging / PREFLOOP_INFO).write_text(json.dumps(info, indent=2))
+        write_info(staging, info)
 
     return _save_once(Path(folder), f"clip-{name}", write)
 

@@ -21,24 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from training.run_folder import is_finished, read_info, write_gate, write_info
+
 log = logging.getLogger(__name__)
-
-GATE = "gate.json"
-
-
-def _finished(folder: Path) -> bool:
-    """Did an earlier try of this stage finish training (and stop before its verdict)?"""
-    try:
-        return bool(json.loads((folder / "prefloop.json").read_text("utf-8")).get("finished"))
-    except (OSError, ValueError):
-        return False
-
-
-def _write_gate(out: Path, gate: dict[str, Any]) -> None:
-    """gate.json, whole or not at all: the platform reads it after a restart too."""
-    staging = out / f".{GATE}.partial"
-    staging.write_text(json.dumps(gate, indent=2, default=list))
-    os.replace(staging, out / GATE)
 
 
 class _Remembered:
@@ -85,7 +70,7 @@ def hps_stage(
     if not test.examples:
         raise DatasetError(f"{data} has no test instances: nothing to judge a new HPS by")
     model = out / "model"
-    if not _finished(model):
+    if not is_finished(model):
         fit_hps(
             FitConfig(out=model, base=start, seed=seed, device=device, cache_dir=cache), train, test
         )
@@ -109,7 +94,7 @@ def hps_stage(
         "train_instances": len(train.examples),
         **{r.name: _figures(r) for r in results},
     }
-    _write_gate(out, gate)
+    write_gate(out, gate)
     return gate
 
 
@@ -139,7 +124,7 @@ def adapt_stage(
     scorer = HPSScorer.load(hps, device=device, cache_dir=cache)
     adapter = out / "adapter"
     manifest = out / "selection.jsonl"
-    if _finished(adapter) and manifest.is_file():  # trained before a restart: judge it
+    if is_finished(adapter) and manifest.is_file():  # trained before a restart: judge it
         selection = read_manifest(manifest)
     else:
         selection = select(scorer, pool_from_export(data))
@@ -178,12 +163,11 @@ def adapt_stage(
     best = max(tried, key=lambda k: (tried[k][0].win_rate, tried[k][0].mean_difference))
     result, shown = tried[best]
     if best == "without_negative_prompt" and learned:
-        info_path = adapter / "prefloop.json"
-        info = json.loads(info_path.read_text("utf-8"))
+        info = read_info(adapter)
         info["negative_prompt"] = ""
         info["negative_prompt_dropped"] = {"prompt": learned, "why": "it did worse on held-out "
                                            "prompts; see the retrain's report"}  # fmt: skip
-        info_path.write_text(json.dumps(info, indent=2))
+        write_info(adapter, info)
     against = f"the active adapter `{active}`" if active else "the base"
     served = f'"{learned}" as the negative prompt' if best.startswith("with_") else (
         "no negative prompt")  # fmt: skip
@@ -208,7 +192,7 @@ def adapt_stage(
         "tried": {k: {"win_rate": r.win_rate, "mean_difference": r.mean_difference,
                       "difference_ci": list(r.difference_ci)} for k, (r, _) in tried.items()},
     }  # fmt: skip
-    _write_gate(out, gate)
+    write_gate(out, gate)
     return gate
 
 

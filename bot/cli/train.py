@@ -7,7 +7,6 @@ looks up the active HPS in the database, when there is one, to compare against i
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -91,6 +90,7 @@ def train_hps(
     """
     from training.data import read_train_test
     from training.hps.fit import FitConfig, fit_hps
+    from training.run_folder import read_info
 
     config = FitConfig(
         out=out, base=base, lr=lr, epochs=epochs, batch_size=batch_size,
@@ -101,7 +101,7 @@ def train_hps(
     with plain_errors():
         train, test = read_train_test(data, strict=strict)
         folder = fit_hps(config, train, test)
-    metrics = json.loads((folder / "prefloop.json").read_text())["metrics"]
+    metrics = read_info(folder)["metrics"]
     held_out = (
         f"; held-out top-1 {metrics['test_top1']:.1%}"
         if metrics.get("test_top1") is not None
@@ -228,10 +228,11 @@ def train_adapt(
         write_manifest,
     )
     from training.hps import HPSScorer
+    from training.run_folder import has_run, read_info
 
     with plain_errors():
         manifest = out / "selection.jsonl"
-        if manifest.is_file() and ((out / ".resume").exists() or (out / "prefloop.json").exists()):
+        if manifest.is_file() and has_run(out):
             # An unfinished (or finished) run: keep the selection it was started with.
             selection = read_manifest(manifest)
             digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
@@ -258,7 +259,7 @@ def train_adapt(
             selection_hash=digest,
         )  # fmt: skip
         folder = adapt_generator(config, selection)
-    metrics = json.loads((folder / "prefloop.json").read_text())["metrics"]
+    metrics = read_info(folder)["metrics"]
     console.print(
         f"adapter {folder}: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss on a "
         f"fixed batch {metrics['fixed_batch_loss_before']:.4f} -> "
@@ -294,11 +295,11 @@ def eval_adapt(
     from training.data import DatasetError
     from training.generator import Generator
     from training.hps import HPSScorer
+    from training.run_folder import read_info
 
     with plain_errors():
         texts = _prompts(prompts)[:limit]
-        info_path = adapter / "prefloop.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        info = read_info(adapter)
         model = base or info.get("base")
         if not model:
             raise FileNotFoundError(f"{adapter} names no base model: pass --base")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shlex
@@ -52,6 +51,7 @@ from bot.retrain.run_data import (
     remove_run_data,
     run_folder,
 )
+from training.run_folder import GATE, read_gate
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
@@ -269,14 +269,13 @@ class Retrain:
         }
 
     async def _stage(self, stage: str, args: list[str], out: Path) -> dict[str, Any]:
-        """Run a training stage in a subprocess; its gate.json, or StageFailed."""
+        """Run a training stage in a subprocess; its gate figures, or StageFailed."""
         from bot.gpu import training_turn
 
-        gate_path = out / "gate.json"
         await self._update(stage=stage, progress=None)
         self._last_progress = 0.0  # the stage's first line shows at once
         with contextlib.suppress(OSError, ValueError):  # done before a restart
-            return dict(json.loads(gate_path.read_text("utf-8")))
+            return read_gate(out)
         config = self.settings.retrain
         command = [
             *trainer_command(self.settings),
@@ -296,10 +295,10 @@ class Retrain:
                 f"{stage}: the trainer exited with code {code}: {last} (log: {out / 'stage.log'})"
             )
         try:
-            return dict(json.loads(gate_path.read_text("utf-8")))
+            return read_gate(out)
         except (OSError, ValueError) as error:
             raise StageFailed(
-                f"{stage}: the trainer wrote no readable {gate_path}: {error}"
+                f"{stage}: the trainer wrote no readable {out / GATE}: {error}"
             ) from None
 
     async def _subprocess(self, command: list[str], log_path: Path) -> tuple[int, list[str]]:

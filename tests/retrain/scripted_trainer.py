@@ -1,6 +1,6 @@
 """A stand-in for ``python -m training.retrain`` that writes the figures a test asks for.
 
-It takes the stage's real arguments, and writes ``gate.json`` in ``--out`` from the
+It takes the stage's real arguments, and writes the gate file in ``--out`` from the
 JSON in ``PREFLOOP_TEST_GATES`` (keyed by stage), so the platform's gates, registry and
 records can be tested without training; ``crash`` as a stage's value exits non-zero,
 ``hang`` sleeps until it is stopped. Like the real trainers it refuses to go on from a
@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from training.run_folder import resume_dir, write_gate
+
 
 def main() -> int:
     stage, args = sys.argv[1], sys.argv[2:]
@@ -27,7 +29,7 @@ def main() -> int:
     print(f"{stage}: step 1/1", flush=True)
     if figures == "hang":  # a long stage: until the test stops it
         time.sleep(600)
-    if (model / ".resume").exists():
+    if resume_dir(model).exists():
         print(f"{model} holds an unfinished run with other settings or data", flush=True)
         return 4
     if figures == "crash":
@@ -40,7 +42,7 @@ def main() -> int:
     created = json.loads(manifest.read_text())["created_at"] if manifest.is_file() else None
     gate = {"stage": stage, "model": str(model), "args": args,
             "data_created_at": created, **figures}  # fmt: skip
-    (out / "gate.json").write_text(json.dumps(gate))
+    write_gate(out, gate)
     return 0
 
 

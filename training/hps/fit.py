@@ -35,11 +35,19 @@ from training.hps.batches import (
     set_trainable,
 )
 from training.hps.model import load_clip, save_checkpoint
-from training.run_folder import load_resume_point, plain, progress_bar, save_resume_point
+from training.run_folder import (
+    forget_resume_point,
+    is_finished,
+    load_resume_point,
+    plain,
+    progress_bar,
+    read_info,
+    save_resume_point,
+    write_info,
+)
 
 log = logging.getLogger(__name__)
 
-RESUME = ".resume"
 PAPER: dict[str, Any] = {
     "lr": 1.7e-5,
     "weight_decay": 3.1e-3,
@@ -122,10 +130,8 @@ def fit_hps(
     from accelerate.utils import InitProcessGroupKwargs, set_seed
 
     out = Path(config.out)
-    if (out / "prefloop.json").is_file() and not (out / RESUME).exists():
-        info = json.loads((out / "prefloop.json").read_text("utf-8"))
-        if info.get("finished"):
-            raise FitError(f"{out} already holds a trained model; choose a new folder")
+    if is_finished(out):
+        raise FitError(f"{out} already holds a trained model; choose a new folder")
     if len(train) == 0:
         raise FitError("the training data has no usable instances")
 
@@ -155,7 +161,6 @@ def fit_hps(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     save_every = config.save_every or max(1, total // 10)
 
-    state_path = out / RESUME / "state.pt"
     # What must match for a resumed run to replay the same batches and steps.
     run = {
         "hyper": hyper,
@@ -166,11 +171,11 @@ def fit_hps(
         "mixed_precision": accelerator.mixed_precision,
     }
     step, losses = 0, []
-    if state_path.is_file():
-        try:
-            saved = load_resume_point(state_path)
-        except ValueError as error:
-            raise FitError(str(error)) from None
+    try:
+        saved = load_resume_point(out)
+    except ValueError as error:
+        raise FitError(str(error)) from None
+    if saved is not None:
         if saved["run"] != plain(run):
             raise FitError(
                 f"{out} holds an unfinished run with other settings or data; "
@@ -216,8 +221,7 @@ def fit_hps(
             progress.update(1)
             progress.set_postfix(loss=f"{value:.4f}")
             if step % save_every == 0 and step < total:
-                _save_state(accelerator, model, optimizer, scheduler, state_path, step, losses,
-                            run)  # fmt: skip
+                _save_state(accelerator, model, optimizer, scheduler, out, step, losses, run)
             if on_step is not None:
                 on_step(step, value)
             if step >= total:
@@ -246,19 +250,19 @@ def fit_hps(
             "finished": True,
         }  # fmt: skip
         save_checkpoint(clip, out, info)  # saved first: evaluation cannot lose the model
-        _remove_state(out)
+        forget_resume_point(out)
         if test is not None and len(test):
             from training.hps.evaluate import evaluate
             from training.hps.scorer import HPSScorer
 
             result = evaluate(HPSScorer(clip), test.examples, bootstrap=0)
             metrics.update(test_top1=result.top1, test_pairwise=result.pairwise)
-            (out / "prefloop.json").write_text(json.dumps(info, indent=2, default=str))
+            write_info(out, info)
     accelerator.wait_for_everyone()
     return out
 
 
-def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, path: Path,
+def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, out: Path,
                 step: int, losses: list[float], run: dict[str, Any]) -> None:  # fmt: skip
     """A resume point, written atomically by the main process."""
     if not accelerator.is_main_process:
@@ -273,13 +277,7 @@ def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pa
         "losses": losses,
         "run": plain(run),
     }
-    save_resume_point(state, path)
-
-
-def _remove_state(out: Path) -> None:
-    import shutil
-
-    shutil.rmtree(out / RESUME, ignore_errors=True)
+    save_resume_point(out, state)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     train, test = read_train_test(args.data, strict=args.strict)
     out = fit_hps(config, train, test)
-    print(json.dumps(json.loads((out / "prefloop.json").read_text())["metrics"], indent=2))
+    print(json.dumps(read_info(out)["metrics"], indent=2))
     return 0
 
 
