@@ -1,14 +1,14 @@
 """The retrain loop's training stages, run as a subprocess by the platform's retrain job.
 
 Each stage reads an exported dataset and model files, trains a candidate, evaluates it
-against what serves now on the same held-out data, and writes ``gate.json`` with the
-figures the platform's promotion gate decides on. No database, no Discord: the job passes
-the active versions' locations on the command line. A crash here fails the stage and
-leaves the serving models alone.
+against what serves now on the same held-out data, and writes the stage folder's gate
+file (see training/run_folder.py) with the figures the platform's promotion gate decides
+on. No database, no Discord: the job passes the active versions' locations on the
+command line. A crash here fails the stage and leaves the serving models alone.
 
     python -m training.retrain hps --data EXPORT --out DIR --start SRC --base CLIP [--active SRC]
     python -m training.retrain adapt --data EXPORT --out DIR --hps SRC --generator MODEL
-                                     [--active ADAPTER] [--steps N] [--seeds N] [--limit N]
+                                       [--active ADAPTER] [--steps N] [--seeds N] [--limit N]
 """
 
 from __future__ import annotations
@@ -21,23 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.run_folder import is_finished, read_info, write_gate, write_info
+from training.run_folder import is_finished, write_gate
 
 log = logging.getLogger(__name__)
-
-
-class _Remembered:
-    """A generator that makes each (prompt, seeds, settings) once and remembers it."""
-
-    def __init__(self, generator: Any) -> None:
-        self.generator = generator
-        self.made: dict[Any, Any] = {}
-
-    def generate(self, prompt: str, seeds: list[int], **options: Any) -> Any:
-        key = (prompt, tuple(seeds), tuple(sorted(options.items())))
-        if key not in self.made:
-            self.made[key] = self.generator.generate(prompt, seeds, **options)
-        return self.made[key]
 
 
 def _figures(evaluation: Any) -> dict[str, Any]:
@@ -114,83 +100,31 @@ def adapt_stage(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Select with ``hps``, train an adapter, and pit it against ``active`` (or the base)."""
-    from training.adapt.evaluate import evaluate_adapter, write_adapt_report
-    from training.adapt.lora import AdaptConfig, adapt_generator
-    from training.adapt.select import pool_from_export, read_manifest, select, write_manifest
-    from training.data import DatasetError, read_preferences
-    from training.generator import Generator
-    from training.hps import HPSScorer
+    from training.adapt.lora import AdaptConfig
+    from training.adapt.pipeline import Judging, readapt
 
-    scorer = HPSScorer.load(hps, device=device, cache_dir=cache)
-    adapter = out / "adapter"
-    manifest = out / "selection.jsonl"
-    if is_finished(adapter) and manifest.is_file():  # trained before a restart: judge it
-        selection = read_manifest(manifest)
-    else:
-        selection = select(scorer, pool_from_export(data))
-        if not selection:
-            raise DatasetError(f"HPS {hps} is confident about no image of {data}: "
-                               "nothing to adapt")  # fmt: skip
-        out.mkdir(parents=True, exist_ok=True)
-        digest = write_manifest(selection, manifest)
-        config = AdaptConfig(out=adapter, base=generator, steps=steps, seed=seed, device=device,
-                             cache_dir=cache, hps=hps, selection_hash=digest)  # fmt: skip
-        adapt_generator(config, selection)
-    if int(os.environ.get("RANK", "0")) != 0:
+    config = AdaptConfig(out=out / "adapter", base=generator, steps=steps, seed=seed,
+                         device=device, cache_dir=cache)  # fmt: skip
+    judging = Judging(data=data, report=out / "report", active=active, seeds=seeds,
+                      limit=limit, steps=eval_steps)  # fmt: skip
+    done = readapt(config, hps=hps, data=data, manifest=out / "selection.jsonl", judging=judging)
+    if done.verdict is None:
         return {}  # under accelerate launch: the main process judges
-    test = read_preferences(data, "test", check_files=False).examples
-    prompts = list(dict.fromkeys(e.prompt for e in test))[:limit]
-    if not prompts:
-        raise DatasetError(f"{data} has no test prompts to judge a new adapter by")
-    options = {"cache_dir": cache, "device": device, "safety_checker": False}
-    adapted = Generator.load(generator, adapter=adapter, **options)
-    # What serves now makes the same images in both comparisons below: make them once.
-    plain = _Remembered(
-        Generator.load(generator, adapter=Path(active), **options)
-        if active
-        else adapted.base_view()
-    )
-    # Served as trained ("Weird image." as the negative prompt) and without it: the
-    # adapter keeps its negative prompt only when that measurably does better.
-    learned = adapted.negative_prefix
-    tried = {}
-    for label, prefix in (("with_negative_prompt", learned), ("without_negative_prompt", "")):
-        if label == "with_negative_prompt" and not learned:
-            continue
-        adapted.negative_prefix = prefix
-        tried[label] = evaluate_adapter(plain, adapted, scorer, prompts, seeds_per_prompt=seeds,
-                                        steps=eval_steps, seed=seed + 1)  # fmt: skip
-    best = max(tried, key=lambda k: (tried[k][0].win_rate, tried[k][0].mean_difference))
-    result, shown = tried[best]
-    if best == "without_negative_prompt" and learned:
-        info = read_info(adapter)
-        info["negative_prompt"] = ""
-        info["negative_prompt_dropped"] = {"prompt": learned, "why": "it did worse on held-out "
-                                           "prompts; see the retrain's report"}  # fmt: skip
-        write_info(adapter, info)
-    against = f"the active adapter `{active}`" if active else "the base"
-    served = f'"{learned}" as the negative prompt' if best.startswith("with_") else (
-        "no negative prompt")  # fmt: skip
-    write_adapt_report(
-        out / "report",
-        result,
-        shown,
-        description=f"Candidate `{adapter}` against {against}, HPS `{hps}`, served with {served}.",
-    )
+    result, tried = done.verdict.result, done.verdict.tried
     gate = {
         "stage": "adapter",
-        "model": str(adapter),
+        "model": str(done.adapter),
         "against": active or "base",
         "hps": hps,
-        "selected": len(selection),
+        "selected": len(done.selection.items),
         "prompts": result.prompts,
         "seeds_per_prompt": seeds,
         "win_rate": result.win_rate,
         "mean_difference": result.mean_difference,
         "difference_ci": list(result.difference_ci),
-        "negative_prompt": learned if best.startswith("with_") else "",
+        "negative_prompt": done.verdict.negative_prompt,
         "tried": {k: {"win_rate": r.win_rate, "mean_difference": r.mean_difference,
-                      "difference_ci": list(r.difference_ci)} for k, (r, _) in tried.items()},
+                      "difference_ci": list(r.difference_ci)} for k, r in tried.items()},
     }  # fmt: skip
     write_gate(out, gate)
     return gate

@@ -6,7 +6,6 @@ looks up the active HPS in the database, when there is one, to compare against i
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -219,46 +218,31 @@ def train_adapt(
 
     On several GPUs: accelerate launch -m training.adapt.lora --selection OUT/selection.jsonl …
     """
-    from training.adapt.lora import AdaptConfig, adapt_generator
-    from training.adapt.select import (
-        pool_from_export,
-        pool_from_folder,
-        read_manifest,
-        select,
-        write_manifest,
-    )
-    from training.hps import HPSScorer
-    from training.run_folder import has_run, read_info
+    from training.adapt.lora import AdaptConfig
+    from training.adapt.pipeline import Selection, readapt
+    from training.run_folder import read_info
 
-    with plain_errors():
-        manifest = out / "selection.jsonl"
-        if manifest.is_file() and has_run(out):
-            # An unfinished (or finished) run: keep the selection it was started with.
-            selection = read_manifest(manifest)
-            digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
-            console.print(f"using the selection in {manifest}", markup=False, highlight=False)
+    def selected(selection: Selection) -> None:
+        if selection.reused:  # an unfinished (or finished) run: the selection it started with
+            line = f"using the selection in {selection.manifest}"
         else:
-            pool = pool_from_export(data) + (pool_from_folder(extra) if extra else [])
-            scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
-            selection = select(scorer, pool, alpha=alpha, min_group=min_group)
-            digest = write_manifest(selection, manifest)
-            positives = sum(s.label == "positive" for s in selection)
-            console.print(
-                f"selected {positives} positives and {len(selection) - positives} negatives "
-                f"from {len(pool)} prompt groups: {manifest}",
-                markup=False,
-                highlight=False,
+            line = (
+                f"selected {selection.positives} positives and "
+                f"{len(selection.items) - selection.positives} negatives "
+                f"from {selection.groups} prompt groups: {selection.manifest}"
             )
-            del scorer
-            _free_memory()  # the generator needs it
-        config = AdaptConfig(
-            out=out, base=base, rank=rank, lr=lr, steps=steps, batch_size=batch_size,
-            grad_accum=grad_accum, regularization=regularization,
-            regularization_ratio=regularization_ratio, seed=seed,
-            mixed_precision=mixed_precision, device=device, cache_dir=_cache(), hps=hps,
-            selection_hash=digest,
-        )  # fmt: skip
-        folder = adapt_generator(config, selection)
+        console.print(line, markup=False, highlight=False)
+
+    config = AdaptConfig(
+        out=out, base=base, rank=rank, lr=lr, steps=steps, batch_size=batch_size,
+        grad_accum=grad_accum, regularization=regularization,
+        regularization_ratio=regularization_ratio, seed=seed,
+        mixed_precision=mixed_precision, device=device, cache_dir=_cache(),
+    )  # fmt: skip
+    with plain_errors():
+        done = readapt(config, hps=hps, data=data, manifest=out / "selection.jsonl", extra=extra,
+                       alpha=alpha, min_group=min_group, on_selected=selected)  # fmt: skip
+    folder = done.adapter
     metrics = read_info(folder)["metrics"]
     console.print(
         f"adapter {folder}: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss on a "
@@ -324,19 +308,6 @@ def eval_adapt(
         markup=False,
         highlight=False,
     )
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover - the model commands need torch anyway
-        pass
 
 
 def _prompts(source: Path) -> list[str]:
