@@ -1,4 +1,4 @@
-"""A stand-in for ``python -m training.retrain`` that writes the figures a test asks for.
+"""A stand-in for ``python -m training.gate`` that writes the figures a test asks for.
 
 It takes the stage's real arguments, and writes the gate file in ``--out`` from the
 JSON in ``PREFLOOP_TEST_GATES`` (keyed by stage), so the platform's gates, registry and

@@ -6,9 +6,9 @@ file (see training/run_folder.py) with the figures the platform's promotion gate
 on. No database, no Discord: the job passes the active versions' locations on the
 command line. A crash here fails the stage and leaves the serving models alone.
 
-    python -m training.retrain hps --data EXPORT --out DIR --start SRC --base CLIP [--active SRC]
-    python -m training.retrain adapt --data EXPORT --out DIR --hps SRC --generator MODEL
-                                       [--active ADAPTER] [--steps N] [--seeds N] [--limit N]
+    python -m training.gate hps --data EXPORT --out DIR --start SRC --base CLIP [--active SRC]
+    python -m training.gate adapt --data EXPORT --out DIR --hps SRC --generator MODEL
+                                    [--active ADAPTER] [--steps N] [--seeds N] [--limit N]
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def adapt_stage(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="training.retrain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="training.gate", description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True)
     hps = stages.add_parser("hps", help="fit and evaluate a candidate HPS")
     adapt = stages.add_parser("adapt", help="select, train and evaluate a candidate adapter")
