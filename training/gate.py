@@ -6,18 +6,15 @@ file (see training/run_folder.py) with the figures the platform's promotion gate
 on. No database, no Discord: the job passes the active versions' locations on the
 command line. A crash here fails the stage and leaves the serving models alone.
 
-    python -m training.gate hps --data EXPORT --out DIR --start SRC --base CLIP [--active SRC]
-    python -m training.gate adapt --data EXPORT --out DIR --hps SRC --generator MODEL
-                                    [--active ADAPTER] [--steps N] [--seeds N] [--limit N]
+    python -m training gate hps --data EXPORT --out DIR --start SRC --base CLIP [--active SRC]
+    python -m training gate adapt --data EXPORT --out DIR --hps SRC --generator MODEL
+                                  [--active ADAPTER] [--steps N] [--seeds N] [--limit N]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,48 +125,3 @@ def adapt_stage(
     }  # fmt: skip
     write_gate(out, gate)
     return gate
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="training.gate", description=__doc__.splitlines()[0])
-    stages = parser.add_subparsers(dest="stage", required=True)
-    hps = stages.add_parser("hps", help="fit and evaluate a candidate HPS")
-    adapt = stages.add_parser("adapt", help="select, train and evaluate a candidate adapter")
-    for stage in (hps, adapt):
-        stage.add_argument("--data", type=Path, required=True)
-        stage.add_argument("--out", type=Path, required=True)
-        stage.add_argument("--active", default=None)
-        stage.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "prefloop")
-        stage.add_argument("--device", default="auto")
-        stage.add_argument("--seed", type=int, default=0)
-    hps.add_argument("--start", required=True, help="what to fine-tune from")
-    hps.add_argument("--base", required=True, help="the plain CLIP every HPS must beat")
-    adapt.add_argument("--hps", required=True)
-    adapt.add_argument("--generator", required=True)
-    adapt.add_argument("--steps", type=int, default=None)
-    adapt.add_argument("--seeds", type=int, default=4)
-    adapt.add_argument("--limit", type=int, default=50)
-    adapt.add_argument("--eval-steps", type=int, default=30)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    common = {"cache": args.cache, "device": args.device, "seed": args.seed, "active": args.active}
-    if args.stage == "hps":
-        gate = hps_stage(args.data, args.out, start=args.start, base=args.base, **common)
-    else:
-        gate = adapt_stage(
-            args.data,
-            args.out,
-            hps=args.hps,
-            generator=args.generator,
-            steps=args.steps,
-            seeds=args.seeds,
-            limit=args.limit,
-            eval_steps=args.eval_steps,
-            **common,
-        )
-    print(json.dumps(gate))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

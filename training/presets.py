@@ -485,25 +485,3 @@ def build_cached(name: str = TINY) -> tuple[Path, bool]:
     finally:
         for bar in bars.values():
             bar.close()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.presets [NAME ...]``: build presets into the cache ahead of use
-    (``make test`` does, so no test waits for a build)."""
-    import argparse
-    import time
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: {TINY}")
-    names = parser.parse_args(argv).names or [TINY]
-    if unknown := sorted(set(names) - set(PRESETS)):
-        parser.error(f"no preset named {', '.join(unknown)} (presets: {', '.join(PRESETS)})")
-    for name in names:
-        started = time.perf_counter()
-        folder, built = build_cached(name)
-        took = f"built in {time.perf_counter() - started:.0f} s" if built else "already built"
-        print(f"{name} preset v{PRESET_VERSION}: {took}, {folder}")
-
-
-if __name__ == "__main__":
-    main()

@@ -85,7 +85,7 @@ def train_hps(
 ) -> None:
     """Refit HPS on a dataset; an interrupted run resumes when started again.
 
-    On several GPUs: accelerate launch -m training.hps.fit --data … --out … (same code).
+    On several GPUs: accelerate launch -m training fit-hps --data … --out … (same code).
     """
     from training.data import read_train_test
     from training.hps.fit import FitConfig, fit_hps
@@ -216,7 +216,7 @@ def train_adapt(
 ) -> None:
     """Select HPS-confident positives and negatives, then fine-tune a LoRA on them.
 
-    On several GPUs: accelerate launch -m training.adapt.lora --selection OUT/selection.jsonl …
+    On several GPUs: accelerate launch -m training adapt --selection OUT/selection.jsonl …
     """
     from training.adapt.lora import AdaptConfig
     from training.adapt.pipeline import Selection, readapt

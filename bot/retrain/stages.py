@@ -4,11 +4,11 @@ One ``retrain`` job runs the stages in order and records each in ``retrain_runs`
 last progress line, outcome), so ``prefloop jobs`` and ``/admin status`` can show it:
 
 1. ``export``: a snapshot of the picks into the run's folder (the export code);
-2. ``hps``: ``python -m training.gate hps`` fits a candidate from the active HPS (or
+2. ``hps``: ``python -m training gate hps`` fits a candidate from the active HPS (or
    the configured base CLIP) and evaluates it, the active one and the base on the same
    test split; it is promoted only when its top-1 beats the active one's by
    ``hps_margin`` and beats the base's;
-3. ``adapter``: ``python -m training.gate adapt`` selects with the (now) active HPS,
+3. ``adapter``: ``python -m training gate adapt`` selects with the (now) active HPS,
    trains an adapter and pits it against the serving adapter (or the bare base) on the
    same held-out prompts and seeds; promoted only when its win rate reaches
    ``adapter_min_win_rate`` and its mean HPS gain is positive;
@@ -401,6 +401,7 @@ def trainer_command(settings: Settings) -> list[str]:
             "--num_processes",
             str(config.gpus),
             "-m",
-            "training.gate",
+            "training",
+            "gate",
         ]
-    return [sys.executable, "-m", "training.gate"]
+    return [sys.executable, "-m", "training", "gate"]

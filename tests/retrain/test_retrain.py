@@ -318,10 +318,10 @@ def test_stages_run_under_accelerate_on_several_gpus() -> None:
     from bot.retrain import trainer_command
 
     one = trainer_command(load_settings(_env_file=None))
-    assert one == [sys.executable, "-m", "training.gate"]
+    assert one == [sys.executable, "-m", "training", "gate"]
     many = trainer_command(load_settings(_env_file=None, retrain={"gpus": 4}))
     assert many[1:] == ["-m", "accelerate.commands.launch", "--num_processes", "4",
-                        "-m", "training.gate"]  # fmt: skip
+                        "-m", "training", "gate"]  # fmt: skip
     custom = load_settings(_env_file=None, retrain={"trainer": ["/opt/train.sh"]})
     assert trainer_command(custom) == ["/opt/train.sh"]
 

@@ -8,16 +8,13 @@ captions' text embeddings are computed once before training, not at every step.
 Every step draws its samples, noise and timesteps from a generator seeded by (seed, step,
 process), so a run is reproducible and a resumed run replays exactly what the
 uninterrupted one would have done. One entry point on a CPU, a GPU or many:
-``accelerate launch -m training.adapt.lora …``.
+``python -m training adapt …``, or ``accelerate launch -m training adapt …``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from training.adapt import WEIRD
-from training.adapt.select import Selected, pool_from_folder, read_manifest
+from training.adapt.select import Selected, pool_from_folder
 from training.generator import model_source
 from training.presets import preset_of
 from training.run_folder import (
@@ -34,7 +31,6 @@ from training.run_folder import (
     load_resume_point,
     plain,
     progress_bar,
-    read_info,
     save_resume_point,
     write_info,
 )
@@ -356,38 +352,3 @@ def _save_state(out: Path, accelerator: Any, unet: Any, optimizer: Any, step: in
              "before": before, "run": plain(run),
              "scaler": scaler.state_dict() if scaler is not None else None}  # fmt: skip
     save_resume_point(out, state)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.adapt.lora`` (or under ``accelerate launch -m``)."""
-    parser = argparse.ArgumentParser(
-        prog="training.adapt.lora", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--selection", type=Path, required=True, help="selection .jsonl")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--base", default="CompVis/stable-diffusion-v1-4")
-    for name in PAPER:
-        kind = float if name in {"lr", "weight_decay"} else int
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--regularization", type=Path, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mixed-precision", default="auto")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = AdaptConfig(out=args.out, base=args.base, grad_accum=args.grad_accum,
-                         regularization=args.regularization, seed=args.seed,
-                         mixed_precision=args.mixed_precision,
-                         **{name: getattr(args, name) for name in PAPER})  # fmt: skip
-    text = args.selection.read_text("utf-8")
-    config.selection_hash = hashlib.sha256(text.encode()).hexdigest()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.selection.resolve() != (args.out / "selection.jsonl").resolve():
-        (args.out / "selection.jsonl").write_text(text, encoding="utf-8")
-    out = adapt_generator(config, read_manifest(args.selection))
-    print(json.dumps(read_info(out)["metrics"], indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,18 +6,17 @@ AdamW with lr 1.7e-5 and weight decay 3.1e-3, 5 instances a batch, 1 epoch, a co
 schedule. A preset or checkpoint may carry defaults of its own (``prefloop.json``'s
 ``training``): a randomly initialised toy needs far more steps at a far higher rate.
 
-One entry point on one CPU, one GPU or many: ``accelerate launch -m training.hps.fit …``
-runs the same code data-parallel. On the CPU a run is deterministic for its seed, and an
-interrupted run resumes from its last saved step to the same result.
+One entry point on one CPU, one GPU or many: ``python -m training fit-hps …``;
+``accelerate launch -m training fit-hps …`` runs the same code data-parallel. On the CPU
+a run is deterministic for its seed, and an interrupted run resumes from its last saved
+step to the same result.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from training.data import PreferenceData, read_train_test
+from training.data import PreferenceData
 from training.hps.batches import (
     PreferenceDataset,
     batch_loss,
@@ -41,7 +40,6 @@ from training.run_folder import (
     load_resume_point,
     plain,
     progress_bar,
-    read_info,
     save_resume_point,
     write_info,
 )
@@ -278,33 +276,3 @@ def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, ou
         "run": plain(run),
     }
     save_resume_point(out, state)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.hps.fit`` (or ``accelerate launch -m training.hps.fit``)."""
-    parser = argparse.ArgumentParser(prog="training.hps.fit", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder (export)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--base", default="ViT-L-14:openai")
-    for name in PAPER:
-        kind = float if name in {"lr", "weight_decay", "epochs"} else int
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
-    parser.add_argument("--strict", action="store_true", help="refuse malformed entries")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = FitConfig(
-        out=args.out, base=args.base, grad_accum=args.grad_accum, seed=args.seed,
-        mixed_precision=args.mixed_precision,
-        **{name: getattr(args, name) for name in PAPER},
-    )  # fmt: skip
-    train, test = read_train_test(args.data, strict=args.strict)
-    out = fit_hps(config, train, test)
-    print(json.dumps(read_info(out)["metrics"], indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
