@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from sqlalchemy import text
 from bot.domain import Refusal, UserRef
 from bot.generation.runner import GenerationRunner
 from bot.registry import ModelRegistry
+from training.run_folder import write_info
 
 
 def _adapter(tiny_model: Path, folder: Path) -> Path:
@@ -26,7 +26,7 @@ def _adapter(tiny_model: Path, folder: Path) -> Path:
     pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"]))
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
-    (folder / "prefloop.json").write_text(json.dumps({"negative_prompt": "Weird image."}))
+    write_info(folder, {"negative_prompt": "Weird image."})
     return folder
 
 
@@ -100,7 +100,7 @@ async def test_the_models_command_registers_promotes_and_rolls_back(
     env = cli_env(database_url=platform.database_url, data_dir=str(tmp_path / "data"))
     folder = tmp_path / "hps-1"
     folder.mkdir()
-    (folder / "prefloop.json").write_text(json.dumps({"metrics": {"test_top1": 0.41}}))
+    write_info(folder, {"metrics": {"test_top1": 0.41}})
 
     registered = prefloop("models", "register", "hps", "hps-1", env=env, cwd=tmp_path)
     assert registered.returncode == 0 and "registered hps version 1" in registered.stdout

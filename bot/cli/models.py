@@ -70,12 +70,10 @@ def register_model(
 
     async def go(platform: Platform) -> None:
         from bot.registry import model_location
+        from training.run_folder import read_info
 
         location = model_location(kind, uri)
-        info_path = Path(location) / "prefloop.json"
-        metrics = (
-            json.loads(info_path.read_text()).get("metrics", {}) if info_path.is_file() else {}
-        )
+        metrics = read_info(Path(location)).get("metrics", {})
         version = await platform.registry.register(kind, location, metrics)
         await platform.service.audit(member(None), "register", target=str(version), uri=location)
         console.print(f"registered {kind} version {version}: {location}", markup=False)
