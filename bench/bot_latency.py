@@ -112,7 +112,7 @@ class LoopFigures:
 async def worker(platform: Any, *, separate: bool) -> AsyncIterator[asyncio.Event]:
     """The worker in the bot's process, or supervised in one of its own as `prefloop run`
     does; yields an event set once it takes jobs."""
-    from bot.jobs.worker import serve_worker
+    from bot.generation.worker import serve_worker
     from bot.serve import WorkerSupervisor
     from tests.support import cli_env, running
 

@@ -61,7 +61,7 @@ async def job_overhead(generator: Any, steps: int, jobs: int, size: int | None) 
     """Share of job wall time outside the pipeline call, through the real job code."""
     from bot.config import load_settings
     from bot.domain import UserRef
-    from bot.generation import GenerationRunner
+    from bot.generation.runner import GenerationRunner
     from bot.runtime import open_platform
 
     inside: list[float] = []

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot.db.models import Frontend, GenerationStatus, RetrainRun
+from bot.db.models import Frontend, GenerationStatus, RetrainRun, RetrainStatus
 
 MAX_MEMBER_ID = 100  # users.external_id is varchar(100)
 
@@ -167,7 +167,7 @@ class RetrainRunView:
     id: int
     trigger: str
     requested_by: str | None
-    status: str  # queued, running, succeeded or failed
+    status: RetrainStatus
     stage: str | None
     progress: str | None
     error: str | None
@@ -183,7 +183,7 @@ class RetrainRunView:
             id=run.id,
             trigger=run.trigger,
             requested_by=run.requested_by,
-            status=str(run.status),
+            status=run.status,
             stage=run.stage,
             progress=run.progress,
             error=run.error,

@@ -2,7 +2,10 @@
 
 ``model_versions`` holds them; a partial unique index keeps one active version per kind.
 Promoting retires the active one; rolling back re-activates the version that was active
-before it. Workers read the active adapter before each job (see bot/generation.py).
+before it. Workers read the active adapter before each job (see bot/generation/runner.py).
+
+This module is the only one that reads or writes ``model_versions``: the worker, the
+retrain loop, the reports and the front ends ask it, and get views (:class:`VersionView`).
 """
 
 from __future__ import annotations
@@ -73,7 +76,17 @@ def _view(row: ModelVersion) -> VersionView:
                        row.created_at, row.promoted_at)  # fmt: skip
 
 
+async def active_versions(session: AsyncSession) -> list[VersionView]:
+    """The active version of each kind, read in the caller's session (for its reports)."""
+    rows = await session.scalars(
+        select(ModelVersion).where(ModelVersion.status == ModelStatus.active)
+    )
+    return [_view(row) for row in rows]
+
+
 class ModelRegistry:
+    """Registers, lists, promotes and rolls back model versions; one per platform."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
@@ -99,6 +112,17 @@ class ModelRegistry:
         if row is None:
             raise Refusal(f"There is no model version {version_id}.", code="no_version")
         return _view(row)
+
+    async def find(self, kind: str, uri: str) -> VersionView | None:
+        """The version of ``kind`` registered with ``uri`` (the first, if several), or None."""
+        async with self.sessions() as session:
+            row = await session.scalar(
+                select(ModelVersion)
+                .where(ModelVersion.kind == ModelKind(kind), ModelVersion.uri == uri)
+                .order_by(ModelVersion.id)
+                .limit(1)
+            )
+        return _view(row) if row else None
 
     async def active(self, kind: str) -> VersionView | None:
         async with self.sessions() as session:

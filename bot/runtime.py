@@ -64,8 +64,9 @@ async def open_platform(
         await asyncio.to_thread(fit_prompt, "")  # build the tokenizer off the event loop
         sessions = make_sessionmaker(engine)
         storage = make_storage(settings)
-        service = CollectionService(sessions, settings, storage)
-        yield Platform(settings, url, engine, sessions, storage, service, service.registry)
+        registry = ModelRegistry(sessions)
+        service = CollectionService(sessions, settings, storage, registry)
+        yield Platform(settings, url, engine, sessions, storage, service, registry)
     finally:
         await engine.dispose()
 

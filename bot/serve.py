@@ -21,8 +21,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from bot.config import Settings
-from bot.jobs.maintenance import serve_maintenance
-from bot.jobs.worker import serve_worker
+from bot.generation.worker import serve_worker
+from bot.jobs.app import serve_maintenance
 from bot.notify import GenerationEvent, NotificationListener
 from bot.runtime import Platform, open_platform
 from training.generator import GeneratorLoadError

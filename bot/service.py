@@ -40,15 +40,16 @@ from bot.domain import (
     Submitted,
     UserRef,
 )
-from bot.jobs.maintenance import QueuedExport, request_export
-from bot.prompts import PromptRules, check_pick, gone
+from bot.export.tasks import QueuedExport, request_export
+from bot.names import GENERATE_QUEUE, GENERATE_TASK
+from bot.picks.record import gone, record_choice
+from bot.picks.rules import PromptRules
 from bot.registry import ModelRegistry
+from bot.retrain.triggers import RetrainRequest, request_retrain, runs
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
 
-GENERATE_TASK = "prefloop.generate"
-GENERATE_QUEUE = "generate"
 SWEEP_BATCH = 1000  # store keys checked against the images table per query
 
 
@@ -70,12 +71,13 @@ class CollectionService:
         sessions: async_sessionmaker[AsyncSession],
         settings: Settings,
         storage: Storage,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.storage = storage
         self.rules = PromptRules(settings)
-        self.registry = ModelRegistry(sessions)  # trained models and which ones serve
+        self.registry = registry or ModelRegistry(sessions)  # trained models and which serve
 
     # ----- submit -------------------------------------------------------------------
 
@@ -179,30 +181,7 @@ class CollectionService:
         Idempotent: the same pick again changes nothing; another image replaces the pick
         and the history keeps both. One statement, a member's first click included.
         """
-        if not 0 <= index < 4:
-            raise Refusal(
-                f"There is no image {index + 1}; images are numbered 1 to 4.", code="bad_index"
-            )
-        async with self.sessions.begin() as session:
-            row = await queries.record_pick(
-                session, generation_id, user.frontend, user.external_id, index
-            )
-            check_pick(generation_id, index, row)
-            if row.user_id is None:  # a concurrent first click created them meanwhile
-                await queries.ensure_user(session, user.frontend, user.external_id)
-                row = await queries.record_pick(
-                    session, generation_id, user.frontend, user.external_id, index
-                )
-                check_pick(generation_id, index, row)
-        new_picker = row.changed and row.previous is None
-        return PickResult(
-            generation_id,
-            index,
-            row.previous,
-            row.changed,
-            row.requested_by == row.user_id,
-            row.pickers_before + new_picker,
-        )
+        return await record_choice(self.sessions, generation_id, user, index)
 
     # ----- look ---------------------------------------------------------------------
 
@@ -299,7 +278,7 @@ class CollectionService:
             if member is None:
                 return Forgotten(0, 0, [])
             # Locked before their images are read: a job recording images holds the same
-            # row lock (bot.generation), so its images are either committed and deleted
+            # row lock (bot.generation.runner), so its images are either committed and deleted
             # here, or it finds the generation gone afterwards and deletes its own files.
             rows = await queries.lock_generations(session, member.id)
             own = [generation_id for generation_id, _ in rows]
@@ -418,18 +397,16 @@ class CollectionService:
         """Queue a dataset export job (format, rater, incremental; see bot.export)."""
         return await request_export(self.sessions, self.settings, **options)
 
-    async def request_retrain(self, *, trigger: str, requested_by: str | None = None) -> Any:
+    async def request_retrain(
+        self, *, trigger: str, requested_by: str | None = None
+    ) -> RetrainRequest:
         """Queue the retrain loop, or say which run is already queued or running."""
-        from bot.retrain import request_retrain
-
         return await request_retrain(self.sessions, trigger=trigger, requested_by=requested_by)
 
     async def last_retrain(self) -> RetrainRunView | None:
         """The latest retrain run (None before the first)."""
-        from bot.retrain import runs
-
         latest = await runs(self.sessions, 1)
-        return RetrainRunView.of(latest[0]) if latest else None
+        return latest[0] if latest else None
 
     async def workers_alive(self, within_seconds: float) -> int:
         """How many queue workers sent a heartbeat in the last ``within_seconds``."""

@@ -48,7 +48,7 @@ async def make_done_generation(
 ) -> int:
     """Submit through the service and run the job body directly (no worker): a done generation."""
     from bot.domain import UserRef
-    from bot.generation import GenerationRunner
+    from bot.generation.runner import GenerationRunner
 
     submitted = await platform.service.submit_prompt(
         UserRef.parse(user), prompt, n, delivery=delivery

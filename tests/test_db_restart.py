@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from bot.db.engine import libpq_url
 from bot.domain import UserRef
-from bot.jobs.worker import serve_worker
+from bot.generation.worker import serve_worker
 from bot.notify import GenerationEvent, NotificationListener
 from tests.support import eventually, generation_status, running
 

@@ -75,7 +75,7 @@ def watch(event, args):
 
 sys.addaudithook(watch)
 from bot.config import load_settings
-from bot.jobs.worker import load_generator
+from bot.generation.worker import load_generator
 
 settings = load_settings(_env_file=None, data_dir=sys.argv[2],
                          generator={{"model": sys.argv[1], "device": "cpu"}})

@@ -18,9 +18,10 @@ from sqlalchemy import text
 
 from bot.db import queries
 from bot.domain import UserRef
-from bot.generation import GenerationRunner
+from bot.generation.runner import GenerationRunner
 from bot.jobs.app import build_app
-from bot.jobs.maintenance import SWEEP_TASK, sweep_store_job
+from bot.names import SWEEP_TASK
+from bot.sweep import sweep_store_job
 from tests.support import cli_env, count, eventually, make_done_generation, prefloop
 
 ALICE = UserRef.parse("discord:1001")

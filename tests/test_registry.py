@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.domain import Refusal, UserRef
-from bot.generation import GenerationRunner
+from bot.generation.runner import GenerationRunner
 from bot.registry import ModelRegistry
 from training.run_folder import write_info
 

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from bot.config import load_settings
 from bot.domain import GenerationOptions, Refusal, UserRef
-from bot.prompts import PromptRules
+from bot.picks.rules import PromptRules
 from tests.support import count, eventually, make_done_generation
 
 ALICE = UserRef.parse("cli:alice")

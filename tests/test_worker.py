@@ -18,8 +18,8 @@ from PIL import Image
 from sqlalchemy import text
 
 from bot.domain import UserRef
+from bot.generation.worker import recover_stalled_jobs, serve_worker
 from bot.jobs.app import build_app
-from bot.jobs.worker import recover_stalled_jobs, serve_worker
 from bot.notify import GenerationEvent, NotificationListener, ProgressEvent
 from tests.slow_device import slow_device_path, slowed
 from tests.support import (
@@ -255,7 +255,7 @@ async def test_flagged_images_are_stored_with_their_flag_and_never_shown(
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from bot.generation import GenerationRunner
+    from bot.generation.runner import GenerationRunner
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model)
     with torch.no_grad():  # a checker that flags everything

@@ -23,8 +23,8 @@ def retrain(
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 24 * 3600,
 ) -> None:
     """Queue a retrain: export, refit HPS, re-adapt the generator, promote what wins."""
-    from bot.retrain import request_retrain
     from bot.retrain.follow import follow_run
+    from bot.retrain.triggers import request_retrain
 
     settings = cli_settings()
 
@@ -69,7 +69,7 @@ def jobs(
 ) -> None:
     """Queued and running jobs, and the retrain runs: stage, progress, outcome."""
     from bot.jobs.status import unfinished_jobs
-    from bot.retrain import runs
+    from bot.retrain.triggers import runs
 
     settings = cli_settings()
 

@@ -76,8 +76,15 @@ class ModelStatus(enum.StrEnum):
     retired = "retired"
 
 
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e])
+class RetrainStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+def _enum(cls: type[enum.Enum], name: str, **options: Any) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e], **options)
 
 
 class User(Base):
@@ -285,7 +292,11 @@ class RetrainRun(Base):
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     trigger: Mapped[str] = mapped_column(String(20))
     requested_by: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), server_default="queued")
+    # A varchar (migration 0005), not a PostgreSQL enum type: no migration was needed.
+    status: Mapped[RetrainStatus] = mapped_column(
+        _enum(RetrainStatus, "retrain_status", native_enum=False, length=20),
+        server_default=RetrainStatus.queued.value,
+    )
     stage: Mapped[str | None] = mapped_column(String(20))
     progress: Mapped[str | None] = mapped_column(Text)
     picks_at_start: Mapped[int | None] = mapped_column(BigInteger)

@@ -13,12 +13,10 @@ from bot.db.models import (
     Generation,
     GenerationStatus,
     Image,
-    ModelKind,
-    ModelStatus,
-    ModelVersion,
     User,
 )
 from bot.domain import QueueStatus, Stats, UserRef
+from bot.registry import active_versions
 
 
 def _count(model: type, *where: object) -> object:
@@ -54,13 +52,7 @@ async def dataset_stats(session: AsyncSession, user: UserRef | None = None) -> S
             )
         )
     ).one()
-    active = (
-        await session.execute(
-            select(ModelVersion.kind, ModelVersion.uri, ModelVersion.id).where(
-                ModelVersion.status == ModelStatus.active
-            )
-        )
-    ).all()
+    active = await active_versions(session)
     mine = await _member_numbers(session, user) if user else (None, None)
     return Stats(
         members=members,
@@ -71,10 +63,10 @@ async def dataset_stats(session: AsyncSession, user: UserRef | None = None) -> S
         picks=picks,
         requester_picks=requester,
         repicks=events - picks,
-        active_models={ModelKind(kind).value: uri for kind, uri, _ in active},
+        active_models={version.kind: version.uri for version in active},
         member_generations=mine[0],
         member_picks=mine[1],
-        active_versions={ModelKind(kind).value: version for kind, _, version in active},
+        active_versions={version.kind: version.id for version in active},
     )
 
 

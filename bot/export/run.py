@@ -24,9 +24,9 @@ from typing import Any, Literal
 import psycopg
 from psycopg.types.json import Jsonb
 
+import bot.export.layout as layout
 from bot.config import Settings
 from bot.db.engine import libpq_url
-from bot.export import layout
 from bot.export.files import HpsWriter, ImageSource, ParquetWriter
 from bot.export.picks import (
     Rater,

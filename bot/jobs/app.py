@@ -1,4 +1,9 @@
-"""The procrastinate app and prefloop's tasks on it."""
+"""The procrastinate App, composed from the features' blueprints, and its workers.
+
+Each feature declares its tasks next to its code (bot/generation/tasks.py,
+bot/export/tasks.py, bot/retrain/tasks.py, bot/sweep.py); this module only puts them on
+one App and runs a worker for a queue.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +13,24 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
+from procrastinate import App, PsycopgConnector
 from procrastinate.exceptions import ConnectorException
 from procrastinate.worker import Worker
 
 from bot.config import RetrainSettings, StorageSettings, WorkerSettings
 from bot.db.engine import libpq_url
-from bot.jobs.maintenance import (
-    CHECK_TASK,
-    EXPORT_TASK,
-    MAINTENANCE_QUEUE,
-    PLATFORM,
-    SCHEDULE_TASK,
-    SWEEP_TASK,
-    run_export_job,
-    run_retrain_job,
-    scheduled_retrain,
-    sweep_store_job,
-)
-from bot.retrain import RETRAIN_TASK, check_new_picks
-from bot.service import GENERATE_QUEUE, GENERATE_TASK
+from bot.export.tasks import export_blueprint
+from bot.generation.tasks import generation_blueprint
+from bot.names import MAINTENANCE_QUEUE, PLATFORM
+from bot.retrain.tasks import retrain_blueprint
+from bot.sweep import sweep_blueprint
 
-RUNNER = "runner"  # key of the GenerationRunner in a job's additional context
+if TYPE_CHECKING:
+    from bot.runtime import Platform
+
 RESTART_PAUSE, MAX_RESTART_PAUSE = 0.5, 30.0  # seconds before a stopped worker starts again
 
 log = logging.getLogger(__name__)
@@ -51,54 +49,38 @@ def build_app(
     app does; its worker then defers them on time).
     """
     app = App(connector=PsycopgConnector(conninfo=libpq_url(database_url), min_size=1, max_size=4))
-    # procrastinate counts retries: max_attempts=N there means N+1 runs in all.
-    retries = worker.max_attempts - 1
-    retry = RetryStrategy(max_attempts=retries, wait=2) if retries else False
-
-    @app.task(name=GENERATE_TASK, queue=GENERATE_QUEUE, pass_context=True, retry=retry)
-    async def generate(context: JobContext, generation_id: int) -> str:
-        """Make the images of one generation (see bot.generation)."""
-        final = context.job.attempts >= retries
-        return await context.additional_context[RUNNER].run(generation_id, final_attempt=final)
-
-    @app.task(name=EXPORT_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
-    async def export(context: JobContext, **args: object) -> str:
-        """Write a dataset export (see bot.export); admins queue it with /admin export."""
-        return await run_export_job(context.additional_context[PLATFORM], **args)
-
-    @app.task(name=RETRAIN_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
-    async def retrain_job(context: JobContext, run_id: int) -> str:
-        """Run the retrain loop's stages (see bot.retrain)."""
-        return await run_retrain_job(context.additional_context[PLATFORM], run_id)
-
-    if retrain is not None and retrain.schedule:
-
-        @app.periodic(cron=retrain.schedule, periodic_id="retrain-schedule",
-                      queueing_lock=SCHEDULE_TASK)  # fmt: skip
-        @app.task(name=SCHEDULE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
-        async def scheduled(context: JobContext, timestamp: int) -> str:
-            """The schedule trigger: queue a retrain (unless one is queued or running)."""
-            return await scheduled_retrain(context.additional_context[PLATFORM])
-
-    if retrain is not None and retrain.new_picks:
-        # One check waits in the queue at most (a retrain can hold it for hours).
-        @app.periodic(cron="* * * * *", periodic_id="retrain-new-picks", queueing_lock=CHECK_TASK)
-        @app.task(name=CHECK_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
-        async def new_picks(context: JobContext, timestamp: int) -> str:
-            """The threshold trigger, checked every minute."""
-            request = await check_new_picks(context.additional_context[PLATFORM])
-            return f"retrain {request.run_id} queued" if request else "not yet"
-
-    if storage is not None and storage.sweep_schedule:
-
-        @app.periodic(cron=storage.sweep_schedule, periodic_id="store-sweep",
-                      queueing_lock=SWEEP_TASK)  # fmt: skip
-        @app.task(name=SWEEP_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
-        async def sweep(context: JobContext, timestamp: int) -> str:
-            """Delete store files that no row references (see CollectionService.sweep_store)."""
-            return await sweep_store_job(context.additional_context[PLATFORM])
-
+    for blueprint in (
+        generation_blueprint(worker),
+        export_blueprint(),
+        retrain_blueprint(retrain),
+        sweep_blueprint(storage),
+    ):
+        # No namespace: the tasks keep the names of bot.names, which queued jobs carry.
+        app.add_tasks_from(blueprint, namespace="")
     return app
+
+
+async def serve_maintenance(platform: Platform) -> None:
+    """Run maintenance jobs until cancelled.
+
+    On stop, a running export gets the worker's shutdown grace to finish; after that it
+    is abandoned cleanly (its hidden folder removed, nothing recorded) and fails. A
+    running retrain stops its trainer and is queued again by the reaper; it resumes in
+    its run folder.
+    """
+    settings = platform.settings.worker
+    app = build_app(
+        platform.database_url, settings, platform.settings.retrain, platform.settings.storage
+    )
+    async with app.open_async():
+        worker = one_job_worker(
+            app,
+            settings,
+            role="prefloop-maintenance",
+            queue=MAINTENANCE_QUEUE,
+            context={PLATFORM: platform},
+        )
+        await run_worker(app, worker, settings)
 
 
 def one_job_worker(

@@ -1,39 +1,8 @@
 """The retrain loop: export, refit HPS, re-adapt the generator, promote what measurably wins.
 
-``requests``: asking for a run (one at a time), the schedule and new-picks triggers, and
-runs whose job ended midway. ``stages``: one run's stages, gates and records.
-``run_data``: a run's copy of the picks, deleted when the run ends.
+``triggers``: asking for a run (one at a time), the picks since the last one, and runs
+whose job ended midway. ``tasks``: the retrain job and its schedule and new-picks
+triggers. ``stages``: one run's stages, gates and records. ``run_data``: a run's copy of
+the picks, deleted when the run ends. ``gpu_turn``: one GPU shared by training stages
+and generations.
 """
-
-from bot.retrain.requests import (
-    RETRAIN_LOCK,
-    RETRAIN_TASK,
-    UNFINISHED,
-    RetrainRequest,
-    check_new_picks,
-    mark_abandoned_in,
-    picks_since_last_run,
-    request_retrain,
-    requeue_orphaned_runs,
-    runs,
-)
-from bot.retrain.run_data import remove_ended_runs_data
-from bot.retrain.stages import Retrain, StageFailed, hps_base, trainer_command
-
-__all__ = [
-    "RETRAIN_LOCK",
-    "RETRAIN_TASK",
-    "UNFINISHED",
-    "Retrain",
-    "RetrainRequest",
-    "StageFailed",
-    "check_new_picks",
-    "hps_base",
-    "mark_abandoned_in",
-    "picks_since_last_run",
-    "remove_ended_runs_data",
-    "request_retrain",
-    "requeue_orphaned_runs",
-    "runs",
-    "trainer_command",
-]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import RetrainRun
-from bot.retrain import UNFINISHED
+from bot.retrain.triggers import UNFINISHED
 
 POLL_SECONDS = 1.0
 

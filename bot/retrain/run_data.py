@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from bot.db.models import RetrainRun
 from bot.export.layout import LOCK, PARTIAL, fsync_dir
-from bot.retrain.requests import UNFINISHED
+from bot.retrain.triggers import UNFINISHED
 from training.run_folder import resume_dir
 
 if TYPE_CHECKING:

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, update
 
 from bot.config import Settings
-from bot.db.models import Choice, ModelKind, ModelVersion, RetrainRun
-from bot.registry import ModelRegistry
-from bot.retrain.requests import UNFINISHED
+from bot.db.models import Choice, RetrainRun, RetrainStatus
+from bot.export.run import ExportOptions, export_dataset
+from bot.retrain.gpu_turn import training_turn
 from bot.retrain.run_data import (
     DATA,
     forget_stale_training,
@@ -51,6 +51,7 @@ from bot.retrain.run_data import (
     remove_run_data,
     run_folder,
 )
+from bot.retrain.triggers import UNFINISHED
 from training.run_folder import GATE, read_gate
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Retrain:
         self.platform = platform
         self.settings: Settings = platform.settings
         self.run_id = run_id
-        self.registry = ModelRegistry(platform.sessions)
+        self.registry = platform.registry
         self.folder = run_folder(self.settings.data_dir, run_id)
         self.announce = announce
         self._last_progress = 0.0
@@ -94,7 +95,7 @@ class Retrain:
         outcome: dict[str, Any] = dict(row.outcome or {})
         await self._clean_up(remove_ended_runs_data(self.platform))  # e.g. runs abandoned
         await self._update(
-            status="running",
+            status=RetrainStatus.running,
             started_at=func.coalesce(RetrainRun.started_at, func.now()),
             picks_at_start=func.coalesce(RetrainRun.picks_at_start, await self._picks()),
         )
@@ -112,8 +113,14 @@ class Retrain:
             summary = f"retrain {self.run_id} failed: {error}; " + (
                 f"decided before it: {before}" if before else "the serving models are unchanged"
             )
-            await asyncio.shield(self._update(status="failed", error=str(error), outcome=outcome,
-                                              finished_at=func.now()))  # fmt: skip
+            await asyncio.shield(
+                self._update(
+                    status=RetrainStatus.failed,
+                    error=str(error),
+                    outcome=outcome,
+                    finished_at=func.now(),
+                )
+            )
             await self._clean_up(asyncio.to_thread(remove_run_data, self.folder))
             await self._say(summary, warning=True)
             return summary
@@ -121,7 +128,11 @@ class Retrain:
             decision["summary"] for decision in outcome.values()
         )
         await self._update(
-            status="succeeded", stage=None, outcome=outcome, progress=None, finished_at=func.now()
+            status=RetrainStatus.succeeded,
+            stage=None,
+            outcome=outcome,
+            progress=None,
+            finished_at=func.now(),
         )
         await self._clean_up(asyncio.to_thread(remove_run_data, self.folder))
         await self._say(summary)
@@ -143,8 +154,6 @@ class Retrain:
         the undecided stages lose their resume points: they were trained on other data,
         and their trainers would refuse to go on with this one.
         """
-        from bot.export import ExportOptions, export_dataset
-
         out = self.folder / DATA
         await self._update(stage="export", progress=None)
         if (out / "manifest.json").is_file():
@@ -247,12 +256,7 @@ class Retrain:
         """Register the candidate (always); promote it when no reason stands against it."""
         promoted = not reasons
         metrics = {**gate, "run_id": self.run_id, "promoted": promoted, "reasons": reasons}
-        async with self.platform.sessions() as session:  # registered before a restart?
-            earlier = await session.scalar(
-                select(ModelVersion).where(
-                    ModelVersion.kind == ModelKind(kind), ModelVersion.uri == gate["model"]
-                )
-            )
+        earlier = await self.registry.find(kind, gate["model"])  # registered before a restart?
         if earlier is None:
             version = await self.registry.register(kind, gate["model"], metrics)
         else:
@@ -270,8 +274,6 @@ class Retrain:
 
     async def _stage(self, stage: str, args: list[str], out: Path) -> dict[str, Any]:
         """Run a training stage in a subprocess; its gate figures, or StageFailed."""
-        from bot.gpu import training_turn
-
         await self._update(stage=stage, progress=None)
         self._last_progress = 0.0  # the stage's first line shows at once
         with contextlib.suppress(OSError, ValueError):  # done before a restart

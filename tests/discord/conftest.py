@@ -10,8 +10,8 @@ import pytest
 
 from bot.config import DiscordSettings
 from bot.discord.client import run_bot, sync_commands
-from bot.jobs.worker import serve_worker
-from bot.prompts import PromptRules
+from bot.generation.worker import serve_worker
+from bot.picks.rules import PromptRules
 from tests.fake_discord import FakeDiscord, StoredMessage
 from tests.support import running
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.jobs.maintenance import serve_maintenance
+from bot.jobs.app import serve_maintenance
 from tests.discord.conftest import ADMIN, bot_running, private
 from tests.retrain.test_retrain import TRAINER, _gates
 from tests.support import eventually, running

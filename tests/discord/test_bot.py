@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 from sqlalchemy import text
 
-from bot.jobs.maintenance import serve_maintenance
+from bot.jobs.app import serve_maintenance
 from tests.discord.conftest import (
     ADMIN,
     ALICE,

@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import text
 
 from bot.domain import GenerationOptions, UserRef
-from bot.generation import GenerationRunner
-from bot.retrain import Retrain, request_retrain
+from bot.generation.runner import GenerationRunner
+from bot.retrain.stages import Retrain
+from bot.retrain.triggers import request_retrain
 from tests.discord.conftest import ALICE, bot_running, final_message, imagine, worker_running
 from tests.training.red_corner import redness
 

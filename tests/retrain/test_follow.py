@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import update
 
 from bot.db.models import RetrainRun
-from bot.retrain import follow, request_retrain
+from bot.retrain import follow
 from bot.retrain.follow import RunState, follow_run, read_run
+from bot.retrain.triggers import request_retrain
 from bot.runtime import Platform
 
 

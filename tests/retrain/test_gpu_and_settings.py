@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bot.config import ConfigError, load_settings
-from bot.gpu import generation_turn, shares_gpu, training_turn
+from bot.retrain.gpu_turn import generation_turn, shares_gpu, training_turn
 
 
 async def test_generation_waits_while_a_training_stage_holds_the_gpu(platform: Any) -> None:
@@ -66,7 +66,7 @@ def test_a_bad_schedule_is_refused_with_its_variable() -> None:
 
 
 def test_the_hps_base_suits_the_generator() -> None:
-    from bot.retrain import hps_base
+    from bot.retrain.stages import hps_base
 
     assert hps_base(load_settings(_env_file=None)) == "ViT-L-14:openai"
     assert hps_base(load_settings(_env_file=None, generator={"model": "tiny"})) == "tiny"

@@ -18,9 +18,11 @@ from sqlalchemy import select
 
 from bot.db.models import RetrainRun
 from bot.jobs.app import build_app
-from bot.jobs.maintenance import SCHEDULE_TASK, scheduled_retrain
+from bot.names import SCHEDULE_TASK
 from bot.registry import ModelRegistry
-from bot.retrain import Retrain, check_new_picks, picks_since_last_run, request_retrain
+from bot.retrain.stages import Retrain
+from bot.retrain.tasks import check_new_picks, scheduled_retrain
+from bot.retrain.triggers import picks_since_last_run, request_retrain
 from bot.runtime import Platform
 from tests.support import cli_env, eventually, prefloop
 from tests.synthetic import seed_picks
@@ -233,8 +235,8 @@ async def test_runs_abandoned_for_good_lose_their_copy_too(
 ) -> None:
     from sqlalchemy import text
 
-    from bot.jobs.worker import recover_stalled_jobs
-    from bot.retrain import remove_ended_runs_data
+    from bot.generation.worker import recover_stalled_jobs
+    from bot.retrain.run_data import remove_ended_runs_data
 
     _seed(platform)
     request = await _stopped_in_the_adapter_stage(platform, monkeypatch)  # its worker dies ...
@@ -315,7 +317,7 @@ async def test_the_retrain_and_jobs_commands(platform: Platform, tmp_path: Path)
 
 def test_stages_run_under_accelerate_on_several_gpus() -> None:
     from bot.config import load_settings
-    from bot.retrain import trainer_command
+    from bot.retrain.stages import trainer_command
 
     one = trainer_command(load_settings(_env_file=None))
     assert one == [sys.executable, "-m", "training", "gate"]
@@ -329,7 +331,7 @@ def test_stages_run_under_accelerate_on_several_gpus() -> None:
 async def test_a_run_whose_job_ended_midway_is_queued_again(platform: Platform) -> None:
     from sqlalchemy import text
 
-    from bot.retrain import requeue_orphaned_runs
+    from bot.retrain.triggers import requeue_orphaned_runs
 
     request = await request_retrain(platform.sessions, trigger="test")
     async with platform.sessions.begin() as session:

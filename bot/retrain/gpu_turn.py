@@ -18,11 +18,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.names import GPU_LOCK
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
-
-GPU_LOCK = 0x70726566_6C6F6F70 & 0x7FFFFFFFFFFFFFFF  # "prefloop"
 
 
 def shares_gpu(settings: Settings) -> bool:

@@ -25,11 +25,10 @@ from bot.db.models import (
     GenerationStatus,
     Image,
     ModelKind,
-    ModelStatus,
-    ModelVersion,
     User,
 )
-from bot.gpu import generation_turn
+from bot.registry import ModelRegistry
+from bot.retrain.gpu_turn import generation_turn
 from bot.storage import Storage
 from training.generator import GeneratedImages, Generator, GeneratorLoadError
 
@@ -74,13 +73,15 @@ class GenerationRunner:
         generator: Generator,
         *,
         progress_interval: float = 1.0,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.sessions = sessions
+        self.registry = registry or ModelRegistry(sessions)  # which adapter serves
         self.storage = storage
         self.generator = generator
         self.progress_interval = progress_interval
         self.adapter_version: int | None = None  # the registry's adapter now applied
-        self.shares_gpu = False  # with training: see bot/gpu.py
+        self.shares_gpu = False  # with training: see bot/retrain/gpu_turn.py
 
     async def sync_adapter(self) -> None:
         """Apply the registry's active generator adapter if it changed since the last job.
@@ -88,23 +89,15 @@ class GenerationRunner:
         A promotion or rollback reaches the next job without a restart. An adapter that
         cannot be loaded is logged and skipped: the worker keeps serving what it had.
         """
-        async with self.sessions() as session:
-            row = (
-                await session.execute(
-                    select(ModelVersion.id, ModelVersion.uri).where(
-                        ModelVersion.kind == ModelKind.generator_adapter,
-                        ModelVersion.status == ModelStatus.active,
-                    )
-                )
-            ).first()
-        wanted = row[0] if row else None
+        active = await self.registry.active(ModelKind.generator_adapter)
+        wanted = active.id if active else None
         if wanted == self.adapter_version:
             return
         try:
-            if row is None:
+            if active is None:
                 await asyncio.to_thread(self.generator.clear_adapter)
             else:
-                await asyncio.to_thread(self.generator.apply_adapter, row[1])
+                await asyncio.to_thread(self.generator.apply_adapter, active.uri)
         except GeneratorLoadError as error:
             log.error("active adapter version %s not applied: %s", wanted, error)
             return

@@ -1,8 +1,10 @@
 """A generation worker: one pipeline, loaded once, serving the ``generate`` queue.
 
 Besides procrastinate's own loop, each worker looks for jobs whose worker died (no
-heartbeat for ``stalled_after`` seconds) and puts them back in the queue, or fails them
-for good once they have used up their attempts, so no generation waits forever.
+heartbeat for ``stalled_after`` seconds), on every queue, the maintenance queue's too,
+and puts them back in the queue, or fails them for good once they have used up their
+attempts, so no generation waits forever; a retrain's own records are the retrain
+loop's business (bot/retrain/triggers.py).
 """
 
 from __future__ import annotations
@@ -16,17 +18,13 @@ from typing import TYPE_CHECKING
 from procrastinate import App
 
 from bot.db import queries
-from bot.generation import GenerationRunner, mark_failed_in
-from bot.gpu import shares_gpu
-from bot.jobs.app import RUNNER, build_app, one_job_worker, run_worker
-from bot.retrain import (
-    RETRAIN_TASK,
-    mark_abandoned_in,
-    remove_ended_runs_data,
-    requeue_orphaned_runs,
-)
+from bot.generation.runner import GenerationRunner, mark_failed_in
+from bot.jobs.app import build_app, one_job_worker, run_worker
+from bot.names import GENERATE_QUEUE, GENERATE_TASK, RETRAIN_TASK, RUNNER
+from bot.retrain.gpu_turn import shares_gpu
+from bot.retrain.run_data import remove_ended_runs_data
+from bot.retrain.triggers import mark_abandoned_in, recover_orphaned_runs
 from bot.runtime import frozen_imports, settle_heap
-from bot.service import GENERATE_QUEUE, GENERATE_TASK
 from training.generator import Generator, GeneratorLoadError
 
 if TYPE_CHECKING:
@@ -88,6 +86,7 @@ async def serve_worker(platform: Platform, on_ready: Callable[[], None] | None =
         platform.storage,
         generator,
         progress_interval=settings.progress_interval,
+        registry=platform.registry,
     )
     runner.shares_gpu = shares_gpu(platform.settings)
     app = build_app(platform.database_url, settings)
@@ -138,9 +137,7 @@ async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
             "failed for good" if give_up else "queued again",
         )
         recovered.append(job.id)
-    async with platform.sessions.begin() as session:
-        for run_id in await requeue_orphaned_runs(session):
-            log.warning("retrain %s lost its job (its worker stopped); queued again", run_id)
+    await recover_orphaned_runs(platform.sessions)  # a retrain whose job ended: run it again
     async with platform.sessions.begin() as session:
         for generation_id, frontend in await queries.fail_abandoned_generations(session):
             log.warning("generation %s outlived its job; marked failed", generation_id)

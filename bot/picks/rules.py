@@ -1,5 +1,5 @@
-"""What a member may ask for: prompt text, image count, seeds and picks, checked before
-anything is written."""
+"""What a member may ask for: prompt text, image count and seeds, checked before anything
+is written (the checks of a pick itself are in bot/picks/record.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import unicodedata
 from typing import Any
 
 from bot.config import Settings
-from bot.db import queries
-from bot.db.models import GenerationStatus
 from bot.domain import Refusal
 from training.tokens import fit_prompt
 
@@ -110,32 +108,6 @@ def refuse_controls(text: str, what: str = "prompt") -> None:
                 f"character {position}); remove it and try again.",
                 code="control_character",
             )
-
-
-def check_pick(generation_id: int, index: int, row: queries.PickRow) -> None:
-    """Refuse a pick of a missing, unfinished or failed generation, a missing or withheld
-    image, or by a banned member (``row`` is what the pick statement found)."""
-    if row.status is None:
-        raise gone(generation_id)
-    if row.status == GenerationStatus.failed:
-        raise Refusal("This generation failed, so there is nothing to pick.", code="failed")
-    if row.status != GenerationStatus.done:
-        raise Refusal("These images are not ready yet.", code="not_ready")
-    if not 0 <= index < (row.n_images or 0):
-        raise Refusal(
-            f"There is no image {index + 1} here; pick 1 to {row.n_images}.", code="bad_index"
-        )
-    if row.nsfw:
-        raise Refusal("That image was withheld by the safety filter.", code="withheld")
-    if row.banned:
-        raise Refusal("You are banned from prefloop; your picks are not recorded.", code="banned")
-
-
-def gone(generation_id: int) -> Refusal:
-    """The refusal for a generation that was deleted (or never existed)."""
-    return Refusal(
-        f"Generation #{generation_id} no longer exists (it may have been deleted).", code="gone"
-    )
 
 
 def _ellipsis(text: str, limit: int = 80) -> str:

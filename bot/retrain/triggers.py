@@ -1,4 +1,7 @@
-"""Asking for a retrain: one run at a time, the triggers, and runs whose job ended.
+"""Asking for a retrain: one run at a time, the picks since the last run, runs whose job ended.
+
+The schedule and new-picks triggers are periodic tasks (bot/retrain/tasks.py) that ask
+here, as an admin does through the service.
 
 A partial unique index on ``retrain_runs`` (migration 0005) lets at most one run be
 queued or running; a request while one is says which, and since when.
@@ -9,23 +12,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import queries
-from bot.db.models import Choice, RetrainRun
-
-if TYPE_CHECKING:
-    from bot.runtime import Platform
+from bot.db.models import Choice, RetrainRun, RetrainStatus
+from bot.domain import RetrainRunView
+from bot.names import MAINTENANCE_QUEUE, RETRAIN_LOCK, RETRAIN_TASK
 
 log = logging.getLogger(__name__)
 
-RETRAIN_TASK = "prefloop.retrain"
-RETRAIN_LOCK = "prefloop-retrain"
-UNFINISHED = ("queued", "running")
+UNFINISHED = (RetrainStatus.queued, RetrainStatus.running)
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class RetrainRequest:
     run_id: int
     job_id: int | None
     created: bool  # False: one was already queued or running, this is that one
-    status: str
+    status: RetrainStatus
     since: datetime  # when it was queued (or started, once running)
     trigger: str
 
@@ -42,13 +41,13 @@ async def request_retrain(
     sessions: async_sessionmaker[AsyncSession], *, trigger: str, requested_by: str | None = None
 ) -> RetrainRequest:
     """Queue a retrain, unless one is queued or running: then say which, and since when."""
-    from bot.jobs.maintenance import MAINTENANCE_QUEUE
-
     try:
         async with sessions.begin() as session:
             if (current := await _unfinished(session)) is not None:
                 return _request(current, created=False)
-            run = RetrainRun(trigger=trigger, requested_by=requested_by, status="queued")
+            run = RetrainRun(
+                trigger=trigger, requested_by=requested_by, status=RetrainStatus.queued
+            )
             session.add(run)
             await session.flush()  # a second request racing this one stops here (unique index)
             run.job_id = await queries.defer_job(
@@ -78,11 +77,11 @@ def _request(run: RetrainRun, *, created: bool) -> RetrainRequest:
     return RetrainRequest(run.id, run.job_id, created, run.status, since, run.trigger)
 
 
-async def runs(sessions: async_sessionmaker[AsyncSession], limit: int = 10) -> list[RetrainRun]:
+async def runs(sessions: async_sessionmaker[AsyncSession], limit: int = 10) -> list[RetrainRunView]:
     """The latest runs, newest first."""
     async with sessions() as session:
         rows = await session.scalars(select(RetrainRun).order_by(RetrainRun.id.desc()).limit(limit))
-        return list(rows)
+        return [RetrainRunView.of(row) for row in rows]
 
 
 async def picks_since_last_run(sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -95,35 +94,26 @@ async def picks_since_last_run(sessions: async_sessionmaker[AsyncSession]) -> in
         return int(await session.scalar(query) or 0)
 
 
-async def check_new_picks(platform: Platform) -> RetrainRequest | None:
-    """The threshold trigger: queue a retrain once ``retrain.new_picks`` picks arrived."""
-    threshold = platform.settings.retrain.new_picks
-    if threshold is None:
-        return None
-    waiting = await picks_since_last_run(platform.sessions)
-    if waiting < threshold:
-        return None
-    request = await request_retrain(platform.sessions, trigger="new-picks")
-    if request.created:
-        log.info(
-            "%d new picks (threshold %d): retrain %d queued", waiting, threshold, request.run_id
-        )
-    return request
-
-
 async def mark_abandoned_in(session: AsyncSession, run_id: int, reason: str) -> None:
     """Fail a run whose job will not run again (its worker died once too often)."""
     await session.execute(
         update(RetrainRun)
         .where(RetrainRun.id == run_id, RetrainRun.status.in_(UNFINISHED))
-        .values(status="failed", error=reason, finished_at=func.now())
+        .values(status=RetrainStatus.failed, error=reason, finished_at=func.now())
     )
+
+
+async def recover_orphaned_runs(sessions: async_sessionmaker[AsyncSession]) -> list[int]:
+    """Queue a new job for unfinished runs whose job ended; every worker's reaper calls it."""
+    async with sessions.begin() as session:
+        orphans = await requeue_orphaned_runs(session)
+    for run_id in orphans:
+        log.warning("retrain %s lost its job (its worker stopped); queued again", run_id)
+    return orphans
 
 
 async def requeue_orphaned_runs(session: AsyncSession) -> list[int]:
     """Queue a new job for unfinished runs whose job ended (the worker stopped mid-run)."""
-    from bot.jobs.maintenance import MAINTENANCE_QUEUE
-
     orphans = list(
         await session.scalars(
             text(

@@ -1,0 +1,92 @@
+"""The export job: queued by an admin (request_export), run on the maintenance queue.
+
+It runs in ``prefloop run``'s process, one at a time, beside the generation worker: an
+export spends its time in a thread (database cursor and file links), so the event loop
+that serves Discord keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from procrastinate import Blueprint, JobContext
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.db import queries
+from bot.export.picks import Rater
+from bot.export.run import ExportOptions, export_dataset
+from bot.names import EXPORT_LOCK, EXPORT_TASK, MAINTENANCE_QUEUE, PLATFORM
+from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+def export_blueprint() -> Blueprint:
+    """The export task (a new blueprint for each app: an app takes its tasks over)."""
+    blueprint = Blueprint()
+
+    @blueprint.task(name=EXPORT_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+    async def export(context: JobContext, **args: Any) -> str:
+        """Write a dataset export (see bot.export); admins queue it with /admin export."""
+        platform = context.additional_context[PLATFORM]
+        return await run_export_job(
+            platform.database_url, platform.storage, platform.settings, **args
+        )
+
+    return blueprint
+
+
+@dataclass(frozen=True)
+class QueuedExport:
+    job_id: int
+    out: Path
+
+
+def export_folder(settings: Settings, format: str, rater: str) -> Path:
+    """A new folder for a job's export: <exports>/<format>-<rater>-<UTC time>-<random>."""
+    root = settings.export.folder or settings.data_dir / "exports"
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    unique = secrets.token_hex(2)  # two requests in one second get two folders
+    return Path(root).expanduser().absolute() / f"{format}-{rater}-{stamp}-{unique}"
+
+
+async def request_export(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    format: str = "hps",
+    rater: str = "requester",
+    incremental: bool = False,
+) -> QueuedExport:
+    """Queue an export job; exports run one at a time (procrastinate lock)."""
+    out = export_folder(settings, format, rater)
+    args = {"out": str(out), "format": format, "rater": rater, "incremental": incremental}
+    async with sessions.begin() as session:
+        job_id = await queries.defer_job(
+            session, task=EXPORT_TASK, queue=MAINTENANCE_QUEUE, args=args, lock=EXPORT_LOCK
+        )
+    return QueuedExport(job_id, out)
+
+
+async def run_export_job(
+    database_url: str, storage: Storage, settings: Settings, **args: Any
+) -> str:
+    """The body of an export job: write it, and say what was written."""
+    options = ExportOptions(
+        out=Path(args["out"]),
+        format=args.get("format", "hps"),
+        rater=Rater(args.get("rater", "requester")),
+        incremental=bool(args.get("incremental", False)),
+    )
+    done = await export_dataset(database_url, storage, settings, options)
+    summary = f"exported {done.instances} picks to {done.out} in {done.seconds:.1f} s"
+    log.info("%s", summary)
+    for warning in done.warnings:
+        log.warning("%s", warning)
+    return summary

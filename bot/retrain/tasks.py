@@ -1,0 +1,86 @@
+"""The retrain loop's tasks: the retrain job, and its schedule and new-picks triggers.
+
+They run on the maintenance queue in ``prefloop run``'s process. A retrain spends its
+time in a trainer subprocess, so the event loop that serves Discord keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from procrastinate import Blueprint, JobContext
+
+from bot.config import RetrainSettings
+from bot.names import CHECK_TASK, MAINTENANCE_QUEUE, PLATFORM, RETRAIN_TASK, SCHEDULE_TASK
+from bot.retrain.stages import Retrain
+from bot.retrain.triggers import RetrainRequest, picks_since_last_run, request_retrain
+
+if TYPE_CHECKING:
+    from bot.runtime import Platform
+
+log = logging.getLogger(__name__)
+
+
+def retrain_blueprint(retrain: RetrainSettings | None = None) -> Blueprint:
+    """The retrain task; with ``retrain`` settings, the periodic triggers they turn on too
+    (the maintenance worker's app has them, and its worker defers them on time)."""
+    blueprint = Blueprint()
+
+    @blueprint.task(name=RETRAIN_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+    async def retrain_job(context: JobContext, run_id: int) -> str:
+        """Run the retrain loop's stages (see bot.retrain.stages)."""
+        return await run_retrain_job(context.additional_context[PLATFORM], run_id)
+
+    if retrain is not None and retrain.schedule:
+
+        @blueprint.periodic(
+            cron=retrain.schedule, periodic_id="retrain-schedule", queueing_lock=SCHEDULE_TASK
+        )
+        @blueprint.task(name=SCHEDULE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+        async def scheduled(context: JobContext, timestamp: int) -> str:
+            """The schedule trigger: queue a retrain (unless one is queued or running)."""
+            return await scheduled_retrain(context.additional_context[PLATFORM])
+
+    if retrain is not None and retrain.new_picks:
+        # One check waits in the queue at most (a retrain can hold it for hours).
+        @blueprint.periodic(
+            cron="* * * * *", periodic_id="retrain-new-picks", queueing_lock=CHECK_TASK
+        )
+        @blueprint.task(name=CHECK_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+        async def new_picks(context: JobContext, timestamp: int) -> str:
+            """The threshold trigger, checked every minute."""
+            request = await check_new_picks(context.additional_context[PLATFORM])
+            return f"retrain {request.run_id} queued" if request else "not yet"
+
+    return blueprint
+
+
+async def run_retrain_job(platform: Platform, run_id: int) -> str:
+    """The body of a retrain job; its outcome goes to the log and Discord."""
+    return await Retrain(platform, run_id, announce=platform.announce).run()
+
+
+async def scheduled_retrain(platform: Platform) -> str:
+    """The schedule trigger's body: queue a retrain, or say which one is on its way."""
+    request = await request_retrain(platform.sessions, trigger="schedule")
+    if request.created:
+        log.info("scheduled retrain %d queued", request.run_id)
+        return f"retrain {request.run_id} queued"
+    return f"retrain {request.run_id} is already {request.status}"
+
+
+async def check_new_picks(platform: Platform) -> RetrainRequest | None:
+    """The threshold trigger: queue a retrain once ``retrain.new_picks`` picks arrived."""
+    threshold = platform.settings.retrain.new_picks
+    if threshold is None:
+        return None
+    waiting = await picks_since_last_run(platform.sessions)
+    if waiting < threshold:
+        return None
+    request = await request_retrain(platform.sessions, trigger="new-picks")
+    if request.created:
+        log.info(
+            "%d new picks (threshold %d): retrain %d queued", waiting, threshold, request.run_id
+        )
+    return request
