@@ -69,7 +69,7 @@ async def one_round(fake: Any, platform: Any, members: list[int]) -> list[dict[s
     - ``outside_pipeline``: interaction -> final message, minus the time the pipeline
       was busy in that window (any job's: concurrent members queue behind each other).
     """
-    from tests.discord.conftest import final_message
+    from tests.bot.discord.conftest import final_message
 
     to_epoch = time.time() - asyncio.get_running_loop().time()
 
@@ -144,7 +144,7 @@ async def hot_reload(fake: Any, platform: Any, adapter: Path, member: int) -> tu
     from sqlalchemy import text
 
     from bot.registry import ModelRegistry
-    from tests.discord.conftest import final_message
+    from tests.bot.discord.conftest import final_message
 
     registry = ModelRegistry(platform.sessions)
     version = await registry.register("generator_adapter", str(adapter))
@@ -169,7 +169,7 @@ async def measure(
     from bot.config import load_settings
     from bot.discord.client import run_bot, sync_commands
     from bot.runtime import open_platform
-    from tests.discord.conftest import final_message
+    from tests.bot.discord.conftest import final_message
     from tests.fake_discord import FakeDiscord
     from tests.support import running
 

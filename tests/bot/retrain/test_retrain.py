@@ -1,6 +1,6 @@
 """The retrain loop: stages, promotion gates, records, one run at a time, triggers.
 
-The trainer here is scripted (tests/retrain/scripted_trainer.py): it receives the real
+The trainer here is scripted (tests/bot/retrain/scripted_trainer.py): it receives the real
 stage arguments and reports the figures each test needs, so what is tested is the
 platform's side: what gets promoted, recorded, announced and left alone.
 """

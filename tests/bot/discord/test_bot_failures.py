@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from bot.discord.client import sync_commands
 from bot.domain import UserRef
-from tests.discord.conftest import (
+from tests.bot.discord.conftest import (
     ALICE,
     BOB,
     bot_running,

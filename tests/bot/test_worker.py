@@ -276,7 +276,7 @@ async def test_workers_and_front_ends_share_an_s3_store(
     platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bot.storage import S3Storage, make_storage
-    from tests.test_storage import platform_on_s3
+    from tests.bot.test_storage import platform_on_s3
 
     with platform_on_s3(platform, monkeypatch, "shared"):  # as every process would build it
         assert isinstance(platform.storage, S3Storage)

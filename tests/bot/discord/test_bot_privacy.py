@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bot.domain import UserRef
-from tests.discord.conftest import (
+from tests.bot.discord.conftest import (
     ADMIN,
     ALICE,
     BOB,

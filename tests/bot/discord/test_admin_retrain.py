@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bot.jobs.maintenance import serve_maintenance
-from tests.discord.conftest import ADMIN, bot_running, private
-from tests.retrain.test_retrain import TRAINER, _gates
+from tests.bot.discord.conftest import ADMIN, bot_running, private
+from tests.bot.retrain.test_retrain import TRAINER, _gates
 from tests.support import eventually, running
 from tests.synthetic import seed_picks
 

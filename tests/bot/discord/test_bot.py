@@ -13,7 +13,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from bot.jobs.maintenance import serve_maintenance
-from tests.discord.conftest import (
+from tests.bot.discord.conftest import (
     ADMIN,
     ALICE,
     BOB,

@@ -122,7 +122,7 @@ async def test_forget_with_an_s3_store_deletes_files_and_rows(
     platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bot.storage import S3Storage
-    from tests.test_storage import platform_on_s3
+    from tests.bot.test_storage import platform_on_s3
 
     with platform_on_s3(platform, monkeypatch, "forget"):
         assert isinstance(platform.storage, S3Storage)
@@ -199,7 +199,7 @@ async def test_the_sweep_keeps_a_file_written_again_while_it_runs(
 async def test_the_sweep_with_an_s3_store(
     platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_storage import platform_on_s3
+    from tests.bot.test_storage import platform_on_s3
 
     with platform_on_s3(platform, monkeypatch, "sweep"):
         gen = await make_done_generation(platform, generator, n=2)

@@ -17,7 +17,7 @@ from bot.db import migrate
 from tests.support import cli_env, prefloop
 from training.data import read_preferences
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bad_settings_are_refused_with_their_name(tmp_path: Path) -> None:

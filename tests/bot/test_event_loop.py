@@ -17,9 +17,9 @@ import pytest
 
 import bot.storage
 from bot.storage import LocalStorage, S3Storage
-from tests.test_storage import start_s3
+from tests.bot.test_storage import start_s3
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL_LIBRARIES = ("torch", "diffusers", "transformers", "open_clip", "peft")
 
 
