@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _selection(work: Path, images: int) -> list:
-    from tests.training.red_corner import RedCornerScorer, generate_pool
+    from tests.support.red_corner import RedCornerScorer, generate_pool
     from training.adapt.select import select
     from training.generator import Generator
 

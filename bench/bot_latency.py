@@ -69,7 +69,7 @@ async def one_round(fake: Any, platform: Any, members: list[int]) -> list[dict[s
     - ``outside_pipeline``: interaction -> final message, minus the time the pipeline
       was busy in that window (any job's: concurrent members queue behind each other).
     """
-    from tests.bot.discord.conftest import final_message
+    from tests.support.discord_bot import final_message
 
     to_epoch = time.time() - asyncio.get_running_loop().time()
 
@@ -114,7 +114,8 @@ async def worker(platform: Any, *, separate: bool) -> AsyncIterator[asyncio.Even
     does; yields an event set once it takes jobs."""
     from bot.jobs.worker import serve_worker
     from bot.serve import WorkerSupervisor
-    from tests.support import cli_env, running
+    from tests.support.aio import running
+    from tests.support.cli import cli_env
 
     if not separate:
         ready = asyncio.Event()
@@ -144,7 +145,7 @@ async def hot_reload(fake: Any, platform: Any, adapter: Path, member: int) -> tu
     from sqlalchemy import text
 
     from bot.registry import ModelRegistry
-    from tests.bot.discord.conftest import final_message
+    from tests.support.discord_bot import final_message
 
     registry = ModelRegistry(platform.sessions)
     version = await registry.register("generator_adapter", str(adapter))
@@ -169,9 +170,9 @@ async def measure(
     from bot.config import load_settings
     from bot.discord.client import run_bot, sync_commands
     from bot.runtime import open_platform
-    from tests.bot.discord.conftest import final_message
-    from tests.fake_discord import FakeDiscord
-    from tests.support import running
+    from tests.support.aio import running
+    from tests.support.discord_bot import final_message
+    from tests.support.fake_discord import FakeDiscord
 
     members = [920_000_000_000_000_000 + k for k in range(args.members)]
     figures = LoopFigures()

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import scratch_database
-from tests.synthetic import seed_picks
+from tests.support.synthetic import seed_picks
 
 
 def export_once(url: str, data: Path, out: Path) -> dict[str, float]:

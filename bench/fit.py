@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def child(case: str, instances: int, device: str, precision: str) -> dict[str, float]:
     import torch
 
-    from tests.training.colours import colour_dataset
+    from tests.support.colours import colour_dataset
     from training.data import read_preferences
     from training.hps.fit import FitConfig, fit_hps
     from training.hps.model import random_clip, save_checkpoint

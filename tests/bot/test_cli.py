@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot.db import migrate
-from tests.support import cli_env, prefloop
+from tests.support.cli import cli_env, prefloop
 from training.data import read_preferences
 
 ROOT = Path(__file__).resolve().parents[2]

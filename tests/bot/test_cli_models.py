@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from tests.support import cli_env, prefloop
-from tests.training.colours import colour_dataset
+from tests.support.cli import cli_env, prefloop
+from tests.support.colours import colour_dataset
 
 
 async def test_train_evaluate_and_score_from_the_command_line(

@@ -17,7 +17,7 @@ import pytest
 
 import bot.storage
 from bot.storage import LocalStorage, S3Storage
-from tests.bot.test_storage import start_s3
+from tests.support.s3 import start_s3
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_LIBRARIES = ("torch", "diffusers", "transformers", "open_clip", "peft")

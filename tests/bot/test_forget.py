@@ -21,7 +21,9 @@ from bot.domain import UserRef
 from bot.generation import GenerationRunner
 from bot.jobs.app import build_app
 from bot.jobs.maintenance import SWEEP_TASK, sweep_store_job
-from tests.support import cli_env, count, eventually, make_done_generation, prefloop
+from tests.support.aio import eventually
+from tests.support.cli import cli_env, prefloop
+from tests.support.database import count, make_done_generation
 
 ALICE = UserRef.parse("discord:1001")
 BOB = UserRef.parse("discord:1002")
@@ -122,7 +124,7 @@ async def test_forget_with_an_s3_store_deletes_files_and_rows(
     platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bot.storage import S3Storage
-    from tests.bot.test_storage import platform_on_s3
+    from tests.support.s3 import platform_on_s3
 
     with platform_on_s3(platform, monkeypatch, "forget"):
         assert isinstance(platform.storage, S3Storage)
@@ -199,7 +201,7 @@ async def test_the_sweep_keeps_a_file_written_again_while_it_runs(
 async def test_the_sweep_with_an_s3_store(
     platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.bot.test_storage import platform_on_s3
+    from tests.support.s3 import platform_on_s3
 
     with platform_on_s3(platform, monkeypatch, "sweep"):
         gen = await make_done_generation(platform, generator, n=2)

@@ -13,21 +13,7 @@ from sqlalchemy import text
 from bot.domain import Refusal, UserRef
 from bot.generation import GenerationRunner
 from bot.registry import ModelRegistry
-
-
-def _adapter(tiny_model: Path, folder: Path) -> Path:
-    """A small LoRA adapter in diffusers' format, with prefloop's negative prompt."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)
-    pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"]))
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
-    (folder / "prefloop.json").write_text(json.dumps({"negative_prompt": "Weird image."}))
-    return folder
+from tests.support.adapters import lora_adapter
 
 
 async def test_promote_and_roll_back(platform: Any) -> None:
@@ -74,7 +60,7 @@ async def test_the_next_job_uses_the_promoted_adapter_and_a_rollback(
             return row.one()
 
     assert (await generate())[0] is None
-    folder = _adapter(tiny_model, tmp_path / "lora")
+    folder = lora_adapter(tiny_model, tmp_path / "lora")
     version = await registry.register("generator_adapter", str(folder))
     await registry.promote(version)
     adapter_id, made_by = await generate()  # no restart: the next job picks it up
@@ -95,7 +81,7 @@ async def test_the_next_job_uses_the_promoted_adapter_and_a_rollback(
 async def test_the_models_command_registers_promotes_and_rolls_back(
     platform: Any, tmp_path: Path
 ) -> None:
-    from tests.support import cli_env, prefloop
+    from tests.support.cli import cli_env, prefloop
 
     env = cli_env(database_url=platform.database_url, data_dir=str(tmp_path / "data"))
     folder = tmp_path / "hps-1"

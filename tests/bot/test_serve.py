@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.domain import UserRef
-from tests.processes import alive, children, command_line
-from tests.support import eventually, generation_status, platform_env
+from tests.support.aio import eventually
+from tests.support.cli import platform_env
+from tests.support.database import generation_status
+from tests.support.processes import alive, children, command_line
 
 ALICE = UserRef.parse("cli:alice")
 

@@ -11,7 +11,8 @@ from sqlalchemy import text
 from bot.config import load_settings
 from bot.domain import GenerationOptions, Refusal, UserRef
 from bot.prompts import PromptRules
-from tests.support import count, eventually, make_done_generation
+from tests.support.aio import eventually
+from tests.support.database import count, make_done_generation
 
 ALICE = UserRef.parse("cli:alice")
 BOB = UserRef.parse("discord:123456789012345678")

@@ -21,14 +21,10 @@ from bot.domain import UserRef
 from bot.jobs.app import build_app
 from bot.jobs.worker import recover_stalled_jobs, serve_worker
 from bot.notify import GenerationEvent, NotificationListener, ProgressEvent
-from tests.slow_device import slow_device_path, slowed
-from tests.support import (
-    eventually,
-    generation_status,
-    make_done_generation,
-    platform_env,
-    running,
-)
+from tests.support.aio import eventually, running
+from tests.support.cli import platform_env
+from tests.support.database import generation_status, make_done_generation
+from tests.support.slow_device import slow_device_path, slowed
 from training.generator import Generator
 from training.presets import WORLD_SIDE
 
@@ -276,7 +272,7 @@ async def test_workers_and_front_ends_share_an_s3_store(
     platform: Any, generator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bot.storage import S3Storage, make_storage
-    from tests.bot.test_storage import platform_on_s3
+    from tests.support.s3 import platform_on_s3
 
     with platform_on_s3(platform, monkeypatch, "shared"):  # as every process would build it
         assert isinstance(platform.storage, S3Storage)

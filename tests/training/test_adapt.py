@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.training.red_corner import RedCornerScorer, generate_pool
+from tests.support.red_corner import RedCornerScorer, generate_pool
 from training.adapt import WEIRD
 from training.adapt.evaluate import evaluate_adapter, write_adapt_report
 from training.adapt.lora import AdaptConfig, AdaptError, adapt_generator

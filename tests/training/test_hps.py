@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.training.colours import colour_dataset
+from tests.support.colours import colour_dataset
 from training.data import read_preferences
 from training.hps import HPSLoadError, HPSScorer, load_clip, save_checkpoint
 from training.hps.evaluate import credits, evaluate, random_baseline, write_report

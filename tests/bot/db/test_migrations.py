@@ -12,7 +12,7 @@ from bot.db import migrate
 from bot.db.engine import libpq_url, make_engine
 from bot.db.models import Base
 from bot.runtime import SchemaError, check_schema
-from tests.support import fresh_database
+from tests.support.database import fresh_database
 
 OUR_TABLES = {
     "users",

@@ -23,7 +23,8 @@ from bot.db.engine import libpq_url
 from bot.domain import UserRef
 from bot.jobs.worker import serve_worker
 from bot.notify import GenerationEvent, NotificationListener
-from tests.support import eventually, generation_status, running
+from tests.support.aio import eventually, running
+from tests.support.database import generation_status
 
 ALICE = UserRef.parse("discord:2001")
 BOB = UserRef.parse("discord:2002")

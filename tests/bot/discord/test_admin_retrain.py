@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 
 from bot.jobs.maintenance import serve_maintenance
-from tests.bot.discord.conftest import ADMIN, bot_running, private
-from tests.bot.retrain.test_retrain import TRAINER, _gates
-from tests.support import eventually, running
-from tests.synthetic import seed_picks
+from tests.support.aio import eventually, running
+from tests.support.discord_bot import ADMIN, bot_running, private
+from tests.support.retrain import TRAINER, scripted_gates
+from tests.support.synthetic import seed_picks
 
 
 async def test_admin_retrain_runs_once_and_announces_in_the_admin_channel(
     bot_platform: Any, fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed_picks(bot_platform.database_url, bot_platform.settings.data_dir / "store", picks=12)
-    monkeypatch.setenv("PREFLOOP_TEST_GATES", json.dumps(_gates(0.6, 0.3)))
+    monkeypatch.setenv("PREFLOOP_TEST_GATES", json.dumps(scripted_gates(0.6, 0.3)))
     bot_platform.settings.retrain.trainer = TRAINER
     bot_platform.settings.retrain.hps_base = "tiny"
     bot_platform.settings.discord.admin_channel_id = fake.channel_id

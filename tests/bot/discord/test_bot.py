@@ -13,7 +13,9 @@ from PIL import Image
 from sqlalchemy import text
 
 from bot.jobs.maintenance import serve_maintenance
-from tests.bot.discord.conftest import (
+from tests.support.aio import eventually, running
+from tests.support.database import count
+from tests.support.discord_bot import (
     ADMIN,
     ALICE,
     BOB,
@@ -24,7 +26,6 @@ from tests.bot.discord.conftest import (
     private_text,
     worker_running,
 )
-from tests.support import count, eventually, running
 from training.presets import WORLD_SIDE
 
 EPHEMERAL = 64
@@ -258,7 +259,7 @@ async def _until(platform: Any, query: str, timeout: float = 60) -> None:
 
 
 async def test_prefloop_discord_sync_registers_the_commands(fake: Any, tmp_path: Any) -> None:
-    from tests.support import cli_env
+    from tests.support.cli import cli_env
 
     env = cli_env(
         data_dir=str(tmp_path),

@@ -9,7 +9,8 @@ from pydantic import SecretStr
 
 from bot.discord.client import sync_commands
 from bot.domain import UserRef
-from tests.bot.discord.conftest import (
+from tests.support.database import count
+from tests.support.discord_bot import (
     ALICE,
     BOB,
     bot_running,
@@ -19,7 +20,6 @@ from tests.bot.discord.conftest import (
     reconfigure,
     worker_running,
 )
-from tests.support import count
 
 EPHEMERAL = 64
 
@@ -183,7 +183,7 @@ async def test_images_reach_the_channel_when_the_interaction_expired(
 
 
 async def test_images_over_the_upload_limit_are_sent_smaller(bot_platform: Any) -> None:
-    from tests.fake_discord import FakeDiscord
+    from tests.support.fake_discord import FakeDiscord
 
     async with FakeDiscord(attachment_size_limit=1_500) as small:  # the PNGs are ~2.6 kB
         small.add_member(ALICE, "alice")

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from bot.domain import UserRef
-from tests.bot.discord.conftest import (
+from tests.support.database import count
+from tests.support.discord_bot import (
     ADMIN,
     ALICE,
     BOB,
@@ -18,7 +19,6 @@ from tests.bot.discord.conftest import (
     private,
     worker_running,
 )
-from tests.support import count
 
 ROLE = 900_000_000_000_000_100
 MANAGE_GUILD = 1 << 5

@@ -19,8 +19,8 @@ from sqlalchemy import text
 from bot.domain import GenerationOptions, UserRef
 from bot.generation import GenerationRunner
 from bot.retrain import Retrain, request_retrain
-from tests.bot.discord.conftest import ALICE, bot_running, final_message, imagine, worker_running
-from tests.training.red_corner import redness
+from tests.support.discord_bot import ALICE, bot_running, final_message, imagine, worker_running
+from tests.support.red_corner import redness
 
 GENERATIONS = 80
 

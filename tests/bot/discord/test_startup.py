@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bot.registry import ModelRegistry
-from tests.bot.discord.conftest import ALICE, BOB, final_message, imagine
-from tests.bot.discord.startup_probe import adapter_used
-from tests.bot.test_registry import _adapter as lora_adapter
-from tests.processes import alive, children, command_line
-from tests.support import cli_env, eventually
+from tests.support.adapters import lora_adapter
+from tests.support.aio import eventually
+from tests.support.cli import cli_env
+from tests.support.discord_bot import ALICE, BOB, final_message, imagine
+from tests.support.processes import alive, children, command_line
+from tests.support.startup_probe import adapter_used
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -32,7 +33,7 @@ async def test_imagine_as_the_in_process_worker_starts_and_reloads_is_acknowledg
     args = [platform.database_url, str(tiny_model), str(tmp_path / "data"), str(adapter)]
     probe = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "tests.bot.discord.startup_probe", *args],
+        [sys.executable, "-m", "tests.support.startup_probe", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -17,8 +17,8 @@ from bot.domain import UserRef
 from bot.export import ExportError, Rater
 from bot.export.files import ImageSource
 from bot.export.privacy import load_secret
-from tests.support import make_done_generation
-from tests.synthetic import seed_picks
+from tests.support.database import make_done_generation
+from tests.support.synthetic import seed_picks
 from training.data import read_preferences
 from training.presets import WORLD_SIDE
 

@@ -1,6 +1,6 @@
 """The retrain loop: stages, promotion gates, records, one run at a time, triggers.
 
-The trainer here is scripted (tests/bot/retrain/scripted_trainer.py): it receives the real
+The trainer here is scripted (tests/support/scripted_trainer.py): it receives the real
 stage arguments and reports the figures each test needs, so what is tested is the
 platform's side: what gets promoted, recorded, announced and left alone.
 """
@@ -22,21 +22,10 @@ from bot.jobs.maintenance import SCHEDULE_TASK, scheduled_retrain
 from bot.registry import ModelRegistry
 from bot.retrain import Retrain, check_new_picks, picks_since_last_run, request_retrain
 from bot.runtime import Platform
-from tests.support import cli_env, eventually, prefloop
-from tests.synthetic import seed_picks
-
-TRAINER = [sys.executable, str(Path(__file__).with_name("scripted_trainer.py"))]
-WIN = {"hps": {"test_instances": 40, "train_instances": 160,
-               "candidate": None, "base": {"top1": 0.40}, "active": {"top1": 0.50}},
-       "adapter": {"against": "base", "prompts": 20, "win_rate": 0.8,
-                   "mean_difference": 0.4, "difference_ci": [0.1, 0.7]}}  # fmt: skip
-
-
-def _gates(hps_top1: float, win_rate: float, **replace: Any) -> dict[str, Any]:
-    gates = json.loads(json.dumps(WIN))
-    gates["hps"]["candidate"] = {"top1": hps_top1}
-    gates["adapter"]["win_rate"] = win_rate
-    return {**gates, **replace}
+from tests.support.aio import eventually
+from tests.support.cli import cli_env, prefloop
+from tests.support.retrain import TRAINER, WIN, scripted_gates
+from tests.support.synthetic import seed_picks
 
 
 def _use(platform: Platform, monkeypatch: pytest.MonkeyPatch, gates: dict[str, Any]) -> None:
@@ -82,7 +71,7 @@ async def test_winning_candidates_are_promoted_and_losers_recorded(
     _seed(platform)
     old_hps = await registry.register("hps", "/models/hps-old", {})
     await registry.promote(old_hps)
-    _use(platform, monkeypatch, _gates(hps_top1=0.56, win_rate=0.8))
+    _use(platform, monkeypatch, scripted_gates(hps_top1=0.56, win_rate=0.8))
     announced: list[str] = []
     run = await _run(platform, announced)
 
@@ -101,7 +90,7 @@ async def test_winning_candidates_are_promoted_and_losers_recorded(
     _assert_data_gone_and_figures_kept(platform, run.id)
 
     # A second run whose candidates lose: both recorded as candidates, nothing changes.
-    losing = _gates(hps_top1=0.565, win_rate=0.3)
+    losing = scripted_gates(hps_top1=0.565, win_rate=0.3)
     losing["hps"]["active"] = {"top1": 0.56}  # the HPS promoted above
     _use(platform, monkeypatch, losing)
     lost = await _run(platform)
@@ -124,7 +113,7 @@ async def test_an_hps_that_does_not_beat_the_base_clip_is_not_promoted(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _seed(platform)
-    gates = _gates(hps_top1=0.38, win_rate=0.9)
+    gates = scripted_gates(hps_top1=0.38, win_rate=0.9)
     del gates["hps"]["active"]
     _use(platform, monkeypatch, gates)
     run = await _run(platform)
@@ -143,7 +132,7 @@ async def test_a_crashing_trainer_fails_its_stage_and_leaves_the_active_models(
     _seed(platform)
     adapter = await registry.register("generator_adapter", "/models/lora-old", {})
     await registry.promote(adapter)
-    _use(platform, monkeypatch, _gates(0.6, 0.9, adapter="crash"))
+    _use(platform, monkeypatch, scripted_gates(0.6, 0.9, adapter="crash"))
     announced: list[str] = []
     run = await _run(platform, announced)
     assert run.status == "failed" and run.stage == "adapter"
@@ -159,7 +148,7 @@ async def test_a_crashing_trainer_fails_its_stage_and_leaves_the_active_models(
 
 async def _stopped_in_the_adapter_stage(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A run whose worker stopped while its adapter stage trained (the HPS decided)."""
-    _use(platform, monkeypatch, _gates(0.6, 0.9, adapter="hang"))
+    _use(platform, monkeypatch, scripted_gates(0.6, 0.9, adapter="hang"))
     request = await request_retrain(platform.sessions, trigger="test")
     first = asyncio.create_task(Retrain(platform, request.run_id).run())
 
@@ -185,7 +174,7 @@ async def test_a_run_stopped_midway_resumes_without_redoing_or_duplicating(
 
     export = platform.settings.data_dir / "retrain" / f"run-{request.run_id}" / "data"
     assert (export / "manifest.json").is_file()  # kept while the run goes on
-    _use(platform, monkeypatch, _gates(0.6, 0.9))
+    _use(platform, monkeypatch, scripted_gates(0.6, 0.9))
     await Retrain(platform, request.run_id).run()  # the job, picked up again
     async with platform.sessions() as session:
         run = await session.get(RetrainRun, request.run_id)
@@ -214,7 +203,7 @@ async def test_a_resumed_run_whose_copy_is_half_gone_exports_again(
     stale.mkdir(parents=True)
     (stale / "state.pt").write_bytes(b"trained on the copy that is gone")
 
-    _use(platform, monkeypatch, _gates(0.6, 0.9))
+    _use(platform, monkeypatch, scripted_gates(0.6, 0.9))
     await Retrain(platform, request.run_id).run()
     async with platform.sessions() as session:
         run = await session.get(RetrainRun, request.run_id)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tests.fake_discord.messages import (
+from tests.support.fake_discord.messages import (
     COMPONENTS_V2,
     SUPPRESS_EMBEDS,
     SUPPRESS_NOTIFICATIONS,
     StoredMessage,
     validate_message,
 )
-from tests.fake_discord.payloads import UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, Reply
-from tests.fake_discord.routing import ApiRequest, route
+from tests.support.fake_discord.payloads import UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, Reply
+from tests.support.fake_discord.routing import ApiRequest, route
 
 if TYPE_CHECKING:
-    from tests.fake_discord.server import FakeDiscord
+    from tests.support.fake_discord.server import FakeDiscord
 
 CHANNEL = r"/channels/(?P<channel_id>\d+)"
 MESSAGE = CHANNEL + r"/messages/(?P<message_id>\d+)"

@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fake_discord.guild import GuildState, Member
-from tests.fake_discord.messages import MessageStore, StoredMessage
-from tests.fake_discord.payloads import ATTACHMENT_SIZE_LIMIT
-from tests.fake_discord.records import UploadedFile
+from tests.support.fake_discord.guild import GuildState, Member
+from tests.support.fake_discord.messages import MessageStore, StoredMessage
+from tests.support.fake_discord.payloads import ATTACHMENT_SIZE_LIMIT
+from tests.support.fake_discord.records import UploadedFile
 
 APPLICATION_COMMAND = 2
 MESSAGE_COMPONENT = 3

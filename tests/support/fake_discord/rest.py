@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, hdrs, web
 
-from tests.fake_discord import api_channels, api_core, api_interactions  # noqa: F401 (routes)
-from tests.fake_discord.payloads import (
+from tests.support.fake_discord import api_channels, api_core, api_interactions  # noqa: F401 (routes)
+from tests.support.fake_discord.payloads import (
     INVALID_JSON,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
     UNAUTHORIZED,
     Reply,
 )
-from tests.fake_discord.records import RecordedRequest, UploadedFile
-from tests.fake_discord.routing import ApiRequest, Handler, find_route
+from tests.support.fake_discord.records import RecordedRequest, UploadedFile
+from tests.support.fake_discord.routing import ApiRequest, Handler, find_route
 
 if TYPE_CHECKING:
-    from tests.fake_discord.server import FakeDiscord
+    from tests.support.fake_discord.server import FakeDiscord
 
 RECORDED_HEADERS = ("Authorization", "Content-Type", "User-Agent", "X-Audit-Log-Reason")
 

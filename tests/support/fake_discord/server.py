@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from tests.fake_discord.gateway import Gateway
-from tests.fake_discord.guild import BOT_PERMISSIONS, GuildState, Member, Role
-from tests.fake_discord.identity import ready_payload
-from tests.fake_discord.interactions import (
+from tests.support.fake_discord.gateway import Gateway
+from tests.support.fake_discord.guild import BOT_PERMISSIONS, GuildState, Member, Role
+from tests.support.fake_discord.identity import ready_payload
+from tests.support.fake_discord.interactions import (
     APPLICATION_COMMAND,
     CHAT_INPUT,
     MESSAGE_COMPONENT,
@@ -26,15 +26,15 @@ from tests.fake_discord.interactions import (
     leaf_schema,
     nest_options,
 )
-from tests.fake_discord.messages import MessageStore, StoredMessage
-from tests.fake_discord.payloads import (
+from tests.support.fake_discord.messages import MessageStore, StoredMessage
+from tests.support.fake_discord.payloads import (
     ATTACHMENT_SIZE_LIMIT,
     SnowflakeFactory,
     bot_token,
     interaction_token,
 )
-from tests.fake_discord.records import GatewayFrame, RecordedRequest
-from tests.fake_discord.rest import Outage, RateLimitRule, RestApi
+from tests.support.fake_discord.records import GatewayFrame, RecordedRequest
+from tests.support.fake_discord.rest import Outage, RateLimitRule, RestApi
 
 T = TypeVar("T")
 GUILD_MESSAGES = 1 << 9

@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tests.fake_discord.payloads import Reply
-from tests.fake_discord.records import RecordedRequest, UploadedFile
+from tests.support.fake_discord.payloads import Reply
+from tests.support.fake_discord.records import RecordedRequest, UploadedFile
 
 if TYPE_CHECKING:
-    from tests.fake_discord.server import FakeDiscord
+    from tests.support.fake_discord.server import FakeDiscord
 
 
 @dataclass

@@ -10,20 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tests.fake_discord.interactions import (
+from tests.support.fake_discord.interactions import (
     APPLICATION_COMMAND,
     CallbackAttempt,
     InteractionHandle,
     command_name,
 )
-from tests.fake_discord.messages import (
+from tests.support.fake_discord.messages import (
     COMPONENTS_V2,
     SUPPRESS_EMBEDS,
     SUPPRESS_NOTIFICATIONS,
     StoredMessage,
     validate_message,
 )
-from tests.fake_discord.payloads import (
+from tests.support.fake_discord.payloads import (
     ALREADY_ACKNOWLEDGED,
     EPHEMERAL,
     INVALID_WEBHOOK_TOKEN,
@@ -34,11 +34,11 @@ from tests.fake_discord.payloads import (
     Reply,
     form_error,
 )
-from tests.fake_discord.records import UploadedFile
-from tests.fake_discord.routing import ApiRequest, route
+from tests.support.fake_discord.records import UploadedFile
+from tests.support.fake_discord.routing import ApiRequest, route
 
 if TYPE_CHECKING:
-    from tests.fake_discord.server import FakeDiscord
+    from tests.support.fake_discord.server import FakeDiscord
 
 CALLBACK = r"/interactions/(?P<interaction_id>\d+)/(?P<token>[^/]+)/callback"
 WEBHOOK = r"/webhooks/(?P<app_id>\d+)/(?P<token>[^/]+)"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fake_discord.payloads import now_iso
+from tests.support.fake_discord.payloads import now_iso
 
 ADMINISTRATOR = 1 << 3
 # Every permission bit Discord defines today; what an administrator is reported to have.

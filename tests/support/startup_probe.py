@@ -1,6 +1,6 @@
 """The bot and the in-process worker in one fresh process, against the fake Discord.
 
-Run by tests/bot/discord/test_startup.py as ``python -m tests.bot.discord.startup_probe DATABASE
+Run by tests/bot/discord/test_startup.py as ``python -m tests.support.startup_probe DATABASE
 MODEL DATA_DIR ADAPTER``; prints one JSON line. A fresh interpreter matters: only in one
 that has not imported the model libraries yet does a worker's start-up import them.
 
@@ -23,9 +23,9 @@ from bot.config import DiscordSettings
 from bot.discord.client import sync_commands
 from bot.registry import ModelRegistry
 from bot.runtime import open_platform
-from tests.bot.discord.conftest import ALICE, BOB, bot_running, final_message, worker_running
-from tests.conftest import make_settings
-from tests.fake_discord import FakeDiscord
+from tests.support.discord_bot import ALICE, BOB, bot_running, final_message, worker_running
+from tests.support.fake_discord import FakeDiscord
+from tests.support.settings import make_settings
 
 
 async def answer(fake: FakeDiscord, it: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def slowed(generate: Any, seconds: float) -> Any:
@@ -34,7 +34,7 @@ def slow_device_path(folder: Path, seconds: float) -> str:
     device (the checkout comes next, so that ``tests`` is importable that early)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(
-        "from tests.slow_device import slowed\n"
+        "from tests.support.slow_device import slowed\n"
         "from training.generator import Generator\n"
         f"Generator.generate = slowed(Generator.generate, {seconds})\n"
     )

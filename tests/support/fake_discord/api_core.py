@@ -5,18 +5,18 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from tests.fake_discord.identity import application_payload
-from tests.fake_discord.payloads import (
+from tests.support.fake_discord.identity import application_payload
+from tests.support.fake_discord.payloads import (
     UNKNOWN_APPLICATION,
     UNKNOWN_COMMAND,
     UNKNOWN_USER,
     Reply,
     form_error,
 )
-from tests.fake_discord.routing import ApiRequest, route
+from tests.support.fake_discord.routing import ApiRequest, route
 
 if TYPE_CHECKING:
-    from tests.fake_discord.server import FakeDiscord
+    from tests.support.fake_discord.server import FakeDiscord
 
 APP = r"/applications/(?P<app_id>\d+)(?:/guilds/(?P<guild_id>\d+))?/commands"
 COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")

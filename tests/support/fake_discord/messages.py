@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.fake_discord.payloads import (
+from tests.support.fake_discord.payloads import (
     ATTACHMENT_SIZE_LIMIT,
     EMPTY_MESSAGE,
     EPHEMERAL,
@@ -19,7 +19,7 @@ from tests.fake_discord.payloads import (
     SnowflakeFactory,
     form_error,
 )
-from tests.fake_discord.records import UploadedFile
+from tests.support.fake_discord.records import UploadedFile
 
 SUPPRESS_EMBEDS = 1 << 2
 SUPPRESS_NOTIFICATIONS = 1 << 12

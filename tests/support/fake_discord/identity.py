@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tests.fake_discord.server import FakeDiscord
+    from tests.support.fake_discord.server import FakeDiscord
 
 # GATEWAY_MESSAGE_CONTENT_LIMITED | APPLICATION_COMMAND_BADGE: a typical small bot.
 APPLICATION_FLAGS = (1 << 19) | (1 << 23)

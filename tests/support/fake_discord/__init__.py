@@ -54,12 +54,12 @@ placeholder and keeps the deferral's ephemerality; empty, oversized or duplicate
 messages -> 400.
 """
 
-from tests.fake_discord.guild import Member, Role
-from tests.fake_discord.interactions import CallbackAttempt, InteractionHandle, UserOption
-from tests.fake_discord.messages import MessageRevision, StoredAttachment, StoredMessage
-from tests.fake_discord.records import GatewayFrame, RecordedRequest, UploadedFile
-from tests.fake_discord.rest import Outage
-from tests.fake_discord.server import FakeDiscord, FakeDiscordError
+from tests.support.fake_discord.guild import Member, Role
+from tests.support.fake_discord.interactions import CallbackAttempt, InteractionHandle, UserOption
+from tests.support.fake_discord.messages import MessageRevision, StoredAttachment, StoredMessage
+from tests.support.fake_discord.records import GatewayFrame, RecordedRequest, UploadedFile
+from tests.support.fake_discord.rest import Outage
+from tests.support.fake_discord.server import FakeDiscord, FakeDiscordError
 
 __all__ = [
     "CallbackAttempt",
