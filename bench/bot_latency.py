@@ -23,7 +23,7 @@ ready, the worker starting at the same time as the bot, is timed from its creati
 its acknowledgement. Each layout runs in a fresh process, so that the in-process worker
 imports its model libraries at start-up as it would in production.
 
-    python bench/bot_latency.py [--requests 100] [--members 20] [--steps 3] [--layout both]
+    python -m bench.bot_latency [--requests 100] [--members 20] [--steps 3] [--layout both]
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import LoopStalls, median, percentile, scratch_database
 
@@ -281,7 +279,7 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         model, adapter = prepare(Path(folder))
         for layout in LAYOUTS:  # each in a fresh process: nothing imported before it starts
-            command = [sys.executable, __file__, *sys.argv[1:], "--layout", layout]
+            command = [sys.executable, "-m", "bench.bot_latency", *sys.argv[1:], "--layout", layout]
             command += ["--model", str(model), "--adapter", str(adapter)]
             subprocess.run(command, check=True)
 
