@@ -70,6 +70,7 @@ def test_urls_lose_their_password_wherever_it_is() -> None:
     assert {url: mask_url(url) for url in masked} == masked
 
 
+@pytest.mark.slow
 def test_run_imagine_pick_stats_stop(platform: Any, tmp_path: Path) -> None:
     """What `make run` starts, used from a second terminal, then stopped with Ctrl-C."""
     env = cli_env(

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.support.cli import cli_env, prefloop
 from tests.support.colours import colour_dataset
 
 
+@pytest.mark.slow
 async def test_train_evaluate_and_score_from_the_command_line(
     platform: Any, tmp_path: Path
 ) -> None:
@@ -53,6 +55,7 @@ async def test_train_evaluate_and_score_from_the_command_line(
     assert again.returncode == 1 and "already holds a trained model" in again.stderr
 
 
+@pytest.mark.slow
 def test_adapt_and_evaluate_the_generator_from_the_command_line(tmp_path: Path) -> None:
     data = colour_dataset(tmp_path / "ds", train=40, test=12)
     env = cli_env(data_dir=str(tmp_path / "data"))

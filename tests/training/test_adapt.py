@@ -129,6 +129,7 @@ def test_the_adapter_trains_loads_in_stock_diffusers_and_carries_its_negative_pr
         adapt_generator(_config(tiny_model, out), selection)
 
 
+@pytest.mark.slow
 def test_closed_loop_the_adapted_generator_wins_under_the_preference_that_chose(
     tiny_model: Path, base: Generator, tmp_path: Path
 ) -> None:

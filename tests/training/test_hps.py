@@ -112,6 +112,7 @@ def test_bad_sources_say_what_is_wrong(
         load_clip("ViT-B-32:openai", cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_fitting_the_tiny_preset_learns_the_rule(
     cache: Path, colours: Path, tmp_path: Path
 ) -> None:

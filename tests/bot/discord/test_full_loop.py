@@ -25,6 +25,7 @@ from tests.support.red_corner import redness
 GENERATIONS = 80
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)  # about four minutes on two CPU cores
 async def test_a_full_retrain_promotes_both_models_and_the_next_imagine_uses_them(
     bot_platform: Any, fake: Any, tiny_model: Path
