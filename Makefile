@@ -35,7 +35,7 @@ run: $(STAMP)
 # the tests start, so no test's timeout includes it.
 test: export PREFLOOP_PRESET_CACHE ?= $(CURDIR)/.cache/presets
 test: $(STAMP)
-	$(BIN)/python -m training.presets tiny
+	$(BIN)/python -m training preset tiny
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -34,6 +34,7 @@ def _selection(work: Path, images: int) -> list:
 
 def ours(steps: int, images: int) -> dict[str, float]:
     from training.adapt.lora import AdaptConfig, adapt_generator
+    from training.run_folder import read_info
 
     work = Path(tempfile.mkdtemp(prefix="prefloop-bench-adapt-"))
     selection = _selection(work, images)
@@ -41,7 +42,7 @@ def ours(steps: int, images: int) -> dict[str, float]:
     out = adapt_generator(AdaptConfig(out=work / "lora", base="tiny", cache_dir=work,
                                       steps=steps), selection)  # fmt: skip
     total = time.perf_counter() - started
-    metrics = json.loads((out / "prefloop.json").read_text())["metrics"]
+    metrics = read_info(out)["metrics"]
     return {"steps_per_s": steps / metrics["seconds"], "with_setup_s": total}
 
 

@@ -71,7 +71,6 @@ class LoopStalls:
 def random_lora(model: str, folder: str) -> None:
     """Save a LoRA adapter with random weights for ``model`` (a diffusers folder) into
     ``folder``, in the format `prefloop train adapt` writes, negative prompt included."""
-    import json
     from pathlib import Path
 
     import torch
@@ -79,6 +78,8 @@ def random_lora(model: str, folder: str) -> None:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
+
+    from training.run_folder import write_info
 
     torch.manual_seed(0)
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
@@ -88,4 +89,4 @@ def random_lora(model: str, folder: str) -> None:
     )
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
-    (Path(folder) / "prefloop.json").write_text(json.dumps({"negative_prompt": "Weird image."}))
+    write_info(Path(folder), {"negative_prompt": "Weird image."})

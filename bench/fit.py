@@ -29,6 +29,7 @@ def child(case: str, instances: int, device: str, precision: str) -> dict[str, f
     from training.data import read_preferences
     from training.hps.fit import FitConfig, fit_hps
     from training.hps.model import random_clip, save_checkpoint
+    from training.run_folder import read_info
 
     work = Path(tempfile.mkdtemp(prefix="prefloop-bench-fit-"))
     data = colour_dataset(work / "ds", train=instances, test=1)
@@ -41,7 +42,7 @@ def child(case: str, instances: int, device: str, precision: str) -> dict[str, f
         config = FitConfig(out=work / "out", base=str(base), device=device,
                            mixed_precision=precision, epochs=1.0)  # fmt: skip
     out = fit_hps(config, train)
-    info = json.loads((out / "prefloop.json").read_text())
+    info = read_info(out)
     steps = info["metrics"]["steps"]
     batch = info["hyperparameters"]["batch_size"]
     result = {

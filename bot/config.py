@@ -193,7 +193,7 @@ class RetrainSettings(BaseModel):
         description="Where stages train: auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES).",
     )
     trainer: list[str] | None = Field(
-        None, description="Command that runs a stage; unset = this Python, -m training.retrain."
+        None, description="Command that runs a stage; unset = this Python, -m training gate."
     )
 
     @field_validator("schedule")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot.db.models import Frontend, GenerationStatus
+from bot.db.models import Frontend, GenerationStatus, RetrainRun
 
 MAX_MEMBER_ID = 100  # users.external_id is varchar(100)
 
@@ -158,3 +158,37 @@ class QueueStatus:
     last_done_at: datetime | None
     last_failure: tuple[int, str] | None  # (generation id, reason)
     last_export: tuple[datetime, int, str] | None = None  # (when, picks, folder)
+
+
+@dataclass(frozen=True)
+class RetrainRunView:
+    """One run of the retrain loop as admins read it: its stage now, or what it decided."""
+
+    id: int
+    trigger: str
+    requested_by: str | None
+    status: str  # queued, running, succeeded or failed
+    stage: str | None
+    progress: str | None
+    error: str | None
+    outcome: dict[str, Any]  # stage -> what it did ({"summary": …, …})
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, run: RetrainRun) -> RetrainRunView:
+        """The view of a ``retrain_runs`` row (rows never leave the core)."""
+        return cls(
+            id=run.id,
+            trigger=run.trigger,
+            requested_by=run.requested_by,
+            status=str(run.status),
+            stage=run.stage,
+            progress=run.progress,
+            error=run.error,
+            outcome=dict(run.outcome or {}),
+            created_at=run.created_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+        )

@@ -19,6 +19,7 @@ from bot.config import Settings
 from bot.db import migrate
 from bot.db.embedded import resolve_database_url
 from bot.db.engine import make_engine, make_sessionmaker
+from bot.registry import ModelRegistry
 from bot.service import CollectionService
 from bot.storage import Storage, make_storage
 from training.tokens import fit_prompt
@@ -36,6 +37,7 @@ class Platform:
     sessions: async_sessionmaker[AsyncSession]
     storage: Storage
     service: CollectionService
+    registry: ModelRegistry  # trained models and which ones serve: the one every front end asks
     # Where maintenance jobs say what they did besides the log (the Discord admin channel).
     announce: Callable[[str], Awaitable[None]] | None = None
 
@@ -62,9 +64,8 @@ async def open_platform(
         await asyncio.to_thread(fit_prompt, "")  # build the tokenizer off the event loop
         sessions = make_sessionmaker(engine)
         storage = make_storage(settings)
-        yield Platform(
-            settings, url, engine, sessions, storage, CollectionService(sessions, settings, storage)
-        )
+        service = CollectionService(sessions, settings, storage)
+        yield Platform(settings, url, engine, sessions, storage, service, service.registry)
     finally:
         await engine.dispose()
 

@@ -35,6 +35,7 @@ from bot.domain import (
     PickResult,
     QueueStatus,
     Refusal,
+    RetrainRunView,
     Stats,
     Submitted,
     UserRef,
@@ -423,12 +424,12 @@ class CollectionService:
 
         return await request_retrain(self.sessions, trigger=trigger, requested_by=requested_by)
 
-    async def last_retrain(self) -> Any:
+    async def last_retrain(self) -> RetrainRunView | None:
         """The latest retrain run (None before the first)."""
         from bot.retrain import runs
 
         latest = await runs(self.sessions, 1)
-        return latest[0] if latest else None
+        return RetrainRunView.of(latest[0]) if latest else None
 
     async def workers_alive(self, within_seconds: float) -> int:
         """How many queue workers sent a heartbeat in the last ``within_seconds``."""

@@ -19,10 +19,8 @@ whole file instead. No database or Discord code here: this is what researchers r
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,37 +252,3 @@ def _resolve(name: str, bases: list[Path], check_files: bool) -> Path | None:
         return None
     # Unchecked: the first place whose folder exists.
     return next((c for c in candidates if c.parent.is_dir()), candidates[-1])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.data PATH``: read a dataset and say what is in it."""
-    parser = argparse.ArgumentParser(prog="python -m training.data", description=main.__doc__)
-    parser.add_argument("path", type=Path, help="export folder, HPD v2 folder or a JSON file")
-    parser.add_argument(
-        "--split",
-        choices=["train", "test", "all"],
-        default="train",
-        help="which file of a folder to read (HPD v2's test.json ranks images: not read)",
-    )
-    parser.add_argument("--strict", action="store_true", help="refuse any malformed entry")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        data = read_preferences(args.path, args.split, strict=args.strict)
-    except DatasetError as error:
-        print(error, file=sys.stderr)
-        return 1
-    sizes: dict[int, int] = {}
-    for example in data:
-        sizes[len(example.images)] = sizes.get(len(example.images), 0) + 1
-    per_split = {s: sum(e.split == s for e in data) for s in ("train", "test")}
-    print(
-        f"{len(data)} examples ({', '.join(f'{k} {v}' for k, v in per_split.items() if v)}); "
-        f"images per example: {dict(sorted(sizes.items()))}; "
-        f"{len(data.problems)} malformed entries skipped"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,6 @@ would make (up to float rounding, which batching can change by a step in a pixel
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from training.presets import is_preset, save_preset
+from training.run_folder import read_info
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Generator:
         self.pipe.set_progress_bar_config(disable=True)
 
     def apply_adapter(self, folder: str | Path) -> None:
-        """Load a LoRA adapter (diffusers format) and its negative prompt (prefloop.json).
+        """Load a LoRA adapter (diffusers format) and its negative prompt (its run info).
 
         A missing or corrupt adapter raises :class:`GeneratorLoadError` and leaves the
         pipeline as it was: the base model keeps working.
@@ -94,15 +94,10 @@ class Generator:
         path = Path(folder).expanduser()
         if not path.is_dir():
             raise GeneratorLoadError(f"adapter {path} does not exist (expected a folder)")
-        negative = ""
-        info_path = path / "prefloop.json"
         try:
-            if info_path.is_file():
-                negative = str(
-                    json.loads(info_path.read_text("utf-8")).get("negative_prompt") or ""
-                )
+            negative = str(read_info(path).get("negative_prompt") or "")
         except ValueError as error:
-            raise GeneratorLoadError(f"{info_path} is not valid JSON: {error}") from None
+            raise GeneratorLoadError(str(error)) from None
         name = f"prefloop_{self._loads}"
         self._loads += 1
         try:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.run_folder import write_info
 from training.tokens import (
     CONTEXT_LENGTH,
     END,
@@ -415,7 +416,6 @@ TINY_CLIP_TRAINING: dict[str, Any] = {
 CLIP_PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     TINY: (TINY_CLIP, TINY_CLIP_TRAINING)
 }
-PREFLOOP_INFO = "prefloop.json"  # beside an open_clip checkpoint: base, training, metrics
 
 
 def is_clip_preset(name: str) -> bool:
@@ -445,7 +445,7 @@ def save_clip_preset(name: str, folder: Path) -> Path:
             json.dumps({"model_cfg": config, "preprocess_cfg": {}}, indent=2)
         )
         info = {"base": f"preset:{name}", "training": training}
-        (staging / PREFLOOP_INFO).write_text(json.dumps(info, indent=2))
+        write_info(staging, info)
 
     return _save_once(Path(folder), f"clip-{name}", write)
 
@@ -485,25 +485,3 @@ def build_cached(name: str = TINY) -> tuple[Path, bool]:
     finally:
         for bar in bars.values():
             bar.close()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.presets [NAME ...]``: build presets into the cache ahead of use
-    (``make test`` does, so no test waits for a build)."""
-    import argparse
-    import time
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: {TINY}")
-    names = parser.parse_args(argv).names or [TINY]
-    if unknown := sorted(set(names) - set(PRESETS)):
-        parser.error(f"no preset named {', '.join(unknown)} (presets: {', '.join(PRESETS)})")
-    for name in names:
-        started = time.perf_counter()
-        folder, built = build_cached(name)
-        took = f"built in {time.perf_counter() - started:.0f} s" if built else "already built"
-        print(f"{name} preset v{PRESET_VERSION}: {took}, {folder}")
-
-
-if __name__ == "__main__":
-    main()

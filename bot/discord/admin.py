@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
 
 from bot.discord import render
-
-if TYPE_CHECKING:
-    pass
-
-Interaction = discord.Interaction["PrefloopBot"]
+from bot.discord.protocol import bot_of
 
 admin = app_commands.Group(
     name="admin",
@@ -29,21 +25,23 @@ class NotAdmin(app_commands.CheckFailure):
         super().__init__("Only prefloop admins may use /admin.")
 
 
-async def _authorise(interaction: Interaction, action: str, target: str | None = None) -> None:
+async def _authorise(
+    interaction: discord.Interaction, action: str, target: str | None = None
+) -> None:
     """Refuse, and audit the refused attempt, unless the caller is a configured admin.
 
     Checked on our side on every call: Discord's own command permissions can be changed
     by any guild manager, prefloop's admin list cannot.
     """
-    bot = interaction.client
+    bot = bot_of(interaction)
     if not bot.is_admin(interaction.user):
         await bot.service.audit(bot.member(interaction.user), action, target=target, allowed=False)
         raise NotAdmin()
 
 
-async def _done(interaction: Interaction, action: str, text: str, **details: Any) -> None:
+async def _done(interaction: discord.Interaction, action: str, text: str, **details: Any) -> None:
     """Audit the action with its outcome, then answer the admin privately."""
-    bot = interaction.client
+    bot = bot_of(interaction)
     target = details.pop("target", None)
     await bot.service.audit(
         bot.member(interaction.user), action, target=target, outcome=text, **details
@@ -52,65 +50,66 @@ async def _done(interaction: Interaction, action: str, text: str, **details: Any
 
 
 @admin.command(name="stats", description="Counts of members, generations, images and picks.")
-async def admin_stats(interaction: Interaction) -> None:
+async def admin_stats(interaction: discord.Interaction) -> None:
     await _authorise(interaction, "stats")
-    text = render.admin_stats(await interaction.client.service.stats())
+    text = render.admin_stats(await bot_of(interaction).service.stats())
     await _done(interaction, "stats", text)
 
 
 @admin.command(name="ban", description="Stop a member from generating and picking.")
 @app_commands.describe(user="Who to ban", reason="Shown to them when they try")
 async def admin_ban(
-    interaction: Interaction, user: discord.User, reason: str | None = None
+    interaction: discord.Interaction, user: discord.User, reason: str | None = None
 ) -> None:
     target = f"discord:{user.id}"
     await _authorise(interaction, "ban", target)
-    bot = interaction.client
+    bot = bot_of(interaction)
     await bot.service.ban_user(bot.member(user), reason)
     await _done(interaction, "ban", f"{user.mention} is banned.", target=target, reason=reason)
 
 
 @admin.command(name="unban", description="Lift a ban.")
-async def admin_unban(interaction: Interaction, user: discord.User) -> None:
+async def admin_unban(interaction: discord.Interaction, user: discord.User) -> None:
     target = f"discord:{user.id}"
     await _authorise(interaction, "unban", target)
-    bot = interaction.client
+    bot = bot_of(interaction)
     lifted = await bot.service.unban_user(bot.member(user))
     text = f"{user.mention} is {'no longer' if lifted else 'not'} banned."
     await _done(interaction, "unban", text, target=target)
 
 
 @admin.command(name="status", description="The queue, the workers and the latest outcomes.")
-async def admin_status(interaction: Interaction) -> None:
+async def admin_status(interaction: discord.Interaction) -> None:
     await _authorise(interaction, "status")
-    status = await interaction.client.service.queue_status()
-    retrain = await interaction.client.service.last_retrain()
+    service = bot_of(interaction).service
+    status = await service.queue_status()
+    retrain = await service.last_retrain()
     text = render.queue_status(status) + "\n" + render.retrain_run(retrain)
     await _done(interaction, "status", text)
 
 
 @admin.command(name="models", description="The registered models and which are active.")
-async def admin_models(interaction: Interaction) -> None:
+async def admin_models(interaction: discord.Interaction) -> None:
     await _authorise(interaction, "models")
-    versions = await interaction.client.service.registry.versions()
+    versions = await bot_of(interaction).service.registry.versions()
     await _done(interaction, "models", render.models(versions))
 
 
 @admin.command(name="promote", description="Serve a registered model version from the next job.")
 @app_commands.describe(version="The version id (see /admin models)")
-async def admin_promote(interaction: Interaction, version: int) -> None:
+async def admin_promote(interaction: discord.Interaction, version: int) -> None:
     await _authorise(interaction, "promote", str(version))
-    promoted = await interaction.client.service.registry.promote(version)
+    promoted = await bot_of(interaction).service.registry.promote(version)
     text = f"{promoted.kind} #{promoted.id} is active from the next job: `{promoted.uri}`"
     await _done(interaction, "promote", text, target=str(version), kind=promoted.kind)
 
 
 @admin.command(name="rollback", description="Re-activate the version served before this one.")
 async def admin_rollback(
-    interaction: Interaction, kind: Literal["hps", "generator_adapter"]
+    interaction: discord.Interaction, kind: Literal["hps", "generator_adapter"]
 ) -> None:
     await _authorise(interaction, "rollback", kind)
-    restored = await interaction.client.service.registry.rollback(kind)
+    restored = await bot_of(interaction).service.registry.rollback(kind)
     text = (
         f"{kind} #{restored.id} is active again: `{restored.uri}`"
         if restored
@@ -126,13 +125,13 @@ async def admin_rollback(
     incremental="Only the picks made since the last export of this kind",
 )
 async def admin_export(
-    interaction: Interaction,
+    interaction: discord.Interaction,
     format: Literal["hps", "parquet"] = "hps",
     rater: Literal["requester", "all"] = "requester",
     incremental: bool = False,
 ) -> None:
     await _authorise(interaction, "export")
-    bot = interaction.client
+    bot = bot_of(interaction)
     queued = await bot.service.request_export(format=format, rater=rater, incremental=incremental)
     text = (
         f"Export queued as job {queued.job_id}: {'new ' if incremental else ''}picks "
@@ -146,9 +145,9 @@ async def admin_export(
 
 
 @admin.command(name="retrain", description="Retrain the preference model and the generator.")
-async def admin_retrain(interaction: Interaction) -> None:
+async def admin_retrain(interaction: discord.Interaction) -> None:
     await _authorise(interaction, "retrain")
-    bot = interaction.client
+    bot = bot_of(interaction)
     who = f"discord:{interaction.user.id}"
     request = await bot.service.request_retrain(trigger="admin", requested_by=who)
     if request.created:

@@ -11,15 +11,13 @@ import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
 from bot.discord import render
-from bot.domain import Refusal
-
-if TYPE_CHECKING:
-    from bot.discord.client import PrefloopBot
+from bot.discord.protocol import bot_of
+from bot.domain import Refusal, Submitted
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +25,7 @@ SORRY = (
     "Sorry, that did not work: prefloop cannot reach its database right now. Nothing you "
     "recorded before is lost; please click again in a moment."
 )
-Callback = Callable[[Any, "discord.Interaction[PrefloopBot]"], Awaitable[None]]
+Callback = Callable[[Any, discord.Interaction], Awaitable[None]]
 
 
 def answers_failures(callback: Callback) -> Callback:
@@ -35,7 +33,7 @@ def answers_failures(callback: Callback) -> Callback:
     interaction failed"; answer them privately instead."""
 
     @functools.wraps(callback)
-    async def guarded(self: Any, interaction: discord.Interaction[PrefloopBot]) -> None:
+    async def guarded(self: Any, interaction: discord.Interaction) -> None:
         try:
             await callback(self, interaction)
         except Exception:
@@ -75,8 +73,8 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK):
         return cls(int(match["gen"]), int(match["idx"]))
 
     @answers_failures
-    async def callback(self, interaction: discord.Interaction[PrefloopBot]) -> None:
-        bot = interaction.client
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = bot_of(interaction)
         try:
             result = await bot.service.record_choice(
                 self.generation_id, bot.member(interaction.user), self.index
@@ -111,11 +109,11 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=REROLL):
         return cls(int(match["gen"]))
 
     @answers_failures
-    async def callback(self, interaction: discord.Interaction[PrefloopBot]) -> None:
-        bot = interaction.client
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = bot_of(interaction)
         member = bot.member(interaction.user)
 
-        async def submit(delivery: dict[str, Any]) -> Any:
+        async def submit(delivery: dict[str, Any]) -> Submitted:
             return await bot.service.reroll(self.generation_id, member, delivery=delivery)
 
         await bot.delivery.start(interaction, submit)
@@ -141,8 +139,8 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=FORGET):
         return cls(int(match["user"]))
 
     @answers_failures
-    async def callback(self, interaction: discord.Interaction[PrefloopBot]) -> None:
-        bot = interaction.client
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = bot_of(interaction)
         if interaction.user.id != self.user_id:
             await interaction.response.send_message("This button is not yours.", ephemeral=True)
             return

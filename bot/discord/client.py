@@ -56,8 +56,8 @@ async def on_command_error(
 
 
 class PrefloopBot(discord.Client):
-    """The gateway connection plus prefloop's platform; commands reach it as
-    ``interaction.client``."""
+    """The gateway connection plus prefloop's platform; commands and buttons reach it as
+    ``interaction.client``, typed as the `protocol.Bot` it is (see `protocol.bot_of`)."""
 
     frontend = Frontend.discord
 
@@ -73,7 +73,7 @@ class PrefloopBot(discord.Client):
         self.settings: Settings = platform.settings
         self.service = platform.service
         self.tree = command_tree(self)
-        self.delivery = Deliverer(self)
+        self.delivery = Deliverer(self, platform, self.frontend)
         self._listening: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:

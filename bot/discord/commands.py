@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot.discord import render
 from bot.discord.buttons import forget_view
-from bot.domain import GenerationOptions, Refusal
+from bot.discord.protocol import bot_of
+from bot.domain import GenerationOptions, Refusal, Submitted
 
-if TYPE_CHECKING:
-    pass
-
-Interaction = discord.Interaction["PrefloopBot"]
 MAX_SEED = 2**32 - 4
 
 
@@ -26,13 +23,13 @@ MAX_SEED = 2**32 - 4
     seed="Seed of the first image, to repeat a result",
 )
 async def imagine(
-    interaction: Interaction,
+    interaction: discord.Interaction,
     prompt: str,
     count: app_commands.Range[int, 2, 4] | None = None,
     negative: str | None = None,
     seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
 ) -> None:
-    bot = interaction.client
+    bot = bot_of(interaction)
     member = bot.member(interaction.user)
     options = GenerationOptions(negative_prompt=negative or "", seed=seed)
     try:  # the checks that need no database answer privately before anything is posted
@@ -43,22 +40,22 @@ async def imagine(
         await interaction.response.send_message(refusal.message, ephemeral=True)
         return
 
-    async def submit(delivery: dict[str, Any]) -> Any:
+    async def submit(delivery: dict[str, Any]) -> Submitted:
         return await bot.service.submit_prompt(member, prompt, count, options, delivery=delivery)
 
     await bot.delivery.start(interaction, submit)
 
 
 @app_commands.command(description="Your picks, the dataset's size and the active models.")
-async def stats(interaction: Interaction) -> None:
-    bot = interaction.client
+async def stats(interaction: discord.Interaction) -> None:
+    bot = bot_of(interaction)
     numbers = await bot.service.stats(bot.member(interaction.user))
     text = render.stats(numbers, base_model=bot.settings.generator.model)
     await interaction.response.send_message(text, ephemeral=True)
 
 
 @app_commands.command(name="forget-me", description="Delete your prompts and picks.")
-async def forget_me(interaction: Interaction) -> None:
+async def forget_me(interaction: discord.Interaction) -> None:
     await interaction.response.send_message(
         "This deletes every prompt you asked for (with its images) and every pick you made. "
         "It cannot be undone.",
@@ -68,7 +65,7 @@ async def forget_me(interaction: Interaction) -> None:
 
 
 @app_commands.command(name="help", description="What prefloop is and how to use it.")
-async def help_(interaction: Interaction) -> None:
+async def help_(interaction: discord.Interaction) -> None:
     await interaction.response.send_message(render.HELP, ephemeral=True)
 
 

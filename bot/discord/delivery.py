@@ -24,22 +24,22 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
+from bot.db.models import Frontend
 from bot.discord import render
 from bot.discord.buttons import reroll_view, result_view
+from bot.discord.protocol import Submit
 from bot.discord.uploads import DEFAULT_LIMIT, fit_for_upload
-from bot.domain import GenerationView, Refusal, Submitted
+from bot.domain import GenerationView, Refusal
 from bot.notify import GenerationEvent, NotificationListener, ProgressEvent
+from bot.runtime import Platform
 from bot.storage import StorageError
-
-if TYPE_CHECKING:
-    from bot.discord.client import PrefloopBot
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,18 @@ def only_pings(user_id: int) -> discord.AllowedMentions:
 
 
 class Deliverer:
-    """Posts what happens to Discord generations; one per bot."""
+    """Posts what happens to Discord generations; one per bot.
 
-    def __init__(self, bot: PrefloopBot) -> None:
-        self.bot = bot
-        self.service = bot.service
+    ``client`` is the bot's connection (it posts and fetches channels), ``platform`` its
+    service, settings and store; ``frontend`` the generations it answers.
+    """
+
+    def __init__(self, client: discord.Client, platform: Platform, frontend: Frontend) -> None:
+        self.client = client
+        self.platform = platform
+        self.settings = platform.settings.discord
+        self.service = platform.service
+        self.frontend = frontend
         # Per-generation locks live only while someone holds or waits for them.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._answered: OrderedDict[int, None] = OrderedDict()
@@ -88,7 +95,7 @@ class Deliverer:
         self._retries: dict[int, Retry] = {}  # results that failed to post
         self._undeleted: dict[tuple[int, int], dict[str, Any] | None] = {}  # to take down
         self.listener = NotificationListener(
-            bot.platform.database_url,
+            platform.database_url,
             on_generation=self.on_generation,
             on_progress=self.on_progress,
             on_connect=self.catch_up,
@@ -100,7 +107,7 @@ class Deliverer:
         retrying: asyncio.Task[None] | None = None
         try:
             while True:
-                await asyncio.sleep(self.bot.settings.discord.retry_interval)
+                await asyncio.sleep(self.settings.retry_interval)
                 retrying = asyncio.create_task(self._retry_round(), name="delivery retries")
                 await asyncio.shield(retrying)  # a stop lets the round finish (below)
         finally:
@@ -130,8 +137,8 @@ class Deliverer:
 
     async def start(
         self,
-        interaction: discord.Interaction[PrefloopBot],
-        submit: Callable[[dict[str, Any]], Awaitable[Submitted]],
+        interaction: discord.Interaction,
+        submit: Submit,
     ) -> None:
         """Acknowledge at once, queue the generation, and show its place in the queue."""
         deferred = await interaction.response.defer(thinking=True)
@@ -181,7 +188,7 @@ class Deliverer:
         """Answer every finished Discord generation that has not been shown yet (those that
         failed to post lately only once their wait is over)."""
         now = time.monotonic()
-        waiting = await self.service.undelivered(self.bot.frontend)
+        waiting = await self.service.undelivered(self.frontend)
         for gone in set(self._retries) - set(waiting):  # deleted meanwhile, or shown
             del self._retries[gone]
         for generation_id in waiting:
@@ -198,16 +205,16 @@ class Deliverer:
                 self._undeleted.pop((channel_id, message_id), None)
 
     async def on_generation(self, event: GenerationEvent) -> None:
-        if event.frontend == self.bot.frontend.value:
+        if event.frontend == self.frontend.value:
             await self.deliver(event.generation_id)
 
     async def on_progress(self, event: ProgressEvent) -> None:
         """Edit the progress text: at most every ``progress_interval`` seconds, never after
         the images, and not for the last step (the images follow at once)."""
         generation_id = event.generation_id
-        interval = self.bot.settings.discord.progress_interval
+        interval = self.settings.progress_interval
         if (
-            event.frontend != self.bot.frontend.value
+            event.frontend != self.frontend.value
             or event.step >= event.total
             or time.monotonic() - self._shown.get(generation_id, -interval) < interval
             or generation_id in self._answered
@@ -261,7 +268,7 @@ class Deliverer:
         """Back off: one retry interval after the first failure, twice as long after each
         next one, at most ``MAX_BACKOFF`` intervals."""
         tries = self._retries[generation_id].tries + 1 if generation_id in self._retries else 1
-        interval = self.bot.settings.discord.retry_interval
+        interval = self.settings.retry_interval
         wait = interval * min(2 ** (tries - 1), MAX_BACKOFF)
         self._retries[generation_id] = Retry(tries, time.monotonic() + wait)
         log.warning(
@@ -337,7 +344,7 @@ class Deliverer:
         files = []
         for image in view.images:
             try:
-                data = await self.bot.platform.storage.get(image.storage_key)
+                data = await self.platform.storage.get(image.storage_key)
             except StorageError as error:
                 log.error("generation %s image %s: %s", view.id, image.index + 1, error)
                 continue
@@ -428,10 +435,12 @@ class Deliverer:
             return None  # deleted meanwhile (a member asked to be forgotten)
 
     def _webhook(self, note: dict[str, Any]) -> discord.Webhook:
-        return discord.Webhook.partial(int(note["application_id"]), note["token"], client=self.bot)
+        return discord.Webhook.partial(
+            int(note["application_id"]), note["token"], client=self.client
+        )
 
     async def _channel(self, channel_id: int) -> Any:
-        return self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        return self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
 
 
 def _expired(note: dict[str, Any]) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
 
-from bot.domain import GenerationView, QueueStatus, Stats
+from bot.domain import GenerationView, QueueStatus, RetrainRunView, Stats
+from bot.registry import VersionView
 
 HELP = (
     "**prefloop** draws 2–4 images of your prompt; click **Pick** under the one you like "
@@ -159,7 +159,7 @@ def queue_status(status: QueueStatus) -> str:
     )
 
 
-def retrain_run(run: Any) -> str:
+def retrain_run(run: RetrainRunView | None) -> str:
     """One line on a retrain run: its stage and progress, or what it decided."""
     if run is None:
         return "No retrain has run yet."
@@ -174,7 +174,7 @@ def retrain_run(run: Any) -> str:
     return f"{head}: " + "; ".join(d.get("summary", "") for d in (run.outcome or {}).values())
 
 
-def models(versions: list[Any]) -> str:
+def models(versions: list[VersionView]) -> str:
     """The registered versions, newest first (at most 10), the active ones marked."""
     if not versions:
         return "No trained models are registered yet; the generator runs without an adapter."

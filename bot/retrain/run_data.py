@@ -22,6 +22,7 @@ from sqlalchemy import select
 from bot.db.models import RetrainRun
 from bot.export.layout import LOCK, PARTIAL, fsync_dir
 from bot.retrain.requests import UNFINISHED
+from training.run_folder import resume_dir
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 DATA = "data"
 SELECTION = Path("adapter") / "selection.jsonl"  # lists the export's images and prompts
 # Resume points of a stage's training: stale once the data they were trained on is gone.
-RESUME_POINTS = {"hps": Path("hps") / "model" / ".resume",
-                 "adapter": Path("adapter") / "adapter" / ".resume"}  # fmt: skip
+RESUME_POINTS = {"hps": resume_dir(Path("hps") / "model"),
+                 "adapter": resume_dir(Path("adapter") / "adapter")}  # fmt: skip
 
 
 def runs_folder(data_dir: Path) -> Path:

@@ -4,11 +4,11 @@ One ``retrain`` job runs the stages in order and records each in ``retrain_runs`
 last progress line, outcome), so ``prefloop jobs`` and ``/admin status`` can show it:
 
 1. ``export``: a snapshot of the picks into the run's folder (the export code);
-2. ``hps``: ``python -m training.retrain hps`` fits a candidate from the active HPS (or
+2. ``hps``: ``python -m training gate hps`` fits a candidate from the active HPS (or
    the configured base CLIP) and evaluates it, the active one and the base on the same
    test split; it is promoted only when its top-1 beats the active one's by
    ``hps_margin`` and beats the base's;
-3. ``adapter``: ``python -m training.retrain adapt`` selects with the (now) active HPS,
+3. ``adapter``: ``python -m training gate adapt`` selects with the (now) active HPS,
    trains an adapter and pits it against the serving adapter (or the bare base) on the
    same held-out prompts and seeds; promoted only when its win rate reaches
    ``adapter_min_win_rate`` and its mean HPS gain is positive;
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shlex
@@ -52,6 +51,7 @@ from bot.retrain.run_data import (
     remove_run_data,
     run_folder,
 )
+from training.run_folder import GATE, read_gate
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
@@ -269,14 +269,13 @@ class Retrain:
         }
 
     async def _stage(self, stage: str, args: list[str], out: Path) -> dict[str, Any]:
-        """Run a training stage in a subprocess; its gate.json, or StageFailed."""
+        """Run a training stage in a subprocess; its gate figures, or StageFailed."""
         from bot.gpu import training_turn
 
-        gate_path = out / "gate.json"
         await self._update(stage=stage, progress=None)
         self._last_progress = 0.0  # the stage's first line shows at once
         with contextlib.suppress(OSError, ValueError):  # done before a restart
-            return dict(json.loads(gate_path.read_text("utf-8")))
+            return read_gate(out)
         config = self.settings.retrain
         command = [
             *trainer_command(self.settings),
@@ -296,10 +295,10 @@ class Retrain:
                 f"{stage}: the trainer exited with code {code}: {last} (log: {out / 'stage.log'})"
             )
         try:
-            return dict(json.loads(gate_path.read_text("utf-8")))
+            return read_gate(out)
         except (OSError, ValueError) as error:
             raise StageFailed(
-                f"{stage}: the trainer wrote no readable {gate_path}: {error}"
+                f"{stage}: the trainer wrote no readable {out / GATE}: {error}"
             ) from None
 
     async def _subprocess(self, command: list[str], log_path: Path) -> tuple[int, list[str]]:
@@ -402,6 +401,7 @@ def trainer_command(settings: Settings) -> list[str]:
             "--num_processes",
             str(config.gpus),
             "-m",
-            "training.retrain",
+            "training",
+            "gate",
         ]
-    return [sys.executable, "-m", "training.retrain"]
+    return [sys.executable, "-m", "training", "gate"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from bot.domain import Refusal, UserRef
 from bot.generation import GenerationRunner
 from bot.registry import ModelRegistry
 from tests.support.adapters import lora_adapter
+from training.run_folder import write_info
 
 
 async def test_promote_and_roll_back(platform: Any) -> None:
@@ -86,7 +86,7 @@ async def test_the_models_command_registers_promotes_and_rolls_back(
     env = cli_env(database_url=platform.database_url, data_dir=str(tmp_path / "data"))
     folder = tmp_path / "hps-1"
     folder.mkdir()
-    (folder / "prefloop.json").write_text(json.dumps({"metrics": {"test_top1": 0.41}}))
+    write_info(folder, {"metrics": {"test_top1": 0.41}})
 
     registered = prefloop("models", "register", "hps", "hps-1", env=env, cwd=tmp_path)
     assert registered.returncode == 0 and "registered hps version 1" in registered.stdout

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from training.run_folder import write_info
 
 
 def lora_adapter(tiny_model: Path, folder: Path) -> Path:
@@ -17,5 +18,5 @@ def lora_adapter(tiny_model: Path, folder: Path) -> Path:
     pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"]))
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
-    (folder / "prefloop.json").write_text(json.dumps({"negative_prompt": "Weird image."}))
+    write_info(folder, {"negative_prompt": "Weird image."})
     return folder

@@ -1,6 +1,7 @@
-"""A stand-in for ``python -m training.retrain`` that writes the figures a test asks for.
+"""A stand-in for ``python -m training gate`` that writes the figures a test asks for.
 
-It takes the stage's real arguments, and writes ``gate.json`` in ``--out`` from the
+It takes the stage's real arguments (and checks that the real trainer's command line
+takes them too), and writes the gate file in ``--out`` from the
 JSON in ``PREFLOOP_TEST_GATES`` (keyed by stage), so the platform's gates, registry and
 records can be tested without training; ``crash`` as a stage's value exits non-zero,
 ``hang`` sleeps until it is stopped. Like the real trainers it refuses to go on from a
@@ -17,9 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from training.__main__ import build_parser
+from training.run_folder import resume_dir, write_gate
+
 
 def main() -> int:
     stage, args = sys.argv[1], sys.argv[2:]
+    build_parser().parse_args(["gate", stage, *args])  # exits 2 on what the trainer refuses
     out = Path(args[args.index("--out") + 1])
     manifest = Path(args[args.index("--data") + 1]) / "manifest.json"
     model = out / ("adapter" if stage == "adapt" else "model")  # as the real stages name it
@@ -27,7 +32,7 @@ def main() -> int:
     print(f"{stage}: step 1/1", flush=True)
     if figures == "hang":  # a long stage: until the test stops it
         time.sleep(600)
-    if (model / ".resume").exists():
+    if resume_dir(model).exists():
         print(f"{model} holds an unfinished run with other settings or data", flush=True)
         return 4
     if figures == "crash":
@@ -40,7 +45,7 @@ def main() -> int:
     created = json.loads(manifest.read_text())["created_at"] if manifest.is_file() else None
     gate = {"stage": stage, "model": str(model), "args": args,
             "data_created_at": created, **figures}  # fmt: skip
-    (out / "gate.json").write_text(json.dumps(gate))
+    write_gate(out, gate)
     return 0
 
 

@@ -23,6 +23,7 @@ from training.adapt.select import (
     write_manifest,
 )
 from training.generator import Generator, GeneratorLoadError
+from training.run_folder import read_info
 
 
 class FixedScores:
@@ -90,7 +91,7 @@ def test_the_adapter_trains_loads_in_stock_diffusers_and_carries_its_negative_pr
     assert {s.label for s in selection} == {"positive", "negative"}
     out = adapt_generator(_config(tiny_model, tmp_path / "lora"), selection)
 
-    info = json.loads((out / "prefloop.json").read_text())
+    info = read_info(out)
     metrics = info["metrics"]
     assert metrics["fixed_batch_loss_after"] < metrics["fixed_batch_loss_before"]
     assert info["negative_prompt"] == WEIRD.strip() and info["base"] == str(tiny_model)
@@ -146,7 +147,7 @@ def test_closed_loop_the_adapted_generator_wins_under_the_preference_that_chose(
     assert len(chosen) >= 16
     config = AdaptConfig(out=tmp_path / "lora", base=str(tiny_model), cache_dir=tiny_model.parent)
     out = adapt_generator(config, chosen)
-    assert json.loads((out / "prefloop.json").read_text())["hyperparameters"]["steps"] == 300
+    assert read_info(out)["hyperparameters"]["steps"] == 300
     adapted = Generator.load(str(tiny_model), cache_dir=tiny_model.parent, device="cpu",
                              safety_checker=False, adapter=out)  # fmt: skip
     held_out = [f"held out prompt {i}" for i in range(20)]
@@ -234,7 +235,7 @@ def test_regularisation_pairs_are_mixed_in(
         _config(tiny_model, tmp_path / "lora", regularization=pairs, regularization_ratio=0.5),
         selection,
     )
-    info = json.loads((out / "prefloop.json").read_text())
+    info = read_info(out)
     assert info["selection"]["regularization"] == 3
     assert info["selection"]["items"] == len(selection)
     assert info["hyperparameters"]["regularization_ratio"] == 0.5

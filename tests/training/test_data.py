@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from training.data import DatasetError, main, read_preferences, read_train_test
+from training.__main__ import main
+from training.data import DatasetError, read_preferences, read_train_test
 
 
 def _image(path: Path, colour: tuple[int, int, int]) -> None:
@@ -161,9 +162,9 @@ def test_the_command_line_summary(tmp_path: Path, capsys: pytest.CaptureFixture[
     entry = {"id": 1, "prompt": "ok", "file_path": ["1_0.png", "1_1.png"], "human_preference": 0}
     _write(tmp_path / "preference_train.json", [entry, {**entry, "id": 2, "human_preference": 9}])
     _write(tmp_path / "preference_test.json", [])
-    assert main([str(tmp_path)]) == 0
+    assert main(["data", str(tmp_path)]) == 0
     assert (
         "1 examples (train 1); images per example: {2: 1}; 1 malformed" in capsys.readouterr().out
     )
-    assert main([str(tmp_path), "--strict"]) == 1
+    assert main(["data", str(tmp_path), "--strict"]) == 1
     assert "entry 2" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from training.data import read_preferences
 from training.hps import HPSLoadError, HPSScorer, load_clip, save_checkpoint
 from training.hps.evaluate import credits, evaluate, random_baseline, write_report
 from training.hps.fit import FitConfig, FitError, fit_hps
+from training.run_folder import read_info, resume_dir, resume_point
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +125,13 @@ def test_fitting_the_tiny_preset_learns_the_rule(
     out = fit_hps(FitConfig(out=tmp_path / "hps", base="tiny", cache_dir=cache), train, test)
 
     after = evaluate(HPSScorer.load(str(out)), test.examples, bootstrap=200)
-    info = json.loads((out / "prefloop.json").read_text())
+    info = read_info(out)
     print(f"held-out top-1: before {before.top1:.1%}, after {after.top1:.1%}, chance {chance:.1%}")
     assert before.top1 < chance + 0.15
     assert after.top1 >= 0.9 and after.top1_ci is not None and after.top1_ci[0] > chance
     assert info["metrics"]["test_top1"] == pytest.approx(after.top1)
     assert info["hyperparameters"]["lr"] == 2e-3  # the preset's defaults, no flag given
-    assert info["finished"] and not (out / ".resume").exists()
+    assert info["finished"] and not resume_dir(out).exists()
     with pytest.raises(FitError, match="already holds a trained model"):
         fit_hps(FitConfig(out=out, base="tiny", cache_dir=cache), train)
 
@@ -153,7 +154,7 @@ def test_a_resumed_fit_ends_where_an_uninterrupted_one_does(
 
     with pytest.raises(KeyboardInterrupt):
         fit_hps(config("resumed"), train, on_step=interrupt)
-    assert (tmp_path / "resumed" / ".resume" / "state.pt").exists()
+    assert resume_point(tmp_path / "resumed").exists()
     with pytest.raises(FitError, match="unfinished run with other settings"):
         fit_hps(config("resumed", lr=1e-4), train)
     steps: list[int] = []
@@ -179,8 +180,8 @@ def test_a_resume_point_runs_no_code_when_loaded(
     train.examples = train.examples[:16]
     out = tmp_path / "hps"
     marker = tmp_path / "code ran"
-    (out / ".resume").mkdir(parents=True)
-    torch.save({"run": {}, "step": 1, "payload": _Planted(marker)}, out / ".resume" / "state.pt")
+    resume_dir(out).mkdir(parents=True)
+    torch.save({"run": {}, "step": 1, "payload": _Planted(marker)}, resume_point(out))
     config = FitConfig(out=out, base="tiny", cache_dir=cache, epochs=1.0, batch_size=8)
     with pytest.raises(FitError, match=r"state\.pt is not a resume point that loads safely"):
         fit_hps(config, train)

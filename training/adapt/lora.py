@@ -8,17 +8,13 @@ captions' text embeddings are computed once before training, not at every step.
 Every step draws its samples, noise and timesteps from a generator seeded by (seed, step,
 process), so a run is reproducible and a resumed run replays exactly what the
 uninterrupted one would have done. One entry point on a CPU, a GPU or many:
-``accelerate launch -m training.adapt.lora …``.
+``python -m training adapt …``, or ``accelerate launch -m training adapt …``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import logging
-import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,14 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from training.adapt import WEIRD
-from training.adapt.select import Selected, pool_from_folder, read_manifest
+from training.adapt.select import Selected, pool_from_folder
 from training.generator import model_source
 from training.presets import preset_of
-from training.runs import load_resume_point, plain, progress_bar, save_resume_point
+from training.run_folder import (
+    forget_resume_point,
+    is_finished,
+    load_resume_point,
+    plain,
+    progress_bar,
+    save_resume_point,
+    write_info,
+)
 
 log = logging.getLogger(__name__)
 
-RESUME = ".resume"
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 PAPER: dict[str, Any] = {
     "rank": 4,
@@ -70,7 +73,7 @@ class AdaptConfig:
     save_every: int = 0  # steps between resume points; 0 = about 10 per run
     device: str = "auto"
     cache_dir: Path | None = None
-    hps: str | None = None  # recorded in prefloop.json
+    hps: str | None = None  # recorded in the run folder's info
     selection_hash: str | None = None
 
     def resolved(self) -> dict[str, Any]:
@@ -192,9 +195,7 @@ def adapt_generator(
     from peft import LoraConfig
 
     out = Path(config.out)
-    info_path = out / "prefloop.json"
-    finished = info_path.is_file() and not (out / RESUME).exists()
-    if finished and json.loads(info_path.read_text("utf-8")).get("finished"):
+    if is_finished(out):
         raise AdaptError(f"{out} already holds a trained adapter; choose a new folder")
     pairs = captions(selection)
     if not pairs:
@@ -256,12 +257,11 @@ def adapt_generator(
                                    accelerator.device, weight_dtype))  # fmt: skip
 
     step, losses = 0, []
-    state_path = out / RESUME / "state.pt"
-    if state_path.is_file():
-        try:
-            saved = load_resume_point(state_path)
-        except ValueError as error:
-            raise AdaptError(str(error)) from None
+    try:
+        saved = load_resume_point(out)
+    except ValueError as error:
+        raise AdaptError(str(error)) from None
+    if saved is not None:
         if saved["run"] != plain(run):
             raise AdaptError(f"{out} holds an unfinished run with other settings or data; "
                              "resume it with the same ones, or choose a new folder")  # fmt: skip
@@ -293,7 +293,7 @@ def adapt_generator(
         progress.update(1)
         progress.set_postfix(loss=f"{value:.4f}")
         if step % save_every == 0 and step < total and accelerator.is_main_process:
-            _save_state(state_path, accelerator, unet, optimizer, step, losses, before, run)
+            _save_state(out, accelerator, unet, optimizer, step, losses, before, run)
         if on_step is not None:
             on_step(step, value)
     progress.close()
@@ -316,8 +316,8 @@ def adapt_generator(
             "negative_prompt": WEIRD.strip(),
             "finished": True,
         }  # fmt: skip
-        info_path.write_text(json.dumps(info, indent=2, default=str))
-        shutil.rmtree(out / RESUME, ignore_errors=True)
+        write_info(out, info)
+        forget_resume_point(out)
     accelerator.wait_for_everyone()
     return out
 
@@ -344,46 +344,11 @@ def _write_adapter(unet: Any, out: Path) -> None:
     StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=layers, safe_serialization=True)
 
 
-def _save_state(path: Path, accelerator: Any, unet: Any, optimizer: Any, step: int,
+def _save_state(out: Path, accelerator: Any, unet: Any, optimizer: Any, step: int,
                 losses: list[float], before: float, run: dict[str, Any]) -> None:  # fmt: skip
     scaler = accelerator.scaler
     state = {"lora": _lora_state(accelerator.unwrap_model(unet)),
              "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
              "before": before, "run": plain(run),
              "scaler": scaler.state_dict() if scaler is not None else None}  # fmt: skip
-    save_resume_point(state, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.adapt.lora`` (or under ``accelerate launch -m``)."""
-    parser = argparse.ArgumentParser(
-        prog="training.adapt.lora", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--selection", type=Path, required=True, help="selection .jsonl")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--base", default="CompVis/stable-diffusion-v1-4")
-    for name in PAPER:
-        kind = float if name in {"lr", "weight_decay"} else int
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--regularization", type=Path, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mixed-precision", default="auto")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = AdaptConfig(out=args.out, base=args.base, grad_accum=args.grad_accum,
-                         regularization=args.regularization, seed=args.seed,
-                         mixed_precision=args.mixed_precision,
-                         **{name: getattr(args, name) for name in PAPER})  # fmt: skip
-    text = args.selection.read_text("utf-8")
-    config.selection_hash = hashlib.sha256(text.encode()).hexdigest()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.selection.resolve() != (args.out / "selection.jsonl").resolve():
-        (args.out / "selection.jsonl").write_text(text, encoding="utf-8")
-    out = adapt_generator(config, read_manifest(args.selection))
-    print(json.dumps(json.loads((out / "prefloop.json").read_text())["metrics"], indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    save_resume_point(out, state)

@@ -6,18 +6,17 @@ AdamW with lr 1.7e-5 and weight decay 3.1e-3, 5 instances a batch, 1 epoch, a co
 schedule. A preset or checkpoint may carry defaults of its own (``prefloop.json``'s
 ``training``): a randomly initialised toy needs far more steps at a far higher rate.
 
-One entry point on one CPU, one GPU or many: ``accelerate launch -m training.hps.fit …``
-runs the same code data-parallel. On the CPU a run is deterministic for its seed, and an
-interrupted run resumes from its last saved step to the same result.
+One entry point on one CPU, one GPU or many: ``python -m training fit-hps …``;
+``accelerate launch -m training fit-hps …`` runs the same code data-parallel. On the CPU
+a run is deterministic for its seed, and an interrupted run resumes from its last saved
+step to the same result.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from training.data import PreferenceData, read_train_test
+from training.data import PreferenceData
 from training.hps.batches import (
     PreferenceDataset,
     batch_loss,
@@ -35,11 +34,18 @@ from training.hps.batches import (
     set_trainable,
 )
 from training.hps.model import load_clip, save_checkpoint
-from training.runs import load_resume_point, plain, progress_bar, save_resume_point
+from training.run_folder import (
+    forget_resume_point,
+    is_finished,
+    load_resume_point,
+    plain,
+    progress_bar,
+    save_resume_point,
+    write_info,
+)
 
 log = logging.getLogger(__name__)
 
-RESUME = ".resume"
 PAPER: dict[str, Any] = {
     "lr": 1.7e-5,
     "weight_decay": 3.1e-3,
@@ -122,10 +128,8 @@ def fit_hps(
     from accelerate.utils import InitProcessGroupKwargs, set_seed
 
     out = Path(config.out)
-    if (out / "prefloop.json").is_file() and not (out / RESUME).exists():
-        info = json.loads((out / "prefloop.json").read_text("utf-8"))
-        if info.get("finished"):
-            raise FitError(f"{out} already holds a trained model; choose a new folder")
+    if is_finished(out):
+        raise FitError(f"{out} already holds a trained model; choose a new folder")
     if len(train) == 0:
         raise FitError("the training data has no usable instances")
 
@@ -155,7 +159,6 @@ def fit_hps(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     save_every = config.save_every or max(1, total // 10)
 
-    state_path = out / RESUME / "state.pt"
     # What must match for a resumed run to replay the same batches and steps.
     run = {
         "hyper": hyper,
@@ -166,11 +169,11 @@ def fit_hps(
         "mixed_precision": accelerator.mixed_precision,
     }
     step, losses = 0, []
-    if state_path.is_file():
-        try:
-            saved = load_resume_point(state_path)
-        except ValueError as error:
-            raise FitError(str(error)) from None
+    try:
+        saved = load_resume_point(out)
+    except ValueError as error:
+        raise FitError(str(error)) from None
+    if saved is not None:
         if saved["run"] != plain(run):
             raise FitError(
                 f"{out} holds an unfinished run with other settings or data; "
@@ -216,8 +219,7 @@ def fit_hps(
             progress.update(1)
             progress.set_postfix(loss=f"{value:.4f}")
             if step % save_every == 0 and step < total:
-                _save_state(accelerator, model, optimizer, scheduler, state_path, step, losses,
-                            run)  # fmt: skip
+                _save_state(accelerator, model, optimizer, scheduler, out, step, losses, run)
             if on_step is not None:
                 on_step(step, value)
             if step >= total:
@@ -246,19 +248,19 @@ def fit_hps(
             "finished": True,
         }  # fmt: skip
         save_checkpoint(clip, out, info)  # saved first: evaluation cannot lose the model
-        _remove_state(out)
+        forget_resume_point(out)
         if test is not None and len(test):
             from training.hps.evaluate import evaluate
             from training.hps.scorer import HPSScorer
 
             result = evaluate(HPSScorer(clip), test.examples, bootstrap=0)
             metrics.update(test_top1=result.top1, test_pairwise=result.pairwise)
-            (out / "prefloop.json").write_text(json.dumps(info, indent=2, default=str))
+            write_info(out, info)
     accelerator.wait_for_everyone()
     return out
 
 
-def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, path: Path,
+def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, out: Path,
                 step: int, losses: list[float], run: dict[str, Any]) -> None:  # fmt: skip
     """A resume point, written atomically by the main process."""
     if not accelerator.is_main_process:
@@ -273,40 +275,4 @@ def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pa
         "losses": losses,
         "run": plain(run),
     }
-    save_resume_point(state, path)
-
-
-def _remove_state(out: Path) -> None:
-    import shutil
-
-    shutil.rmtree(out / RESUME, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.hps.fit`` (or ``accelerate launch -m training.hps.fit``)."""
-    parser = argparse.ArgumentParser(prog="training.hps.fit", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder (export)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--base", default="ViT-L-14:openai")
-    for name in PAPER:
-        kind = float if name in {"lr", "weight_decay", "epochs"} else int
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
-    parser.add_argument("--strict", action="store_true", help="refuse malformed entries")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = FitConfig(
-        out=args.out, base=args.base, grad_accum=args.grad_accum, seed=args.seed,
-        mixed_precision=args.mixed_precision,
-        **{name: getattr(args, name) for name in PAPER},
-    )  # fmt: skip
-    train, test = read_train_test(args.data, strict=args.strict)
-    out = fit_hps(config, train, test)
-    print(json.dumps(json.loads((out / "prefloop.json").read_text())["metrics"], indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    save_resume_point(out, state)

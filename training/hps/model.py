@@ -4,7 +4,7 @@ Sources (``load_clip(source)``):
 
 - a preset name (``tiny``): written to the cache folder once, then loaded from there;
 - a checkpoint folder: ``open_clip_config.json`` + weights (what ``fit_hps`` writes, and
-  what stock open_clip loads as ``local-dir:FOLDER``), with ``prefloop.json`` beside;
+  what stock open_clip loads as ``local-dir:FOLDER``), with its run info beside;
 - ``ARCH:TAG``: an open_clip architecture with pretrained weights, e.g. ``ViT-L-14:openai``
   (the HPS paper's base) or ``ViT-H-14:laion2b_s32b_b79k`` (HPS v2's), downloaded once;
 - ``ARCH:FILE`` or a bare ``FILE``: a checkpoint file. The original HPS v1 checkpoint
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.presets import PREFLOOP_INFO, TINY_CLIP, is_clip_preset, save_clip_preset
+from training.presets import TINY_CLIP, is_clip_preset, save_clip_preset
+from training.run_folder import read_info, write_info
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class ClipModel:
     source: str
     model_cfg: dict[str, Any]
     preprocess_cfg: dict[str, Any] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)  # prefloop.json: base, training …
+    info: dict[str, Any] = field(default_factory=dict)  # run info: base, training …
 
 
 def load_clip(source: str, *, device: str = "cpu", cache_dir: Path | None = None) -> ClipModel:
@@ -185,11 +186,10 @@ def _load_folder(folder: Path) -> ClipModel:
             f"{config_path} describes no model prefloop can build: {error}"
         ) from None
     load_weights(model, read_state_dict(weights), weights)
-    info_path = folder / PREFLOOP_INFO
     try:
-        info = json.loads(info_path.read_text("utf-8")) if info_path.is_file() else {}
+        info = read_info(folder)
     except ValueError as error:
-        raise HPSLoadError(f"{info_path} is not valid JSON: {error}") from None
+        raise HPSLoadError(str(error)) from None
     return ClipModel(model, preprocess, tokenizer, str(folder), model_cfg, preprocess_cfg, info)
 
 
@@ -292,7 +292,7 @@ def _architecture_of(state: dict[str, Any], path: Path) -> str:
 
 
 def save_checkpoint(clip: ClipModel, folder: Path, info: dict[str, Any]) -> Path:
-    """Write ``clip`` as a folder stock open_clip loads (``local-dir:``), plus prefloop.json."""
+    """Write ``clip`` as a folder stock open_clip loads (``local-dir:``), plus its info."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -301,5 +301,5 @@ def save_checkpoint(clip: ClipModel, folder: Path, info: dict[str, Any]) -> Path
     (folder / CONFIG).write_text(
         json.dumps({"model_cfg": clip.model_cfg, "preprocess_cfg": clip.preprocess_cfg}, indent=2)
     )
-    (folder / PREFLOOP_INFO).write_text(json.dumps(info, indent=2, default=str))
+    write_info(folder, info)
     return folder

@@ -26,6 +26,7 @@ from tests.support.aio import eventually
 from tests.support.cli import cli_env, prefloop
 from tests.support.retrain import TRAINER, WIN, scripted_gates
 from tests.support.synthetic import seed_picks
+from training.run_folder import GATE, resume_point
 
 
 def _use(platform: Platform, monkeypatch: pytest.MonkeyPatch, gates: dict[str, Any]) -> None:
@@ -55,7 +56,7 @@ def _assert_data_gone_and_figures_kept(platform: Platform, run_id: int) -> None:
     left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
     assert not [p for p in left if p.startswith(("data", ".data"))], left
     assert "adapter/selection.jsonl" not in left
-    for kept in ("hps/gate.json", "hps/stage.log", "hps/model"):
+    for kept in (f"hps/{GATE}", "hps/stage.log", "hps/model"):
         assert kept in left
 
 
@@ -199,9 +200,9 @@ async def test_a_resumed_run_whose_copy_is_half_gone_exports_again(
     request = await _stopped_in_the_adapter_stage(platform, monkeypatch)
     folder = platform.settings.data_dir / "retrain" / f"run-{request.run_id}"
     (folder / "data" / "manifest.json").unlink()  # what is left looks like no export
-    stale = folder / "adapter" / "adapter" / ".resume"
-    stale.mkdir(parents=True)
-    (stale / "state.pt").write_bytes(b"trained on the copy that is gone")
+    stale = resume_point(folder / "adapter" / "adapter")
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"trained on the copy that is gone")
 
     _use(platform, monkeypatch, scripted_gates(0.6, 0.9))
     await Retrain(platform, request.run_id).run()
@@ -240,7 +241,7 @@ async def test_runs_abandoned_for_good_lose_their_copy_too(
         run = await session.get(RetrainRun, request.run_id)
     assert run is not None and run.status == "failed"
     assert not (folder / "data").exists() and not list(folder.glob(".data*"))
-    assert (folder / "hps" / "gate.json").is_file()
+    assert (folder / "hps" / GATE).is_file()
 
 
 async def test_no_picks_fail_the_export_stage_clearly(
@@ -306,10 +307,10 @@ def test_stages_run_under_accelerate_on_several_gpus() -> None:
     from bot.retrain import trainer_command
 
     one = trainer_command(load_settings(_env_file=None))
-    assert one == [sys.executable, "-m", "training.retrain"]
+    assert one == [sys.executable, "-m", "training", "gate"]
     many = trainer_command(load_settings(_env_file=None, retrain={"gpus": 4}))
     assert many[1:] == ["-m", "accelerate.commands.launch", "--num_processes", "4",
-                        "-m", "training.retrain"]  # fmt: skip
+                        "-m", "training", "gate"]  # fmt: skip
     custom = load_settings(_env_file=None, retrain={"trainer": ["/opt/train.sh"]})
     assert trainer_command(custom) == ["/opt/train.sh"]
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import text
 
-from bot.cli_support import cli_settings, console, err, with_platform
-from bot.cli_support import run as run_command
+from bot.cli.support import cli_settings, console, err, with_platform
+from bot.cli.support import run as run_command
+
+if TYPE_CHECKING:
+    from bot.retrain.follow import RunState
+    from bot.runtime import Platform
 
 
 def retrain(
@@ -21,12 +24,12 @@ def retrain(
 ) -> None:
     """Queue a retrain: export, refit HPS, re-adapt the generator, promote what wins."""
     from bot.retrain import request_retrain
+    from bot.retrain.follow import follow_run
 
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
-        request = await request_retrain(platform.sessions, trigger="cli",
-                                        requested_by="cli")  # fmt: skip
+    async def go(platform: Platform) -> None:
+        request = await request_retrain(platform.sessions, trigger="cli", requested_by="cli")
         if request.created:
             console.print(f"retrain {request.run_id} queued (job {request.job_id})")
         else:
@@ -40,66 +43,44 @@ def retrain(
             err.print("[yellow]no worker is running: start `prefloop run` to run it[/]")
         try:
             async with asyncio.timeout(timeout):
-                status = await _follow(platform, request.run_id)
+                ended = await follow_run(platform.sessions, request.run_id, on_change=_show)
         except TimeoutError:
             err.print(f"[yellow]gave up waiting; `prefloop jobs` shows retrain {request.run_id}[/]")
             raise typer.Exit(1) from None
-        if status != "succeeded":
+        for summary in ended.summaries:
+            console.print(summary, markup=False, highlight=False)
+        if ended.error:
+            console.print(f"failed: {ended.error}", markup=False, highlight=False)
+        if ended.status != "succeeded":
             raise typer.Exit(1)
 
     run_command(with_platform(settings, go))
 
 
-async def _follow(platform: Any, run_id: int) -> str:
-    from bot.db.models import RetrainRun
-
-    shown: tuple[Any, ...] = ()
-    while True:
-        async with platform.sessions() as session:
-            run = await session.get(RetrainRun, run_id)
-        assert run is not None
-        now = (run.status, run.stage, run.progress)
-        if now != shown:
-            shown = now
-            err.print(f"retrain {run_id}: {run.status}"
-                      + (f", {run.stage}" if run.stage else "")
-                      + (f": {run.progress}" if run.progress else ""),
-                      markup=False, highlight=False)  # fmt: skip
-        if run.status not in ("queued", "running"):
-            for decision in (run.outcome or {}).values():
-                console.print(decision.get("summary", ""), markup=False, highlight=False)
-            if run.error:
-                console.print(f"failed: {run.error}", markup=False, highlight=False)
-            return str(run.status)
-        await asyncio.sleep(1.0)
+def _show(state: RunState) -> None:
+    stage = f", {state.stage}" if state.stage else ""
+    progress = f": {state.progress}" if state.progress else ""
+    line = f"retrain {state.run_id}: {state.status}{stage}{progress}"
+    err.print(line, markup=False, highlight=False)
 
 
 def jobs(
     last: Annotated[int, typer.Option(help="How many past retrain runs to list.")] = 5,
 ) -> None:
     """Queued and running jobs, and the retrain runs: stage, progress, outcome."""
+    from bot.jobs.status import unfinished_jobs
     from bot.retrain import runs
 
     settings = cli_settings()
 
-    async def go(platform: Any) -> None:
-        async with platform.sessions() as session:
-            rows = (
-                await session.execute(
-                    text(
-                        "SELECT id, queue_name, task_name, status, attempts, scheduled_at, "
-                        "(SELECT max(at) FROM procrastinate_events e WHERE e.job_id = j.id) "
-                        "FROM procrastinate_jobs j WHERE status IN ('todo', 'doing') "
-                        "ORDER BY id"
-                    )
-                )
-            ).all()
-        table = Table(title=f"{len(rows)} queued or running jobs")
+    async def go(platform: Platform) -> None:
+        queued = await unfinished_jobs(platform.sessions)
+        table = Table(title=f"{len(queued)} queued or running jobs")
         for column in ("job", "queue", "task", "status", "tries", "since"):
             table.add_column(column)
-        for job_id, queue, task, status, attempts, _, since in rows:
-            when = f"{since:%Y-%m-%d %H:%M:%S}" if since else ""
-            table.add_row(str(job_id), queue, task, status, str(attempts), when)
+        for job in queued:
+            when = f"{job.since:%Y-%m-%d %H:%M:%S}" if job.since else ""
+            table.add_row(str(job.id), job.queue, job.task, job.status, str(job.attempts), when)
         console.print(table)
         history = await runs(platform.sessions, last)
         table = Table(title="retrain runs")
@@ -113,8 +94,7 @@ def jobs(
             else:
                 detail = "; ".join(d.get("summary", "") for d in (run.outcome or {}).values())
             started = f"{run.started_at:%Y-%m-%d %H:%M:%S}" if run.started_at else ""
-            table.add_row(str(run.id), run.trigger, run.status, run.stage or "", detail,
-                          started)  # fmt: skip
+            table.add_row(str(run.id), run.trigger, run.status, run.stage or "", detail, started)
         console.print(table)
 
     run_command(with_platform(settings, go))

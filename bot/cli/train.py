@@ -6,15 +6,16 @@ looks up the active HPS in the database, when there is one, to compare against i
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from bot.cli_support import cli_settings, console, err, plain_errors
+from bot.cli.support import cli_settings, console, err, plain_errors
+
+if TYPE_CHECKING:
+    from training.hps import HPSScorer
 
 train_app = typer.Typer(help="Train models on an exported dataset.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate models on an exported dataset.", no_args_is_help=True)
@@ -84,10 +85,11 @@ def train_hps(
 ) -> None:
     """Refit HPS on a dataset; an interrupted run resumes when started again.
 
-    On several GPUs: accelerate launch -m training.hps.fit --data … --out … (same code).
+    On several GPUs: accelerate launch -m training fit-hps --data … --out … (same code).
     """
     from training.data import read_train_test
     from training.hps.fit import FitConfig, fit_hps
+    from training.run_folder import read_info
 
     config = FitConfig(
         out=out, base=base, lr=lr, epochs=epochs, batch_size=batch_size,
@@ -98,7 +100,7 @@ def train_hps(
     with plain_errors():
         train, test = read_train_test(data, strict=strict)
         folder = fit_hps(config, train, test)
-    metrics = json.loads((folder / "prefloop.json").read_text())["metrics"]
+    metrics = read_info(folder)["metrics"]
     held_out = (
         f"; held-out top-1 {metrics['test_top1']:.1%}"
         if metrics.get("test_top1") is not None
@@ -166,7 +168,7 @@ def eval_hps(
     console.print(f"report: {out / 'report.md'}", markup=False, highlight=False)
 
 
-def _base_of(scorer: Any) -> str | None:
+def _base_of(scorer: HPSScorer) -> str | None:
     base = scorer.clip.info.get("base")
     if isinstance(base, str) and base.startswith("preset:"):
         return base.removeprefix("preset:")
@@ -175,7 +177,7 @@ def _base_of(scorer: Any) -> str | None:
 
 def _active_hps() -> str | None:
     """The active HPS's location, from the database; None (with a note) when unavailable."""
-    from bot.cli_support import active_model
+    from bot.cli.support import active_model
 
     try:
         return active_model("hps")
@@ -214,48 +216,34 @@ def train_adapt(
 ) -> None:
     """Select HPS-confident positives and negatives, then fine-tune a LoRA on them.
 
-    On several GPUs: accelerate launch -m training.adapt.lora --selection OUT/selection.jsonl …
+    On several GPUs: accelerate launch -m training adapt --selection OUT/selection.jsonl …
     """
-    from training.adapt.lora import AdaptConfig, adapt_generator
-    from training.adapt.select import (
-        pool_from_export,
-        pool_from_folder,
-        read_manifest,
-        select,
-        write_manifest,
-    )
-    from training.hps import HPSScorer
+    from training.adapt.lora import AdaptConfig
+    from training.adapt.pipeline import Selection, readapt
+    from training.run_folder import read_info
 
-    with plain_errors():
-        manifest = out / "selection.jsonl"
-        if manifest.is_file() and ((out / ".resume").exists() or (out / "prefloop.json").exists()):
-            # An unfinished (or finished) run: keep the selection it was started with.
-            selection = read_manifest(manifest)
-            digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
-            console.print(f"using the selection in {manifest}", markup=False, highlight=False)
+    def selected(selection: Selection) -> None:
+        if selection.reused:  # an unfinished (or finished) run: the selection it started with
+            line = f"using the selection in {selection.manifest}"
         else:
-            pool = pool_from_export(data) + (pool_from_folder(extra) if extra else [])
-            scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
-            selection = select(scorer, pool, alpha=alpha, min_group=min_group)
-            digest = write_manifest(selection, manifest)
-            positives = sum(s.label == "positive" for s in selection)
-            console.print(
-                f"selected {positives} positives and {len(selection) - positives} negatives "
-                f"from {len(pool)} prompt groups: {manifest}",
-                markup=False,
-                highlight=False,
+            line = (
+                f"selected {selection.positives} positives and "
+                f"{len(selection.items) - selection.positives} negatives "
+                f"from {selection.groups} prompt groups: {selection.manifest}"
             )
-            del scorer
-            _free_memory()  # the generator needs it
-        config = AdaptConfig(
-            out=out, base=base, rank=rank, lr=lr, steps=steps, batch_size=batch_size,
-            grad_accum=grad_accum, regularization=regularization,
-            regularization_ratio=regularization_ratio, seed=seed,
-            mixed_precision=mixed_precision, device=device, cache_dir=_cache(), hps=hps,
-            selection_hash=digest,
-        )  # fmt: skip
-        folder = adapt_generator(config, selection)
-    metrics = json.loads((folder / "prefloop.json").read_text())["metrics"]
+        console.print(line, markup=False, highlight=False)
+
+    config = AdaptConfig(
+        out=out, base=base, rank=rank, lr=lr, steps=steps, batch_size=batch_size,
+        grad_accum=grad_accum, regularization=regularization,
+        regularization_ratio=regularization_ratio, seed=seed,
+        mixed_precision=mixed_precision, device=device, cache_dir=_cache(),
+    )  # fmt: skip
+    with plain_errors():
+        done = readapt(config, hps=hps, data=data, manifest=out / "selection.jsonl", extra=extra,
+                       alpha=alpha, min_group=min_group, on_selected=selected)  # fmt: skip
+    folder = done.adapter
+    metrics = read_info(folder)["metrics"]
     console.print(
         f"adapter {folder}: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss on a "
         f"fixed batch {metrics['fixed_batch_loss_before']:.4f} -> "
@@ -291,11 +279,11 @@ def eval_adapt(
     from training.data import DatasetError
     from training.generator import Generator
     from training.hps import HPSScorer
+    from training.run_folder import read_info
 
     with plain_errors():
         texts = _prompts(prompts)[:limit]
-        info_path = adapter / "prefloop.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        info = read_info(adapter)
         model = base or info.get("base")
         if not model:
             raise FileNotFoundError(f"{adapter} names no base model: pass --base")
@@ -320,19 +308,6 @@ def eval_adapt(
         markup=False,
         highlight=False,
     )
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover - the model commands need torch anyway
-        pass
 
 
 def _prompts(source: Path) -> list[str]:

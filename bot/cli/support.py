@@ -6,14 +6,18 @@ import asyncio
 import getpass
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from bot.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.domain import UserRef
+    from bot.runtime import Platform
 
 T = TypeVar("T")
 console = Console(soft_wrap=True)  # paths and ids stay on one line
@@ -49,10 +53,10 @@ def setup_logging(level: str) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def run(coroutine: Awaitable[T]) -> T:
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine, turning the errors users meet into one plain line."""
     with plain_errors():
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
+        return asyncio.run(coroutine)
 
 
 @contextmanager
@@ -115,55 +119,17 @@ def first_line(error: BaseException) -> str:
     return (str(getattr(error, "orig", None) or error).strip().splitlines() or [""])[0]
 
 
-def member(user: str | None) -> Any:
+def member(user: str | None) -> UserRef:
     from bot.domain import UserRef
 
     return UserRef.parse(user or getpass.getuser())
 
 
-async def with_platform(settings: Settings, use: Callable[[Any], Awaitable[None]]) -> None:
+async def with_platform(settings: Settings, use: Callable[[Platform], Awaitable[None]]) -> None:
     from bot.runtime import open_platform
 
     async with open_platform(settings) as platform:
         await use(platform)
-
-
-def print_generation(platform: Any, view: Any) -> None:
-    lines = [f"generation {view.id} ({view.status}): {view.prompt}"]
-    if view.error:
-        lines.append(f"  {view.error}")
-    for image in view.images:
-        where = platform.storage.local_path(image.storage_key) or image.storage_key
-        lines.append(f"  image {image.index + 1}: {where}  (seed {image.seed})")
-    if view.withheld:
-        lines.append(f"  {view.withheld} image(s) withheld by the safety filter")
-    console.print("\n".join(lines), markup=False, highlight=False)
-
-
-def render_export(done: Any) -> str:
-    """What an export wrote and what it left out, in a few lines."""
-    counts = done.manifest["counts"]
-    split = counts["instances"]
-    lines = [
-        f"exported {done.instances} picks (train {split['train']}, test {split['test']}) "
-        f"with {counts['images']} images to {done.out} in {done.seconds:.2f} s",
-    ]
-    left_out = {k: v for k, v in counts["excluded"].items() if v}
-    if left_out:
-        lines.append(
-            "left out: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in left_out.items())
-        )
-    missing = done.manifest["missing_files"]
-    if missing["count"]:
-        lines.append(
-            f"{missing['count']} image files are missing from the store, e.g. {missing['first'][0]}"
-        )
-    if counts["deferred_to_next_export"]:
-        lines.append(
-            f"{counts['deferred_to_next_export']} recent picks are left for the next export"
-        )
-    lines.extend(f"warning: {w}" for w in done.warnings)
-    return "\n".join(lines)
 
 
 def active_model(kind: str) -> str | None:
@@ -172,7 +138,7 @@ def active_model(kind: str) -> str | None:
 
     async def look() -> str | None:
         async with open_platform(cli_settings()) as platform:
-            active = await platform.service.registry.active(kind)
+            active = await platform.registry.active(kind)
             return active.uri if active else None
 
     return asyncio.run(look())

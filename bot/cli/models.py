@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from bot.cli_support import cli_settings, console, member, with_platform
-from bot.cli_support import run as run_command
+from bot.cli.support import cli_settings, console, fail, member, with_platform
+from bot.cli.support import run as run_command
+
+if TYPE_CHECKING:
+    from bot.runtime import Platform
 
 models_app = typer.Typer(help="Trained models: list, register, promote, roll back.",
                          no_args_is_help=True)  # fmt: skip
 Kind = Annotated[str, typer.Argument(help="hps or generator_adapter.")]
 
 
-def _registry(platform: Any) -> Any:
-    from bot.registry import ModelRegistry
-
-    return ModelRegistry(platform.sessions)
-
-
 def _check(kind: str) -> None:
     if kind not in ("hps", "generator_adapter"):
-        from bot.cli_support import fail
-
         fail(f"unknown kind {kind!r}: use hps or generator_adapter")
 
 
@@ -36,11 +31,11 @@ def list_models(kind: Annotated[str | None, typer.Argument(help="Only this kind.
     if kind:
         _check(kind)
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         table = Table()
         for column in ("id", "kind", "status", "uri", "metrics", "promoted"):
             table.add_column(column)
-        for v in await _registry(platform).versions(kind):
+        for v in await platform.registry.versions(kind):
             shown = list(v.metrics.items())[:3]
             metrics = ", ".join(f"{k} {x:.3g}" if isinstance(x, float) else f"{k} {x}"
                                 for k, x in shown)  # fmt: skip
@@ -55,8 +50,8 @@ def list_models(kind: Annotated[str | None, typer.Argument(help="Only this kind.
 def show_model(version: Annotated[int, typer.Argument(help="Version id.")]) -> None:
     """One version with all its metrics, as JSON."""
 
-    async def go(platform: Any) -> None:
-        v = await _registry(platform).get(version)
+    async def go(platform: Platform) -> None:
+        v = await platform.registry.get(version)
         console.print_json(json.dumps({**v.__dict__}, default=str))
 
     run_command(with_platform(cli_settings(), go))
@@ -73,15 +68,13 @@ def register_model(
     """
     _check(kind)
 
-    async def go(platform: Any) -> None:
+    async def go(platform: Platform) -> None:
         from bot.registry import model_location
+        from training.run_folder import read_info
 
         location = model_location(kind, uri)
-        info_path = Path(location) / "prefloop.json"
-        metrics = (
-            json.loads(info_path.read_text()).get("metrics", {}) if info_path.is_file() else {}
-        )
-        version = await _registry(platform).register(kind, location, metrics)
+        metrics = read_info(Path(location)).get("metrics", {})
+        version = await platform.registry.register(kind, location, metrics)
         await platform.service.audit(member(None), "register", target=str(version), uri=location)
         console.print(f"registered {kind} version {version}: {location}", markup=False)
 
@@ -92,8 +85,8 @@ def register_model(
 def promote_model(version: Annotated[int, typer.Argument(help="Version id.")]) -> None:
     """Serve this version from the next job on (the active one of its kind retires)."""
 
-    async def go(platform: Any) -> None:
-        v = await _registry(platform).promote(version)
+    async def go(platform: Platform) -> None:
+        v = await platform.registry.promote(version)
         await platform.service.audit(member(None), "promote", target=str(version), kind=v.kind)
         console.print(f"{v.kind} version {v.id} is active: {v.uri}", markup=False)
 
@@ -105,8 +98,8 @@ def rollback_model(kind: Kind) -> None:
     """Retire the active version of a kind and re-activate the one before it."""
     _check(kind)
 
-    async def go(platform: Any) -> None:
-        restored = await _registry(platform).rollback(kind)
+    async def go(platform: Platform) -> None:
+        restored = await platform.registry.rollback(kind)
         target = str(restored.id) if restored else None
         await platform.service.audit(member(None), "rollback", target=target, kind=kind)
         if restored:

@@ -1,0 +1,97 @@
+"""``prefloop export``: the picks as a dataset."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bot.cli.support import cli_settings, console, fail, with_platform
+from bot.cli.support import run as run_command
+
+if TYPE_CHECKING:
+    from bot.export.run import ExportResult
+    from bot.runtime import Platform
+
+
+def export(
+    out: Annotated[
+        Path, typer.Argument(help="Folder to write (new, empty, or an earlier export).")
+    ],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="hps (the HPS v1 release layout) or parquet.")
+    ] = "hps",
+    rater: Annotated[
+        str,
+        typer.Option(help="requester: the pick of the member who asked; all: every member's."),
+    ] = "requester",
+    since: Annotated[
+        str | None, typer.Option(help="Only picks made from this time on (ISO 8601, UTC).")
+    ] = None,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="Only picks new since the last such export.")
+    ] = False,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Share of prompts in the test split (default: settings).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Split seed (default: settings).")] = None,
+) -> None:
+    """Export the picks as a dataset: HPS v1 layout or Parquet, split by prompt."""
+    from bot.export import ExportOptions, Rater, export_dataset
+
+    if format not in ("hps", "parquet"):
+        fail(f"unknown format {format!r}: use hps or parquet")
+    if rater not in ("requester", "all"):
+        fail(f"unknown rater {rater!r}: use requester or all")
+    options = ExportOptions(
+        out=out,
+        format=format,  # type: ignore[arg-type]
+        rater=Rater(rater),
+        since=_utc_time(since) if since else None,
+        incremental=incremental,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    settings = cli_settings()
+
+    async def go(platform: Platform) -> None:
+        done = await export_dataset(platform.database_url, platform.storage, settings, options)
+        console.print(render_export(done), markup=False, highlight=False)
+
+    run_command(with_platform(settings, go))
+
+
+def _utc_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--since {text!r} is not a date or time (use e.g. 2026-11-01 or 2026-11-01T12:00)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def render_export(done: ExportResult) -> str:
+    """What an export wrote and what it left out, in a few lines."""
+    counts = done.manifest["counts"]
+    split = counts["instances"]
+    lines = [
+        f"exported {done.instances} picks (train {split['train']}, test {split['test']}) "
+        f"with {counts['images']} images to {done.out} in {done.seconds:.2f} s",
+    ]
+    left_out = {k: v for k, v in counts["excluded"].items() if v}
+    if left_out:
+        lines.append(
+            "left out: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in left_out.items())
+        )
+    missing = done.manifest["missing_files"]
+    if missing["count"]:
+        lines.append(
+            f"{missing['count']} image files are missing from the store, e.g. {missing['first'][0]}"
+        )
+    if counts["deferred_to_next_export"]:
+        lines.append(
+            f"{counts['deferred_to_next_export']} recent picks are left for the next export"
+        )
+    lines.extend(f"warning: {w}" for w in done.warnings)
+    return "\n".join(lines)

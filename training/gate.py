@@ -1,0 +1,127 @@
+"""The retrain loop's training stages, run as a subprocess by the platform's retrain job.
+
+Each stage reads an exported dataset and model files, trains a candidate, evaluates it
+against what serves now on the same held-out data, and writes the stage folder's gate
+file (see training/run_folder.py) with the figures the platform's promotion gate decides
+on. No database, no Discord: the job passes the active versions' locations on the
+command line. A crash here fails the stage and leaves the serving models alone.
+
+    python -m training gate hps --data EXPORT --out DIR --start SRC --base CLIP [--active SRC]
+    python -m training gate adapt --data EXPORT --out DIR --hps SRC --generator MODEL
+                                  [--active ADAPTER] [--steps N] [--seeds N] [--limit N]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from training.run_folder import is_finished, write_gate
+
+log = logging.getLogger(__name__)
+
+
+def _figures(evaluation: Any) -> dict[str, Any]:
+    return {
+        "source": evaluation.source,
+        "top1": evaluation.top1,
+        "top1_ci": evaluation.top1_ci,
+        "pairwise": evaluation.pairwise,
+    }
+
+
+def hps_stage(
+    data: Path,
+    out: Path,
+    *,
+    start: str,
+    base: str,
+    active: str | None,
+    cache: Path,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit HPS from ``start``; evaluate it, ``active`` and the plain ``base`` on the test split."""
+    from training.data import DatasetError, read_train_test
+    from training.hps import HPSScorer
+    from training.hps.evaluate import evaluate, random_baseline, write_report
+    from training.hps.fit import FitConfig, fit_hps
+
+    train, test = read_train_test(data)
+    if not test.examples:
+        raise DatasetError(f"{data} has no test instances: nothing to judge a new HPS by")
+    model = out / "model"
+    if not is_finished(model):
+        fit_hps(
+            FitConfig(out=model, base=start, seed=seed, device=device, cache_dir=cache), train, test
+        )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {}  # under accelerate launch: the main process evaluates
+    examples = test.examples
+    results = []
+    for name, source in (("candidate", str(model)), ("active", active), ("base", base)):
+        if source is None:
+            continue
+        scorer = HPSScorer.load(source, device=device, cache_dir=cache)
+        results.append(evaluate(scorer, examples, name=name, seed=seed))
+        results[-1].source = source
+        del scorer
+    results.append(random_baseline(examples))
+    write_report(out / "report", results, data=str(data))
+    gate = {
+        "stage": "hps",
+        "model": str(model),
+        "test_instances": len(examples),
+        "train_instances": len(train.examples),
+        **{r.name: _figures(r) for r in results},
+    }
+    write_gate(out, gate)
+    return gate
+
+
+def adapt_stage(
+    data: Path,
+    out: Path,
+    *,
+    hps: str,
+    generator: str,
+    active: str | None,
+    cache: Path,
+    device: str = "auto",
+    steps: int | None = None,
+    seeds: int = 4,
+    limit: int = 50,
+    eval_steps: int = 30,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Select with ``hps``, train an adapter, and pit it against ``active`` (or the base)."""
+    from training.adapt.lora import AdaptConfig
+    from training.adapt.pipeline import Judging, readapt
+
+    config = AdaptConfig(out=out / "adapter", base=generator, steps=steps, seed=seed,
+                         device=device, cache_dir=cache)  # fmt: skip
+    judging = Judging(data=data, report=out / "report", active=active, seeds=seeds,
+                      limit=limit, steps=eval_steps)  # fmt: skip
+    done = readapt(config, hps=hps, data=data, manifest=out / "selection.jsonl", judging=judging)
+    if done.verdict is None:
+        return {}  # under accelerate launch: the main process judges
+    result, tried = done.verdict.result, done.verdict.tried
+    gate = {
+        "stage": "adapter",
+        "model": str(done.adapter),
+        "against": active or "base",
+        "hps": hps,
+        "selected": len(done.selection.items),
+        "prompts": result.prompts,
+        "seeds_per_prompt": seeds,
+        "win_rate": result.win_rate,
+        "mean_difference": result.mean_difference,
+        "difference_ci": list(result.difference_ci),
+        "negative_prompt": done.verdict.negative_prompt,
+        "tried": {k: {"win_rate": r.win_rate, "mean_difference": r.mean_difference,
+                      "difference_ci": list(r.difference_ci)} for k, r in tried.items()},
+    }  # fmt: skip
+    write_gate(out, gate)
+    return gate
