@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -182,15 +183,20 @@ def test_embedded_server_when_no_database_is_configured(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
-def test_embedded_server_as_a_normal_user(tmp_path: Path) -> None:
-    """As root, the server runs as a system user of its own; as anyone else, as them."""
-    home = tmp_path / "home"
-    home.mkdir()
-    os.chmod(tmp_path, 0o777)
-    shutil.chown(home, "nobody")
-    env = cli_env(data_dir=str(home / "data"))
-    env["HOME"] = str(home)
-    _embedded_flow(env, ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+def test_embedded_server_as_a_normal_user() -> None:
+    """As root, the server runs as a system user of its own; as anyone else, as them.
+
+    The member's home is made straight under the system's temp folder: pytest's own
+    (``pytest-of-root``) is private to root, so ``nobody`` could not reach a folder in it.
+    """
+    home = Path(tempfile.mkdtemp(prefix="prefloop-nobody-"))
+    try:
+        shutil.chown(home, "nobody")
+        env = cli_env(data_dir=str(home / "data"))
+        env["HOME"] = str(home)
+        _embedded_flow(env, ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_run_without_a_discord_token_says_which_setting_to_set(tmp_path: Path) -> None:

@@ -20,8 +20,12 @@ def children(pid: int) -> list[int]:
 
 
 def command_line(pid: int) -> list[str]:
-    """The arguments ``pid`` was started with."""
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    """The arguments ``pid`` was started with; none once it has gone (a child listed by
+    :func:`children` may exit before its command line is read)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        return []
 
 
 def alive(pid: int) -> bool:
