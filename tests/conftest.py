@@ -22,6 +22,7 @@ from sqlalchemy import text
 from bot.config import Settings
 from bot.runtime import Platform, open_platform
 from tests.support.database import fresh_database
+from tests.support.folders import temp_folder_outside_pytest
 from tests.support.settings import make_settings
 
 os.environ.setdefault(
@@ -52,15 +53,21 @@ TABLES = (
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A URL to a PostgreSQL server's maintenance database."""
+def server_url() -> Iterator[str]:
+    """A URL to a PostgreSQL server's maintenance database: the configured one, or an
+    embedded server for this session (stopped and removed at its end)."""
     configured = os.environ.get("PREFLOOP_TEST_DATABASE_URL")
     if configured:
-        return configured
+        yield configured
+        return
     from bot.db.embedded import pgserver_module
 
-    server = pgserver_module().get_server(tmp_path_factory.mktemp("pg") / "data")
-    return server.get_uri("postgres")
+    with temp_folder_outside_pytest("prefloop-test-pg-") as folder:
+        server = pgserver_module().get_server(folder / "data")
+        try:
+            yield server.get_uri("postgres")
+        finally:
+            server.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from bot.db import migrate
 from tests.support.cli import cli_env, prefloop
+from tests.support.folders import temp_folder_outside_pytest
 from training.data import read_preferences
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,27 +176,21 @@ def _embedded_flow(env: dict[str, str], run_as: list[str]) -> None:
     assert stats["generations"]["queued"] == 1 and stats["members"] == 1
 
 
-def test_embedded_server_when_no_database_is_configured(tmp_path: Path) -> None:
-    env = cli_env(data_dir=str(tmp_path / "data"))
-    _embedded_flow(env, [])
-    assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+def test_embedded_server_when_no_database_is_configured() -> None:
+    with temp_folder_outside_pytest("prefloop-embedded-") as folder:
+        env = cli_env(data_dir=str(folder / "data"))
+        _embedded_flow(env, [])
+        assert (folder / "data" / "postgres" / "PG_VERSION").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_embedded_server_as_a_normal_user() -> None:
-    """As root, the server runs as a system user of its own; as anyone else, as them.
-
-    The member's home is made straight under the system's temp folder: pytest's own
-    (``pytest-of-root``) is private to root, so ``nobody`` could not reach a folder in it.
-    """
-    home = Path(tempfile.mkdtemp(prefix="prefloop-nobody-"))
-    try:
+    """As root, the server runs as a system user of its own; as anyone else, as them."""
+    with temp_folder_outside_pytest("prefloop-nobody-") as home:
         shutil.chown(home, "nobody")
         env = cli_env(data_dir=str(home / "data"))
         env["HOME"] = str(home)
         _embedded_flow(env, ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_run_without_a_discord_token_says_which_setting_to_set(tmp_path: Path) -> None:
