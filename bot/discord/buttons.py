@@ -10,8 +10,8 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import discord
 
@@ -25,15 +25,16 @@ SORRY = (
     "Sorry, that did not work: prefloop cannot reach its database right now. Nothing you "
     "recorded before is lost; please click again in a moment."
 )
-Callback = Callable[[Any, discord.Interaction], Awaitable[None]]
+ButtonT = TypeVar("ButtonT", bound=discord.ui.DynamicItem[discord.ui.Button])
+Callback = Callable[[ButtonT, discord.Interaction], Coroutine[Any, Any, None]]
 
 
-def answers_failures(callback: Callback) -> Callback:
+def answers_failures(callback: Callback[ButtonT]) -> Callback[ButtonT]:
     """discord.py only logs a failing button callback, and the member sees "This
     interaction failed"; answer them privately instead."""
 
     @functools.wraps(callback)
-    async def guarded(self: Any, interaction: discord.Interaction) -> None:
+    async def guarded(self: ButtonT, interaction: discord.Interaction) -> None:
         try:
             await callback(self, interaction)
         except Exception:
@@ -68,7 +69,7 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK):
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> PickButton:
         return cls(int(match["gen"]), int(match["idx"]))
 
@@ -104,7 +105,7 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=REROLL):
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> RerollButton:
         return cls(int(match["gen"]))
 
@@ -134,7 +135,7 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=FORGET):
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> ForgetButton:
         return cls(int(match["user"]))
 
