@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, get_args
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -42,6 +42,12 @@ from bot.storage import Storage
 log = logging.getLogger(__name__)
 
 Format = Literal["hps", "parquet"]
+
+
+def is_format(name: str) -> TypeGuard[Format]:
+    return name in get_args(Format)
+
+
 MISSING_LISTED = 100  # missing files named in the manifest (all are counted)
 
 
