@@ -50,7 +50,7 @@ def hps_stage(
     from training.hps.fit import FitConfig, fit_hps
 
     train, test = read_train_test(data)
-    if not test.examples:
+    if test is None or not test.examples:
         raise DatasetError(f"{data} has no test instances: nothing to judge a new HPS by")
     model = out / "model"
     if not is_finished(model):

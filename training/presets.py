@@ -267,11 +267,10 @@ def build_tiny_pipeline(
     """A 32x32 Stable Diffusion pipeline trained on the toy world (``progress`` hears each
     training step)."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import StableDiffusionPipeline
+
+    # From diffusers.models: for a type checker, the top level's classes are stand-ins.
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -296,10 +295,11 @@ def build_tiny_pipeline(
         mid_block_add_attention=False,  # the world has no long-range structure to attend to
     )
     checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
+    text_encoder = _tiny_text_encoder(clip_vocabulary(TINY_MERGES))
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=vae,
-        text_encoder=_tiny_text_encoder(clip_vocabulary(TINY_MERGES)),
+        text_encoder=text_encoder,
         tokenizer=clip_tokenizer(TINY_MERGES),
         scheduler=sd_scheduler(),
         safety_checker=checker,
@@ -316,7 +316,7 @@ def build_tiny_pipeline(
             _train_unet(pipe, generator, report)
     finally:
         torch.set_num_threads(threads)
-    for part in (unet, vae, pipe.text_encoder):
+    for part in (unet, vae, text_encoder):
         part.requires_grad_(True)  # as from_pretrained leaves them
     return pipe
 

@@ -133,12 +133,14 @@ def eval_hps(
     device: Device = "auto",
 ) -> None:
     """Top-1 and pairwise accuracy against random, the base CLIP and the active HPS."""
-    from training.data import read_preferences
+    from training.data import DatasetError, is_split, read_preferences
     from training.hps import HPSScorer
     from training.hps.evaluate import evaluate, random_baseline, write_report
 
     with plain_errors():
-        examples = read_preferences(data, split).examples  # type: ignore[arg-type]
+        if not is_split(split):
+            raise DatasetError(f"unknown split {split!r}: use test, train or all")
+        examples = read_preferences(data, split).examples
         if not examples:
             raise FileNotFoundError(f"{data} has no {split} instances to evaluate on")
         scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
@@ -289,11 +291,16 @@ def eval_adapt(
             raise FileNotFoundError(f"{adapter} names no base model: pass --base")
         if not texts:
             raise DatasetError(f"{prompts} holds no prompts to evaluate on")
-        options = {"cache_dir": _cache(), "device": device, "safety_checker": False}
-        adapted = Generator.load(model, adapter=adapter, **options)
+
+        def load(adapter: Path) -> Generator:
+            return Generator.load(
+                model, adapter=adapter, cache_dir=_cache(), device=device, safety_checker=False
+            )
+
+        adapted = load(adapter)
         # The base is the same pipeline with the adapter switched off (one copy in memory);
         # another adapter needs a pipeline of its own.
-        plain = Generator.load(model, adapter=vs, **options) if vs else adapted.base_view()
+        plain = load(vs) if vs else adapted.base_view()
         scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
         result, shown = evaluate_adapter(plain, adapted, scorer, texts, seeds_per_prompt=seeds,
                                          steps=steps)  # fmt: skip

@@ -80,7 +80,7 @@ def forget_stale_training(folder: Path, undecided: list[str]) -> None:
 
 
 def _folders_with_data(root: Path) -> dict[int, Path]:
-    found = {}
+    found: dict[int, Path] = {}
     if not root.is_dir():
         return found
     for folder in root.glob("run-*"):

@@ -76,6 +76,10 @@ class AdaptConfig:
     hps: str | None = None  # recorded in the run folder's info
     selection_hash: str | None = None
 
+    def models(self) -> Path:
+        """Where base models are downloaded to and found."""
+        return self.cache_dir or Path.home() / ".cache" / "prefloop"
+
     def resolved(self) -> dict[str, Any]:
         merged = {**PAPER, **PRESET_DEFAULTS.get(preset_of(self.base) or "", {})}
         for name in PAPER:
@@ -124,8 +128,8 @@ def encode(pipe: Any, items: Sequence[tuple[str, str, bool]], size: int, device:
             pixels = []
             for file, _, _ in items[start : start + 16]:
                 with Image.open(file) as image:
-                    image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-                    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+                    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+                    array = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
                 pixels.append(array.view(size, size, 3).permute(2, 0, 1).float() / 127.5 - 1)
             dist = pipe.vae.encode(torch.stack(pixels).to(device)).latent_dist
             means.append(dist.mean.cpu())
@@ -211,8 +215,7 @@ def adapt_generator(
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "no"
     accelerator = Accelerator(mixed_precision=precision, cpu=not on_gpu,
                               gradient_accumulation_steps=config.grad_accum)  # fmt: skip
-    cache = Path(config.cache_dir or Path.home() / ".cache" / "prefloop")
-    pipe = load_pipeline(config.base, cache)
+    pipe = load_pipeline(config.base, config.models())
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         part.requires_grad_(False)

@@ -142,15 +142,15 @@ def judge(
     prompts = list(dict.fromkeys(e.prompt for e in test))[: judging.limit]
     if not prompts:
         raise DatasetError(f"{judging.data} has no test prompts to judge a new adapter by")
-    options = {"cache_dir": config.cache_dir, "device": config.device, "safety_checker": False}
-    adapted = Generator.load(config.base, adapter=adapter, **options)
+
+    def load(adapter: Path) -> Generator:
+        return Generator.load(config.base, adapter=adapter, cache_dir=config.models(),
+                              device=config.device, safety_checker=False)  # fmt: skip
+
+    adapted = load(adapter)
     # What serves now makes the same images in both comparisons below: make them once.
     active = judging.active
-    plain = _Remembered(
-        Generator.load(config.base, adapter=Path(active), **options)
-        if active
-        else adapted.base_view()
-    )
+    plain = _Remembered(load(Path(active)) if active else adapted.base_view())
     # Served as trained ("Weird image." as the negative prompt) and without it.
     learned = adapted.negative_prefix
     tried = {}

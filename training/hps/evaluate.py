@@ -89,7 +89,11 @@ def evaluate(
     seed: int = 0,
 ) -> Evaluation:
     """Score every instance with ``scorer`` (an HPSScorer) and measure agreement."""
-    top1, pairwise, sizes, picked, other = [], [], [], [], []
+    top1: list[float] = []
+    pairwise: list[float] = []
+    sizes: list[int] = []
+    picked: list[float] = []
+    other: list[float] = []
     for start in range(0, len(examples), GROUPS_PER_CALL):
         chunk = examples[start : start + GROUPS_PER_CALL]
         scored = scorer.score_groups([(e.prompt, e.images) for e in chunk])

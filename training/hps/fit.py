@@ -198,7 +198,9 @@ def fit_hps(
         order = order[done_in_epoch * per_step : min(len(order), steps_per_epoch * per_step)]
         loader = accelerator.prepare_data_loader(
             torch.utils.data.DataLoader(
-                torch.utils.data.Subset(dataset, order),
+                # torch types this as its Dataset class; any __getitem__ + __len__ will do, and
+                # subclassing it would import torch with this module.
+                torch.utils.data.Subset(dataset, order),  # type: ignore[arg-type]
                 batch_size=hyper["batch_size"],
                 collate_fn=collate,
                 num_workers=config.num_workers,
