@@ -25,7 +25,8 @@ SORRY = (
     "Sorry, that did not work: prefloop cannot reach its database right now. Nothing you "
     "recorded before is lost; please click again in a moment."
 )
-ButtonT = TypeVar("ButtonT", bound=discord.ui.DynamicItem[discord.ui.Button])
+ViewButton = discord.ui.Button[discord.ui.View]
+ButtonT = TypeVar("ButtonT", bound=discord.ui.DynamicItem[ViewButton])
 Callback = Callable[[ButtonT, discord.Interaction], Coroutine[Any, Any, None]]
 
 
@@ -53,7 +54,7 @@ REROLL = r"pf:reroll:(?P<gen>\d+)"
 FORGET = r"pf:forget:(?P<user>\d+)"
 
 
-class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK):
+class PickButton(discord.ui.DynamicItem[ViewButton], template=PICK):
     """ "Pick k": record the clicking member's favourite image of one generation."""
 
     def __init__(self, generation_id: int, index: int) -> None:
@@ -89,7 +90,7 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK):
             await bot.delivery.refresh_pickers(self.generation_id, interaction.message)
 
 
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=REROLL):
+class RerollButton(discord.ui.DynamicItem[ViewButton], template=REROLL):
     """ "Reroll": the same prompt with new seeds, as a new generation for the clicker."""
 
     def __init__(self, generation_id: int) -> None:
@@ -120,7 +121,7 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=REROLL):
         await bot.delivery.start(interaction, submit)
 
 
-class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=FORGET):
+class ForgetButton(discord.ui.DynamicItem[ViewButton], template=FORGET):
     """The confirmation of /forget-me; only the member it was shown to can press it."""
 
     def __init__(self, user_id: int) -> None:

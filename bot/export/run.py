@@ -186,7 +186,7 @@ def _prompt_key(normalised: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _distinct(keys: array) -> int:
+def _distinct(keys: array[int]) -> int:
     """How many different prompt keys (a transient set; the keys themselves are compact)."""
     return len(set(keys))
 
@@ -203,7 +203,7 @@ def _manifest(
     excluded: Counter[str],
     read: int,
     deferred: int,
-    prompts: dict[str, array],
+    prompts: dict[str, array[int]],
     digest: str,
 ) -> dict[str, Any]:
     try:
