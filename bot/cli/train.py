@@ -92,11 +92,21 @@ def train_hps(
     from training.run_folder import read_info
 
     config = FitConfig(
-        out=out, base=base, lr=lr, epochs=epochs, batch_size=batch_size,
-        weight_decay=weight_decay, warmup_steps=warmup_steps, unfreeze_vision=unfreeze_vision,
-        unfreeze_text=unfreeze_text, grad_accum=grad_accum, seed=seed,
-        mixed_precision=mixed_precision, device=device, cache_dir=_cache(),
-    )  # fmt: skip
+        out=out,
+        base=base,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        unfreeze_vision=unfreeze_vision,
+        unfreeze_text=unfreeze_text,
+        grad_accum=grad_accum,
+        seed=seed,
+        mixed_precision=mixed_precision,
+        device=device,
+        cache_dir=_cache(),
+    )
     with plain_errors():
         train, test = read_train_test(data, strict=strict)
         folder = fit_hps(config, train, test)
@@ -164,8 +174,9 @@ def eval_hps(
         table.add_column(column)
     for result in results:
         interval = f"{result.top1_ci[0]:.1%}–{result.top1_ci[1]:.1%}" if result.top1_ci else "exact"
-        table.add_row(result.name, result.source, f"{result.top1:.1%}", interval,
-                      f"{result.pairwise:.1%}")  # fmt: skip
+        table.add_row(
+            result.name, result.source, f"{result.top1:.1%}", interval, f"{result.pairwise:.1%}"
+        )
     console.print(table)
     console.print(f"report: {out / 'report.md'}", markup=False, highlight=False)
 
@@ -236,14 +247,31 @@ def train_adapt(
         console.print(line, markup=False, highlight=False)
 
     config = AdaptConfig(
-        out=out, base=base, rank=rank, lr=lr, steps=steps, batch_size=batch_size,
-        grad_accum=grad_accum, regularization=regularization,
-        regularization_ratio=regularization_ratio, seed=seed,
-        mixed_precision=mixed_precision, device=device, cache_dir=_cache(),
-    )  # fmt: skip
+        out=out,
+        base=base,
+        rank=rank,
+        lr=lr,
+        steps=steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        regularization=regularization,
+        regularization_ratio=regularization_ratio,
+        seed=seed,
+        mixed_precision=mixed_precision,
+        device=device,
+        cache_dir=_cache(),
+    )
     with plain_errors():
-        done = readapt(config, hps=hps, data=data, manifest=out / "selection.jsonl", extra=extra,
-                       alpha=alpha, min_group=min_group, on_selected=selected)  # fmt: skip
+        done = readapt(
+            config,
+            hps=hps,
+            data=data,
+            manifest=out / "selection.jsonl",
+            extra=extra,
+            alpha=alpha,
+            min_group=min_group,
+            on_selected=selected,
+        )
     folder = done.adapter
     metrics = read_info(folder)["metrics"]
     console.print(
@@ -302,8 +330,9 @@ def eval_adapt(
         # another adapter needs a pipeline of its own.
         plain = load(vs) if vs else adapted.base_view()
         scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
-        result, shown = evaluate_adapter(plain, adapted, scorer, texts, seeds_per_prompt=seeds,
-                                         steps=steps)  # fmt: skip
+        result, shown = evaluate_adapter(
+            plain, adapted, scorer, texts, seeds_per_prompt=seeds, steps=steps
+        )
         against = f"adapter `{vs}`" if vs else "the base"
         description = f"Adapter `{adapter}` on `{model}` against {against}, scored by `{hps}`."
         write_adapt_report(out, result, shown, description=description)

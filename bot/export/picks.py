@@ -158,9 +158,27 @@ def count_deferred(conn: psycopg.Connection, window: Window, rater: Rater) -> in
 
 def classify(row: tuple[Any, ...], hasher: UserHasher, ids: IdHasher) -> Candidate | Reason:
     """Keep a pick (as a candidate, under keyed ids) or say why it is left out."""
-    (pick_id, generation_id, chosen, chosen_at, prompt, status, generator_version,
-     adapter_id, requested_at, frontend, external_id, by_requester, banned, forgotten,
-     indexes, keys, shas, seeds, nsfw) = row  # fmt: skip
+    (
+        pick_id,
+        generation_id,
+        chosen,
+        chosen_at,
+        prompt,
+        status,
+        generator_version,
+        adapter_id,
+        requested_at,
+        frontend,
+        external_id,
+        by_requester,
+        banned,
+        forgotten,
+        indexes,
+        keys,
+        shas,
+        seeds,
+        nsfw,
+    ) = row
     if banned:
         return Reason.banned_member
     if forgotten:

@@ -157,9 +157,20 @@ def run_export(
             files = [(p.relative_to(staging).as_posix(), layout.file_sha256(p)) for p in written]
             digest = layout.content_hash(files, writer.image_entries())
             manifest = _manifest(
-                options, window, fraction, seed, key, names, writer, source, excluded, read,
-                deferred, prompts, digest,
-            )  # fmt: skip
+                options,
+                window,
+                fraction,
+                seed,
+                key,
+                names,
+                writer,
+                source,
+                excluded,
+                read,
+                deferred,
+                prompts,
+                digest,
+            )
             layout.write_manifest(staging, manifest)
             if stop is not None and stop.is_set():
                 raise layout.ExportError("the export was cancelled")

@@ -121,8 +121,9 @@ async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
             if not await queries.end_stalled_job(session, job.id, job.worker_id, give_up=give_up):
                 continue  # someone else got there first
             if give_up and job.task_name == RETRAIN_TASK:
-                await mark_abandoned_in(session, _id_arg(job, "run_id"),
-                                        "its worker stopped too many times")  # fmt: skip
+                await mark_abandoned_in(
+                    session, _id_arg(job, "run_id"), "its worker stopped too many times"
+                )
             if give_up and job.task_name == GENERATE_TASK:
                 await mark_failed_in(
                     session,

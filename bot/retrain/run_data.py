@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 DATA = "data"
 SELECTION = Path("adapter") / "selection.jsonl"  # lists the export's images and prompts
 # Resume points of a stage's training: stale once the data they were trained on is gone.
-RESUME_POINTS = {"hps": resume_dir(Path("hps") / "model"),
-                 "adapter": resume_dir(Path("adapter") / "adapter")}  # fmt: skip
+RESUME_POINTS = {
+    "hps": resume_dir(Path("hps") / "model"),
+    "adapter": resume_dir(Path("adapter") / "adapter"),
+}
 
 
 def runs_folder(data_dir: Path) -> Path:

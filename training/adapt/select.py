@@ -116,8 +116,15 @@ def select(
             for found, label in ((positive, "positive"), (negative, "negative")):
                 if found is not None:
                     index, confidence = found
-                    chosen.append(Selected(group.prompt, str(group.images[index]), label,
-                                           confidence, float(scores[index])))  # fmt: skip
+                    chosen.append(
+                        Selected(
+                            group.prompt,
+                            str(group.images[index]),
+                            label,
+                            confidence,
+                            float(scores[index]),
+                        )
+                    )
     return chosen
 
 

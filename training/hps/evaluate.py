@@ -104,8 +104,9 @@ def evaluate(
             sizes.append(len(scores))
             picked.append(scores[example.chosen])
             other.extend(s for i, s in enumerate(scores) if i != example.chosen)
-    result = summarise(name or scorer.source, scorer.source, sizes, top1, pairwise,
-                       bootstrap=bootstrap, seed=seed)  # fmt: skip
+    result = summarise(
+        name or scorer.source, scorer.source, sizes, top1, pairwise, bootstrap=bootstrap, seed=seed
+    )
     result.picked_scores, result.other_scores = picked, other
     return result
 
@@ -113,8 +114,15 @@ def evaluate(
 def random_baseline(examples: Sequence[Example]) -> Evaluation:
     """The exact expectation of picking uniformly at random (no interval: it is exact)."""
     sizes = [len(e.images) for e in examples]
-    return summarise("random", "exact expectation", sizes, [1 / k for k in sizes],
-                     [0.5] * len(sizes), bootstrap=0, seed=0)  # fmt: skip
+    return summarise(
+        "random",
+        "exact expectation",
+        sizes,
+        [1 / k for k in sizes],
+        [0.5] * len(sizes),
+        bootstrap=0,
+        seed=0,
+    )
 
 
 def _mean(values: Sequence[float]) -> float:
