@@ -39,14 +39,14 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/preset.py
-	$(BIN)/python bench/generate.py
-	$(BIN)/python bench/choices.py
-	$(BIN)/python bench/bot_latency.py
-	$(BIN)/python bench/export.py
-	$(BIN)/python bench/score.py
-	$(BIN)/python bench/fit.py
-	$(BIN)/python bench/adapt.py
+	$(BIN)/python -m bench.preset
+	$(BIN)/python -m bench.generate
+	$(BIN)/python -m bench.choices
+	$(BIN)/python -m bench.bot_latency
+	$(BIN)/python -m bench.export
+	$(BIN)/python -m bench.score
+	$(BIN)/python -m bench.fit
+	$(BIN)/python -m bench.adapt
 
 # The type checker reads bot/ and training/ (pyproject.toml [tool.mypy]).
 lint: $(STAMP)

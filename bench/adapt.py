@@ -7,7 +7,7 @@ batch, steps and data. Each runs in a child process; prints steps/s and peak RSS
 the ratio (goal >= 1.0). (The GPU figure the issue asks for, an SD 1.5-size UNet at
 512 px, is not measured here: no GPU was lent to this task.)
 
-    python bench/adapt.py [--steps 60] [--images 32]
+    python -m bench.adapt [--steps 60] [--images 32]
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def _selection(work: Path, images: int) -> list:
-    from tests.training.red_corner import RedCornerScorer, generate_pool
+    from tests.support.red_corner import RedCornerScorer, generate_pool
     from training.adapt.select import select
     from training.generator import Generator
 
@@ -114,7 +112,7 @@ def main() -> None:
     results = {}
     for name in ("example", "ours"):
         done = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--steps", str(args.steps),
+            [sys.executable, "-m", "bench.adapt", "--child", name, "--steps", str(args.steps),
              "--images", str(args.images)],
             capture_output=True, text=True,
         )  # fmt: skip

@@ -23,7 +23,7 @@ ready, the worker starting at the same time as the bot, is timed from its creati
 its acknowledgement. Each layout runs in a fresh process, so that the in-process worker
 imports its model libraries at start-up as it would in production.
 
-    python bench/bot_latency.py [--requests 100] [--members 20] [--steps 3] [--layout both]
+    python -m bench.bot_latency [--requests 100] [--members 20] [--steps 3] [--layout both]
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import LoopStalls, median, percentile, scratch_database
 
@@ -69,7 +67,7 @@ async def one_round(fake: Any, platform: Any, members: list[int]) -> list[dict[s
     - ``outside_pipeline``: interaction -> final message, minus the time the pipeline
       was busy in that window (any job's: concurrent members queue behind each other).
     """
-    from tests.discord.conftest import final_message
+    from tests.support.discord_bot import final_message
 
     to_epoch = time.time() - asyncio.get_running_loop().time()
 
@@ -114,7 +112,8 @@ async def worker(platform: Any, *, separate: bool) -> AsyncIterator[asyncio.Even
     does; yields an event set once it takes jobs."""
     from bot.generation.worker import serve_worker
     from bot.serve import WorkerSupervisor
-    from tests.support import cli_env, running
+    from tests.support.aio import running
+    from tests.support.cli import cli_env
 
     if not separate:
         ready = asyncio.Event()
@@ -144,7 +143,7 @@ async def hot_reload(fake: Any, platform: Any, adapter: Path, member: int) -> tu
     from sqlalchemy import text
 
     from bot.registry import ModelRegistry
-    from tests.discord.conftest import final_message
+    from tests.support.discord_bot import final_message
 
     registry = ModelRegistry(platform.sessions)
     version = await registry.register("generator_adapter", str(adapter))
@@ -169,9 +168,9 @@ async def measure(
     from bot.config import load_settings
     from bot.discord.client import run_bot, sync_commands
     from bot.runtime import open_platform
-    from tests.discord.conftest import final_message
-    from tests.fake_discord import FakeDiscord
-    from tests.support import running
+    from tests.support.aio import running
+    from tests.support.discord_bot import final_message
+    from tests.support.fake_discord import FakeDiscord
 
     members = [920_000_000_000_000_000 + k for k in range(args.members)]
     figures = LoopFigures()
@@ -280,7 +279,7 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         model, adapter = prepare(Path(folder))
         for layout in LAYOUTS:  # each in a fresh process: nothing imported before it starts
-            command = [sys.executable, __file__, *sys.argv[1:], "--layout", layout]
+            command = [sys.executable, "-m", "bench.bot_latency", *sys.argv[1:], "--layout", layout]
             command += ["--model", str(model), "--adapter", str(adapter)]
             subprocess.run(command, check=True)
 

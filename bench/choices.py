@@ -7,7 +7,7 @@ a member seen for the first time (no member row yet, so the pick also creates it
 pgbench's TPC-B-like TPS on the same server and connection count is printed beside them
 as the server's ceiling.
 
-    python bench/choices.py [--picks 20000] [--pool 16]
+    python -m bench.choices [--picks 20000] [--pool 16]
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ import asyncio
 import random
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from bot.db import migrate
-from tests.support import fresh_database
+from tests.support.database import fresh_database
 
 
 def server_url() -> str:

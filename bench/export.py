@@ -6,7 +6,7 @@ process. Prints instances/s (export time, and wall time with start-up) and the c
 peak RSS; goal >= 5,000 instances/s and peak RSS <= 300 MB. A first export of a tenth of
 the picks shows that memory does not grow with the export's size.
 
-    python bench/export.py [--picks 100000]
+    python -m bench.export [--picks 100000]
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.common import scratch_database
-from tests.synthetic import seed_picks
+from tests.support.synthetic import seed_picks
 
 
 def export_once(url: str, data: Path, out: Path) -> dict[str, float]:

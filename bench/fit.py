@@ -5,10 +5,10 @@ Two fits, each in a child process so that its peak memory is its own:
   ViT-B-32 (random weights): the paper's recipe (last 10 vision and 6 text blocks,
     batch 5) on 224 px inputs, a few steps.
 Prints instances/s (optimizer steps x batch over wall time of the steps) and peak RSS;
-on a GPU also peak GPU memory. On a GPU machine: python bench/fit.py --case ViT-L-14
+on a GPU also peak GPU memory. On a GPU machine: python -m bench.fit --case ViT-L-14
 --device cuda --mixed-precision bf16 (random ViT-L-14, nothing to download).
 
-    python bench/fit.py [--case tiny|ViT-B-32|ViT-L-14 …] [--instances 40]
+    python -m bench.fit [--case tiny|ViT-B-32|ViT-L-14 …] [--instances 40]
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def child(case: str, instances: int, device: str, precision: str) -> dict[str, float]:
     import torch
 
-    from tests.training.colours import colour_dataset
+    from tests.support.colours import colour_dataset
     from training.data import read_preferences
     from training.hps.fit import FitConfig, fit_hps
     from training.hps.model import random_clip, save_checkpoint
@@ -73,7 +71,7 @@ def main() -> None:
         return
     for case in cases:
         run = subprocess.run(
-            [sys.executable, __file__, "--child", "--case", case, "--instances",
+            [sys.executable, "-m", "bench.fit", "--child", "--case", case, "--instances",
              str(args.instances), "--device", args.device, "--mixed-precision",
              args.mixed_precision],
             capture_output=True, text=True,

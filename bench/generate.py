@@ -8,20 +8,17 @@ real-size, randomly initialised Stable Diffusion 1.5 (fp16, 512 px; nothing to d
 - the share of a whole generation job's wall time spent outside the pipeline call
   (claiming the row, PNG encoding, storing, recording, notifying; goal <= 5% on a GPU).
 
-    python bench/generate.py [--steps 20] [--repeats 5] [--jobs 8]
+    python -m bench.generate [--steps 20] [--repeats 5] [--jobs 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import median, scratch_database
 

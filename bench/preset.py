@@ -7,7 +7,7 @@ of the whole build (imports and saving included) and of its two training stages,
 one torch thread (what the build uses) and with two. `--busy` adds two processes that
 keep both cores busy meanwhile, as other work on a shared machine would.
 
-    python bench/preset.py [--runs 3] [--threads 1 2] [--busy]
+    python -m bench.preset [--runs 3] [--threads 1 2] [--busy]
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import median
 

@@ -9,19 +9,16 @@ prompt. Compared, as images/s and as a ratio to (b):
 Then what beats the floor on this machine (bf16 autocast, torch.compile) and how far its
 scores move from fp32's. Goal: prefloop within 10% of the floor, >= 2.5x (a).
 
-    python bench/score.py [--prompts 16] [--batch 16] [--repeats 3] [--compile]
+    python -m bench.score [--prompts 16] [--batch 16] [--repeats 3] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from PIL import Image

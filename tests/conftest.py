@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.runtime import Platform, open_platform
-from tests.support import fresh_database
+from tests.support.database import fresh_database
+from tests.support.settings import make_settings
 
 os.environ.setdefault(
     "PREFLOOP_PRESET_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "presets")
@@ -85,19 +86,6 @@ def generator(tiny_model: Path) -> Any:
     from training.generator import Generator
 
     return Generator.load(str(tiny_model), cache_dir=tiny_model.parent, device="cpu")
-
-
-def make_settings(data_dir: Path, database_url: str, model: Path, **sections: Any) -> Settings:
-    """Settings for tests: fast tiny generations, short worker timeouts, no .env."""
-    values: dict[str, Any] = {
-        "data_dir": data_dir,
-        "database_url": database_url,
-        "generator": {"model": str(model), "steps": 3, "device": "cpu"},
-        "worker": {"heartbeat_interval": 0.5, "stalled_after": 2.0, "shutdown_grace": 30},
-    }
-    for section, overrides in sections.items():
-        values[section] = {**values.get(section, {}), **overrides}
-    return load_settings(_env_file=None, **values)
 
 
 @pytest.fixture

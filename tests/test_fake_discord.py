@@ -1,4 +1,4 @@
-"""Self-test of tests.fake_discord: a small, real discord.py client runs against the fake."""
+"""Self-test of tests.support.fake_discord: a small, real discord.py client against it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import discord
 import pytest
 from discord import app_commands
 
-from tests.fake_discord import FakeDiscord, StoredMessage, UserOption
+from tests.support.fake_discord import FakeDiscord, StoredMessage, UserOption
 
 # Small so the late-callback test is quick; the bot answers everything else in milliseconds.
 CALLBACK_WINDOW = 0.6

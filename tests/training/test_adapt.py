@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.training.red_corner import RedCornerScorer, generate_pool
+from tests.support.red_corner import RedCornerScorer, generate_pool
 from training.adapt import WEIRD
 from training.adapt.evaluate import evaluate_adapter, write_adapt_report
 from training.adapt.lora import AdaptConfig, AdaptError, adapt_generator
@@ -130,6 +130,7 @@ def test_the_adapter_trains_loads_in_stock_diffusers_and_carries_its_negative_pr
         adapt_generator(_config(tiny_model, out), selection)
 
 
+@pytest.mark.slow
 def test_closed_loop_the_adapted_generator_wins_under_the_preference_that_chose(
     tiny_model: Path, base: Generator, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.training.colours import colour_dataset
+from tests.support.colours import colour_dataset
 from training.data import read_preferences
 from training.hps import HPSLoadError, HPSScorer, load_clip, save_checkpoint
 from training.hps.evaluate import credits, evaluate, random_baseline, write_report
@@ -113,6 +113,7 @@ def test_bad_sources_say_what_is_wrong(
         load_clip("ViT-B-32:openai", cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_fitting_the_tiny_preset_learns_the_rule(
     cache: Path, colours: Path, tmp_path: Path
 ) -> None:
