@@ -48,13 +48,15 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fit
 	$(BIN)/python -m bench.adapt
 
+# The type checker reads bot/ and training/ (pyproject.toml [tool.mypy]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

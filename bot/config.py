@@ -246,10 +246,11 @@ def env_name(location: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in location)
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings once, turning validation errors into one readable message."""
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once, turning validation errors into one readable message.
+    ``overrides`` are raw values, validated like the environment's."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as error:
         lines = [
             f"{env_name(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in error.errors()

@@ -72,8 +72,15 @@ class VersionView:
 
 
 def _view(row: ModelVersion) -> VersionView:
-    return VersionView(row.id, row.kind.value, row.uri, row.status.value, dict(row.metrics or {}),
-                       row.created_at, row.promoted_at)  # fmt: skip
+    return VersionView(
+        row.id,
+        row.kind.value,
+        row.uri,
+        row.status.value,
+        dict(row.metrics or {}),
+        row.created_at,
+        row.promoted_at,
+    )
 
 
 async def active_versions(session: AsyncSession) -> list[VersionView]:

@@ -203,11 +203,13 @@ class CollectionService:
                     select(Image).where(Image.generation_id == generation_id).order_by(Image.index)
                 )
             ).all()
-            pickers = await session.scalar(
-                select(func.count())
-                .select_from(Choice)
-                .where(Choice.generation_id == generation_id)
-            )
+            pickers = (
+                await session.execute(
+                    select(func.count())
+                    .select_from(Choice)
+                    .where(Choice.generation_id == generation_id)
+                )
+            ).scalar_one()
         shown = [_image_view(i) for i in images if not i.nsfw]
         return GenerationView(
             id=generation.id,
@@ -297,7 +299,7 @@ class CollectionService:
             except Exception:  # the rows are gone; a stray file must not undo that answer
                 log.exception("could not delete %s of a forgotten member", key)
         notes = [note for _, note in rows if note]
-        return Forgotten(deleted, picks.rowcount or 0, orphans, notes)
+        return Forgotten(deleted, queries.rowcount(picks), orphans, notes)
 
     async def sweep_store(
         self, *, grace_minutes: float | None = None, dry_run: bool = False
@@ -359,7 +361,7 @@ class CollectionService:
                 )
                 .values(banned=False, banned_reason=None)
             )
-            return bool(result.rowcount)
+            return queries.rowcount(result) > 0
 
     async def update_delivery(self, generation_id: int, **changes: Any) -> bool:
         """Merge ``changes`` into the front end's delivery note of a generation; False when
@@ -374,7 +376,7 @@ class CollectionService:
                     )
                 )
             )
-            return bool(result.rowcount)
+            return queries.rowcount(result) > 0
 
     async def audit(
         self,

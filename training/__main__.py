@@ -69,10 +69,13 @@ def fit_hps(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = FitConfig(
-        out=args.out, base=args.base, grad_accum=args.grad_accum, seed=args.seed,
+        out=args.out,
+        base=args.base,
+        grad_accum=args.grad_accum,
+        seed=args.seed,
         mixed_precision=args.mixed_precision,
         **{name: getattr(args, name) for name in PAPER},
-    )  # fmt: skip
+    )
     train, test = read_train_test(args.data, strict=args.strict)
     out = fit(config, train, test)
     print(json.dumps(read_info(out)["metrics"], indent=2))
@@ -88,10 +91,15 @@ def adapt(args: argparse.Namespace) -> int:
     from training.run_folder import read_info
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = AdaptConfig(out=args.out, base=args.base, grad_accum=args.grad_accum,
-                         regularization=args.regularization, seed=args.seed,
-                         mixed_precision=args.mixed_precision,
-                         **{name: getattr(args, name) for name in PAPER})  # fmt: skip
+    config = AdaptConfig(
+        out=args.out,
+        base=args.base,
+        grad_accum=args.grad_accum,
+        regularization=args.regularization,
+        seed=args.seed,
+        mixed_precision=args.mixed_precision,
+        **{name: getattr(args, name) for name in PAPER},
+    )
     text = args.selection.read_text("utf-8")
     config.selection_hash = hashlib.sha256(text.encode()).hexdigest()
     args.out.mkdir(parents=True, exist_ok=True)

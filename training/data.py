@@ -24,11 +24,17 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, get_args
 
 log = logging.getLogger(__name__)
 
 Split = Literal["train", "test", "all"]
+
+
+def is_split(name: str) -> TypeGuard[Split]:
+    return name in get_args(Split)
+
+
 MIN_IMAGES, MAX_IMAGES = 2, 4
 
 

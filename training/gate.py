@@ -50,7 +50,7 @@ def hps_stage(
     from training.hps.fit import FitConfig, fit_hps
 
     train, test = read_train_test(data)
-    if not test.examples:
+    if test is None or not test.examples:
         raise DatasetError(f"{data} has no test instances: nothing to judge a new HPS by")
     model = out / "model"
     if not is_finished(model):
@@ -100,10 +100,12 @@ def adapt_stage(
     from training.adapt.lora import AdaptConfig
     from training.adapt.pipeline import Judging, readapt
 
-    config = AdaptConfig(out=out / "adapter", base=generator, steps=steps, seed=seed,
-                         device=device, cache_dir=cache)  # fmt: skip
-    judging = Judging(data=data, report=out / "report", active=active, seeds=seeds,
-                      limit=limit, steps=eval_steps)  # fmt: skip
+    config = AdaptConfig(
+        out=out / "adapter", base=generator, steps=steps, seed=seed, device=device, cache_dir=cache
+    )
+    judging = Judging(
+        data=data, report=out / "report", active=active, seeds=seeds, limit=limit, steps=eval_steps
+    )
     done = readapt(config, hps=hps, data=data, manifest=out / "selection.jsonl", judging=judging)
     if done.verdict is None:
         return {}  # under accelerate launch: the main process judges
@@ -120,8 +122,14 @@ def adapt_stage(
         "mean_difference": result.mean_difference,
         "difference_ci": list(result.difference_ci),
         "negative_prompt": done.verdict.negative_prompt,
-        "tried": {k: {"win_rate": r.win_rate, "mean_difference": r.mean_difference,
-                      "difference_ci": list(r.difference_ci)} for k, r in tried.items()},
-    }  # fmt: skip
+        "tried": {
+            k: {
+                "win_rate": r.win_rate,
+                "mean_difference": r.mean_difference,
+                "difference_ci": list(r.difference_ci),
+            }
+            for k, r in tried.items()
+        },
+    }
     write_gate(out, gate)
     return gate

@@ -131,10 +131,31 @@ def sd_scheduler() -> Any:
 # latents and caption embeddings computed once, both with fused optimisers.
 
 WORLD_WORDS = (
-    "a", "the", "red", "blue", "green", "photo", "cat", "dog", "house", "tree", "car",
-    "sky", "thing", "painting", "of", "big", "small", "city", "river", "portrait",
-    "night", "garden", "old", "new",
-)  # fmt: skip
+    "a",
+    "the",
+    "red",
+    "blue",
+    "green",
+    "photo",
+    "cat",
+    "dog",
+    "house",
+    "tree",
+    "car",
+    "sky",
+    "thing",
+    "painting",
+    "of",
+    "big",
+    "small",
+    "city",
+    "river",
+    "portrait",
+    "night",
+    "garden",
+    "old",
+    "new",
+)
 WORLD_SIDE = 32
 # Sizes and steps chosen by measurement (bench/preset.py for the time, the closed-loop
 # test in tests/training/test_adapt.py for the learning): 150 VAE and 120 UNet steps
@@ -250,8 +271,9 @@ def _train_unet(pipe: Any, generator: Any, progress: Progress) -> None:
         drop = (torch.rand(UNET_BATCH, generator=generator) < 0.1)[:, None, None]
         condition = torch.where(drop, empty, text[pick])
         noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(0, schedule.config.num_train_timesteps, (UNET_BATCH,),
-                                  generator=generator)  # fmt: skip
+        timesteps = torch.randint(
+            0, schedule.config.num_train_timesteps, (UNET_BATCH,), generator=generator
+        )
         predicted = unet(schedule.add_noise(latents, noise, timesteps), timesteps, condition)
         loss = torch.nn.functional.mse_loss(predicted.sample, noise)
         optimizer.zero_grad()
@@ -267,11 +289,10 @@ def build_tiny_pipeline(
     """A 32x32 Stable Diffusion pipeline trained on the toy world (``progress`` hears each
     training step)."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import StableDiffusionPipeline
+
+    # From diffusers.models: for a type checker, the top level's classes are stand-ins.
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -296,10 +317,11 @@ def build_tiny_pipeline(
         mid_block_add_attention=False,  # the world has no long-range structure to attend to
     )
     checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
+    text_encoder = _tiny_text_encoder(clip_vocabulary(TINY_MERGES))
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=vae,
-        text_encoder=_tiny_text_encoder(clip_vocabulary(TINY_MERGES)),
+        text_encoder=text_encoder,
         tokenizer=clip_tokenizer(TINY_MERGES),
         scheduler=sd_scheduler(),
         safety_checker=checker,
@@ -316,7 +338,7 @@ def build_tiny_pipeline(
             _train_unet(pipe, generator, report)
     finally:
         torch.set_num_threads(threads)
-    for part in (unet, vae, pipe.text_encoder):
+    for part in (unet, vae, text_encoder):
         part.requires_grad_(True)  # as from_pretrained leaves them
     return pipe
 
@@ -397,11 +419,23 @@ def _save_once(folder: Path, name: str, write: Callable[[Path], Any]) -> Path:
 # open_clip's CLIP at toy size: same classes, tokenizer and checkpoint format as ViT-L-14.
 TINY_CLIP: dict[str, Any] = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": 3, "width": 64, "head_width": 32,
-                   "patch_size": 8, "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
-                 "layers": 3, "mlp_ratio": 2.0},
-}  # fmt: skip
+    "vision_cfg": {
+        "image_size": 32,
+        "layers": 3,
+        "width": 64,
+        "head_width": 32,
+        "patch_size": 8,
+        "mlp_ratio": 2.0,
+    },
+    "text_cfg": {
+        "context_length": 77,
+        "vocab_size": 49408,
+        "width": 64,
+        "heads": 2,
+        "layers": 3,
+        "mlp_ratio": 2.0,
+    },
+}
 # What suits a randomly initialised toy: far more steps and a far higher rate than the
 # paper's fine-tune of a pretrained CLIP, every block trained.
 TINY_CLIP_TRAINING: dict[str, Any] = {

@@ -42,7 +42,7 @@ def clip_merges(n_merges: int = FULL_MERGES) -> tuple[tuple[str, str], ...]:
     """The first ``n_merges`` BPE merges of CLIP's vocabulary, in rank order."""
     with gzip.open(VOCAB_FILE, "rt", encoding="utf-8") as lines:
         next(lines)  # "#version" header
-        merges = []
+        merges: list[tuple[str, str]] = []
         for line in lines:
             if len(merges) == n_merges:
                 break

@@ -39,15 +39,15 @@ def export(
     seed: Annotated[int | None, typer.Option(help="Split seed (default: settings).")] = None,
 ) -> None:
     """Export the picks as a dataset: HPS v1 layout or Parquet, split by prompt."""
-    from bot.export import ExportOptions, Rater, export_dataset
+    from bot.export import ExportOptions, Rater, export_dataset, is_format
 
-    if format not in ("hps", "parquet"):
+    if not is_format(format):
         fail(f"unknown format {format!r}: use hps or parquet")
     if rater not in ("requester", "all"):
         fail(f"unknown rater {rater!r}: use requester or all")
     options = ExportOptions(
         out=out,
-        format=format,  # type: ignore[arg-type]
+        format=format,
         rater=Rater(rater),
         since=_utc_time(since) if since else None,
         incremental=incremental,

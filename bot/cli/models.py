@@ -15,8 +15,9 @@ from bot.cli.support import run as run_command
 if TYPE_CHECKING:
     from bot.runtime import Platform
 
-models_app = typer.Typer(help="Trained models: list, register, promote, roll back.",
-                         no_args_is_help=True)  # fmt: skip
+models_app = typer.Typer(
+    help="Trained models: list, register, promote, roll back.", no_args_is_help=True
+)
 Kind = Annotated[str, typer.Argument(help="hps or generator_adapter.")]
 
 
@@ -37,8 +38,9 @@ def list_models(kind: Annotated[str | None, typer.Argument(help="Only this kind.
             table.add_column(column)
         for v in await platform.registry.versions(kind):
             shown = list(v.metrics.items())[:3]
-            metrics = ", ".join(f"{k} {x:.3g}" if isinstance(x, float) else f"{k} {x}"
-                                for k, x in shown)  # fmt: skip
+            metrics = ", ".join(
+                f"{k} {x:.3g}" if isinstance(x, float) else f"{k} {x}" for k, x in shown
+            )
             promoted = v.promoted_at.strftime("%Y-%m-%d %H:%M") if v.promoted_at else ""
             table.add_row(str(v.id), v.kind, v.status, v.uri, metrics, promoted)
         console.print(table)
@@ -103,8 +105,9 @@ def rollback_model(kind: Kind) -> None:
         target = str(restored.id) if restored else None
         await platform.service.audit(member(None), "rollback", target=target, kind=kind)
         if restored:
-            console.print(f"{kind} version {restored.id} is active again: {restored.uri}",
-                          markup=False)  # fmt: skip
+            console.print(
+                f"{kind} version {restored.id} is active again: {restored.uri}", markup=False
+            )
         else:
             console.print(f"no {kind} version is active now (the base serves)", markup=False)
 

@@ -92,11 +92,21 @@ def train_hps(
     from training.run_folder import read_info
 
     config = FitConfig(
-        out=out, base=base, lr=lr, epochs=epochs, batch_size=batch_size,
-        weight_decay=weight_decay, warmup_steps=warmup_steps, unfreeze_vision=unfreeze_vision,
-        unfreeze_text=unfreeze_text, grad_accum=grad_accum, seed=seed,
-        mixed_precision=mixed_precision, device=device, cache_dir=_cache(),
-    )  # fmt: skip
+        out=out,
+        base=base,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        unfreeze_vision=unfreeze_vision,
+        unfreeze_text=unfreeze_text,
+        grad_accum=grad_accum,
+        seed=seed,
+        mixed_precision=mixed_precision,
+        device=device,
+        cache_dir=_cache(),
+    )
     with plain_errors():
         train, test = read_train_test(data, strict=strict)
         folder = fit_hps(config, train, test)
@@ -133,12 +143,14 @@ def eval_hps(
     device: Device = "auto",
 ) -> None:
     """Top-1 and pairwise accuracy against random, the base CLIP and the active HPS."""
-    from training.data import read_preferences
+    from training.data import DatasetError, is_split, read_preferences
     from training.hps import HPSScorer
     from training.hps.evaluate import evaluate, random_baseline, write_report
 
     with plain_errors():
-        examples = read_preferences(data, split).examples  # type: ignore[arg-type]
+        if not is_split(split):
+            raise DatasetError(f"unknown split {split!r}: use test, train or all")
+        examples = read_preferences(data, split).examples
         if not examples:
             raise FileNotFoundError(f"{data} has no {split} instances to evaluate on")
         scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
@@ -162,8 +174,9 @@ def eval_hps(
         table.add_column(column)
     for result in results:
         interval = f"{result.top1_ci[0]:.1%}–{result.top1_ci[1]:.1%}" if result.top1_ci else "exact"
-        table.add_row(result.name, result.source, f"{result.top1:.1%}", interval,
-                      f"{result.pairwise:.1%}")  # fmt: skip
+        table.add_row(
+            result.name, result.source, f"{result.top1:.1%}", interval, f"{result.pairwise:.1%}"
+        )
     console.print(table)
     console.print(f"report: {out / 'report.md'}", markup=False, highlight=False)
 
@@ -234,14 +247,31 @@ def train_adapt(
         console.print(line, markup=False, highlight=False)
 
     config = AdaptConfig(
-        out=out, base=base, rank=rank, lr=lr, steps=steps, batch_size=batch_size,
-        grad_accum=grad_accum, regularization=regularization,
-        regularization_ratio=regularization_ratio, seed=seed,
-        mixed_precision=mixed_precision, device=device, cache_dir=_cache(),
-    )  # fmt: skip
+        out=out,
+        base=base,
+        rank=rank,
+        lr=lr,
+        steps=steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        regularization=regularization,
+        regularization_ratio=regularization_ratio,
+        seed=seed,
+        mixed_precision=mixed_precision,
+        device=device,
+        cache_dir=_cache(),
+    )
     with plain_errors():
-        done = readapt(config, hps=hps, data=data, manifest=out / "selection.jsonl", extra=extra,
-                       alpha=alpha, min_group=min_group, on_selected=selected)  # fmt: skip
+        done = readapt(
+            config,
+            hps=hps,
+            data=data,
+            manifest=out / "selection.jsonl",
+            extra=extra,
+            alpha=alpha,
+            min_group=min_group,
+            on_selected=selected,
+        )
     folder = done.adapter
     metrics = read_info(folder)["metrics"]
     console.print(
@@ -289,14 +319,20 @@ def eval_adapt(
             raise FileNotFoundError(f"{adapter} names no base model: pass --base")
         if not texts:
             raise DatasetError(f"{prompts} holds no prompts to evaluate on")
-        options = {"cache_dir": _cache(), "device": device, "safety_checker": False}
-        adapted = Generator.load(model, adapter=adapter, **options)
+
+        def load(adapter: Path) -> Generator:
+            return Generator.load(
+                model, adapter=adapter, cache_dir=_cache(), device=device, safety_checker=False
+            )
+
+        adapted = load(adapter)
         # The base is the same pipeline with the adapter switched off (one copy in memory);
         # another adapter needs a pipeline of its own.
-        plain = Generator.load(model, adapter=vs, **options) if vs else adapted.base_view()
+        plain = load(vs) if vs else adapted.base_view()
         scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
-        result, shown = evaluate_adapter(plain, adapted, scorer, texts, seeds_per_prompt=seeds,
-                                         steps=steps)  # fmt: skip
+        result, shown = evaluate_adapter(
+            plain, adapted, scorer, texts, seeds_per_prompt=seeds, steps=steps
+        )
         against = f"adapter `{vs}`" if vs else "the base"
         description = f"Adapter `{adapter}` on `{model}` against {against}, scored by `{hps}`."
         write_adapt_report(out, result, shown, description=description)

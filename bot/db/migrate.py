@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -11,7 +12,7 @@ from alembic.config import Config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def alembic_config(database_url: str, *, output: io.TextIOBase | None = None) -> Config:
+def alembic_config(database_url: str, *, output: TextIO | None = None) -> Config:
     """An Alembic config for our migrations, bound to ``database_url``."""
     config = Config(str(ROOT / "alembic.ini"), stdout=output or io.StringIO())
     config.set_main_option("script_location", str(ROOT / "migrations"))

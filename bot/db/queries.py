@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import CursorResult, Result, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +17,12 @@ GENERATION_CHANNEL = "prefloop_generation"  # pg_notify channel: a generation fi
 PROGRESS_CHANNEL = "prefloop_progress"  # pg_notify channel: step k of n
 
 UNFINISHED = (GenerationStatus.queued, GenerationStatus.running)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched. The session types every result as a plain Result;
+    for these statements it is a CursorResult, which counts them."""
+    return cast(CursorResult[Any], result).rowcount or 0
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,7 @@ async def delete_generations(session: AsyncSession, ids: Sequence[int]) -> int:
     if not ids:
         return 0
     result = await session.execute(delete(Generation).where(Generation.id.in_(ids)))
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 async def mark_delivered(session: AsyncSession, generation_id: int) -> bool:
@@ -157,7 +163,7 @@ async def mark_delivered(session: AsyncSession, generation_id: int) -> bool:
         .where(Generation.id == generation_id, Generation.delivered_at.is_(None))
         .values(delivered_at=func.now())
     )
-    return bool(result.rowcount)
+    return rowcount(result) > 0
 
 
 async def live_workers(session: AsyncSession, within_seconds: float) -> int:

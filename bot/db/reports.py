@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import ScalarSelect, SQLColumnExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db import queries
 from bot.db.models import (
+    Base,
     Choice,
     ChoiceEvent,
     DatasetExport,
@@ -19,7 +20,7 @@ from bot.domain import QueueStatus, Stats, UserRef
 from bot.registry import active_versions
 
 
-def _count(model: type, *where: object) -> object:
+def _count(model: type[Base], *where: SQLColumnExpression[bool]) -> ScalarSelect[int]:
     return select(func.count()).select_from(model).where(*where).scalar_subquery()
 
 

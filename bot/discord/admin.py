@@ -139,9 +139,14 @@ async def admin_export(
         "the last finished export."
     )
     await _done(
-        interaction, "export", text, format=format, rater=rater, incremental=incremental,
+        interaction,
+        "export",
+        text,
+        format=format,
+        rater=rater,
+        incremental=incremental,
         job_id=queued.job_id,
-    )  # fmt: skip
+    )
 
 
 @admin.command(name="retrain", description="Retrain the preference model and the generator.")

@@ -10,8 +10,8 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import discord
 
@@ -25,15 +25,17 @@ SORRY = (
     "Sorry, that did not work: prefloop cannot reach its database right now. Nothing you "
     "recorded before is lost; please click again in a moment."
 )
-Callback = Callable[[Any, discord.Interaction], Awaitable[None]]
+ViewButton = discord.ui.Button[discord.ui.View]
+ButtonT = TypeVar("ButtonT", bound=discord.ui.DynamicItem[ViewButton])
+Callback = Callable[[ButtonT, discord.Interaction], Coroutine[Any, Any, None]]
 
 
-def answers_failures(callback: Callback) -> Callback:
+def answers_failures(callback: Callback[ButtonT]) -> Callback[ButtonT]:
     """discord.py only logs a failing button callback, and the member sees "This
     interaction failed"; answer them privately instead."""
 
     @functools.wraps(callback)
-    async def guarded(self: Any, interaction: discord.Interaction) -> None:
+    async def guarded(self: ButtonT, interaction: discord.Interaction) -> None:
         try:
             await callback(self, interaction)
         except Exception:
@@ -52,7 +54,7 @@ REROLL = r"pf:reroll:(?P<gen>\d+)"
 FORGET = r"pf:forget:(?P<user>\d+)"
 
 
-class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK):
+class PickButton(discord.ui.DynamicItem[ViewButton], template=PICK):
     """ "Pick k": record the clicking member's favourite image of one generation."""
 
     def __init__(self, generation_id: int, index: int) -> None:
@@ -68,7 +70,7 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK):
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> PickButton:
         return cls(int(match["gen"]), int(match["idx"]))
 
@@ -88,7 +90,7 @@ class PickButton(discord.ui.DynamicItem[discord.ui.Button], template=PICK):
             await bot.delivery.refresh_pickers(self.generation_id, interaction.message)
 
 
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=REROLL):
+class RerollButton(discord.ui.DynamicItem[ViewButton], template=REROLL):
     """ "Reroll": the same prompt with new seeds, as a new generation for the clicker."""
 
     def __init__(self, generation_id: int) -> None:
@@ -104,7 +106,7 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=REROLL):
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> RerollButton:
         return cls(int(match["gen"]))
 
@@ -119,7 +121,7 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=REROLL):
         await bot.delivery.start(interaction, submit)
 
 
-class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=FORGET):
+class ForgetButton(discord.ui.DynamicItem[ViewButton], template=FORGET):
     """The confirmation of /forget-me; only the member it was shown to can press it."""
 
     def __init__(self, user_id: int) -> None:
@@ -134,7 +136,7 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=FORGET):
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> ForgetButton:
         return cls(int(match["user"]))
 

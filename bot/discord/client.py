@@ -33,7 +33,7 @@ def command_tree(client: discord.Client) -> app_commands.CommandTree:
     tree = app_commands.CommandTree(client)
     commands.register(tree)
     admin.register(tree)
-    tree.on_error = on_command_error
+    tree.error(on_command_error)
     return tree
 
 
@@ -88,9 +88,9 @@ class PrefloopBot(discord.Client):
         channel_id = self.settings.discord.admin_channel_id
         assert channel_id is not None
         channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-        await channel.send(  # type: ignore[union-attr]
-            text[:2000], allowed_mentions=discord.AllowedMentions.none()
-        )
+        if not isinstance(channel, discord.abc.Messageable):
+            raise TypeError(f"the admin channel {channel_id} takes no messages")
+        await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none())
 
     async def close(self) -> None:
         # Let posts under way finish and be recorded before the connection goes.

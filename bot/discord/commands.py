@@ -70,5 +70,6 @@ async def help_(interaction: discord.Interaction) -> None:
 
 
 def register(tree: app_commands.CommandTree) -> None:
-    for command in (imagine, stats, forget_me, help_):
+    members: tuple[app_commands.Command[Any, ..., None], ...] = (imagine, stats, forget_me, help_)
+    for command in members:
         tree.add_command(command)

@@ -273,8 +273,11 @@ class Deliverer:
         self._retries[generation_id] = Retry(tries, time.monotonic() + wait)
         log.warning(
             "posting generation %s failed (try %s), trying again in %.3g s: %r",
-            generation_id, tries, wait, error,
-        )  # fmt: skip
+            generation_id,
+            tries,
+            wait,
+            error,
+        )
 
     def _remember_answered(self, generation_id: int) -> None:
         self._answered[generation_id] = None

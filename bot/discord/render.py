@@ -180,8 +180,10 @@ def models(versions: list[VersionView]) -> str:
         return "No trained models are registered yet; the generator runs without an adapter."
     lines = []
     for v in versions[:10]:
-        metrics = ", ".join(f"{k} {x:.3g}" if isinstance(x, float) else f"{k} {x}"
-                            for k, x in list(v.metrics.items())[:2])  # fmt: skip
+        metrics = ", ".join(
+            f"{k} {x:.3g}" if isinstance(x, float) else f"{k} {x}"
+            for k, x in list(v.metrics.items())[:2]
+        )
         mark = " **(active)**" if v.status == "active" else f" ({v.status})"
         lines.append(f"#{v.id} {v.kind}{mark}: `{v.uri}`" + (f" — {metrics}" if metrics else ""))
     return "\n".join(lines)

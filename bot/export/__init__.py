@@ -5,7 +5,7 @@ See docs/dataset-format.md for the contract these files keep.
 
 from bot.export.layout import ExportError
 from bot.export.picks import Rater, Reason
-from bot.export.run import ExportOptions, ExportResult, export_dataset, run_export
+from bot.export.run import ExportOptions, ExportResult, export_dataset, is_format, run_export
 
 __all__ = [
     "ExportError",
@@ -14,5 +14,6 @@ __all__ = [
     "Rater",
     "Reason",
     "export_dataset",
+    "is_format",
     "run_export",
 ]

@@ -105,8 +105,9 @@ def suffix(picture: Picture) -> str:
     return picture.key.rsplit(".", 1)[-1] if "." in picture.key else "png"
 
 
-def record(candidate: Candidate, names: list[str], chosen: int, kept: list[Picture],
-           contain_name: bool) -> dict[str, Any]:  # fmt: skip
+def record(
+    candidate: Candidate, names: list[str], chosen: int, kept: list[Picture], contain_name: bool
+) -> dict[str, Any]:
     """One instance as the HPS layout writes it (the first six fields are HPS v1's).
 
     ``file_path`` holds paths relative to the export folder, ``preference_images/…``, as
@@ -140,8 +141,9 @@ class HpsWriter:
         self.source = source
         (staging / IMAGES).mkdir()
         self.images = str(staging / IMAGES) + os.sep
-        self.files = {s: (staging / f"preference_{s}.json").open("w", encoding="utf-8")
-                      for s in SPLITS}  # fmt: skip
+        self.files = {
+            s: (staging / f"preference_{s}.json").open("w", encoding="utf-8") for s in SPLITS
+        }
         self.counts = dict.fromkeys(SPLITS, 0)
         self.image_count = 0
         self._ids = bytearray()  # ID_BYTES per instance
@@ -171,8 +173,9 @@ class HpsWriter:
             return self._undo(names, Reason.missing_file)
         file = self.files[split]
         file.write(",\n" if self.counts[split] else "[\n")
-        file.write(json.dumps(record(candidate, names, chosen, kept, contain_name),
-                              ensure_ascii=False))  # fmt: skip
+        file.write(
+            json.dumps(record(candidate, names, chosen, kept, contain_name), ensure_ascii=False)
+        )
         self.counts[split] += 1
         self.image_count += len(kept)
         self._ids += bytes.fromhex(candidate.id)
@@ -236,19 +239,25 @@ def parquet_schema() -> Any:
             pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
             {"feature": {"_type": "Image"}, "_type": "Sequence"},
         ),
-        ("image_ids", pa.list_(pa.string()),
-         {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"}),
+        (
+            "image_ids",
+            pa.list_(pa.string()),
+            {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"},
+        ),
         ("human_preference", pa.int8(), {"dtype": "int8", "_type": "Value"}),
         ("user_hash", pa.string(), {"dtype": "string", "_type": "Value"}),
         ("contain_name", pa.bool_(), {"dtype": "bool", "_type": "Value"}),
         ("rater_is_requester", pa.bool_(), {"dtype": "bool", "_type": "Value"}),
-        ("seeds", pa.list_(pa.int64()),
-         {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"}),
+        (
+            "seeds",
+            pa.list_(pa.int64()),
+            {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"},
+        ),
         ("generator_version", pa.string(), {"dtype": "string", "_type": "Value"}),
         ("adapter_version_id", pa.int64(), {"dtype": "int64", "_type": "Value"}),
         ("created_at", utc, {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}),
         ("requested_at", utc, {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}),
-    ]  # fmt: skip
+    ]
     # The `datasets` library reads this to decode `images` as PIL images.
     features = {name: feature for name, _, feature in fields}
     metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
@@ -292,22 +301,24 @@ class ParquetWriter:
             kept.append(picture)
         if len(images) < 2:
             return Reason.missing_file
-        self.rows[split].append({
-            "id": candidate.id,
-            "generation_id": candidate.generation,
-            "prompt": candidate.prompt,
-            "images": images,
-            "image_ids": [f"{candidate.generation}_{p.index}" for p in kept],
-            "human_preference": chosen,
-            "user_hash": candidate.user_hash,
-            "contain_name": contain_name,
-            "rater_is_requester": candidate.rater_is_requester,
-            "seeds": [p.seed for p in kept],
-            "generator_version": candidate.generator_version,
-            "adapter_version_id": candidate.adapter_version_id,
-            "created_at": candidate.created_at,
-            "requested_at": candidate.requested_at,
-        })  # fmt: skip
+        self.rows[split].append(
+            {
+                "id": candidate.id,
+                "generation_id": candidate.generation,
+                "prompt": candidate.prompt,
+                "images": images,
+                "image_ids": [f"{candidate.generation}_{p.index}" for p in kept],
+                "human_preference": chosen,
+                "user_hash": candidate.user_hash,
+                "contain_name": contain_name,
+                "rater_is_requester": candidate.rater_is_requester,
+                "seeds": [p.seed for p in kept],
+                "generator_version": candidate.generator_version,
+                "adapter_version_id": candidate.adapter_version_id,
+                "created_at": candidate.created_at,
+                "requested_at": candidate.requested_at,
+            }
+        )
         self.counts[split] += 1
         self.image_count += len(kept)
         self.buffered[split] += sum(len(image["bytes"]) for image in images)

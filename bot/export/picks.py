@@ -70,6 +70,13 @@ class Window:
     since: datetime | None
 
 
+def _value(cursor: psycopg.Cursor[Any]) -> Any:
+    """The value of a query that returns one row of one column (a function, an aggregate)."""
+    row = cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
 def open_snapshot(url: str, since: datetime | None) -> tuple[psycopg.Connection, Window]:
     """A repeatable-read, read-only connection, and the window of picks it may export.
 
@@ -81,16 +88,18 @@ def open_snapshot(url: str, since: datetime | None) -> tuple[psycopg.Connection,
     with psycopg.connect(url, autocommit=True) as probe:
         # The time first, then who is running: a transaction that starts in between
         # stamps its picks after `before`, so they are left for the next export.
-        before = probe.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-        oldest = probe.execute(
-            "SELECT min(xact_start) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND xact_start IS NOT NULL"
-        ).fetchone()[0]  # type: ignore[index]
+        before: datetime = _value(probe.execute("SELECT clock_timestamp()"))
+        oldest: datetime | None = _value(
+            probe.execute(
+                "SELECT min(xact_start) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND xact_start IS NOT NULL"
+            )
+        )
     conn = psycopg.connect(url)
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
-    snapshot_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+    snapshot_at: datetime = _value(conn.execute("SELECT clock_timestamp()"))
     cutoff = min(before, oldest) if oldest else before
     return conn, Window(snapshot_at=snapshot_at, cutoff=cutoff, since=since)
 
@@ -127,7 +136,7 @@ def stream_picks(
     with conn.cursor(name="prefloop_export") as cursor:
         cursor.itersize = batch
         cursor.execute(
-            PICKS.format(rater=only_requester),  # type: ignore[arg-type]
+            PICKS.format(rater=only_requester),
             {"cutoff": window.cutoff, "since": window.since},
         )
         yield from cursor
@@ -141,7 +150,7 @@ def count_deferred(conn: psycopg.Connection, window: Window, rater: Rater) -> in
         else ""
     )
     row = conn.execute(
-        f"SELECT count(*) FROM choices c WHERE c.chosen_at >= %s {only_requester}",  # type: ignore[arg-type]
+        f"SELECT count(*) FROM choices c WHERE c.chosen_at >= %s {only_requester}",
         (window.cutoff,),
     ).fetchone()
     return int(row[0]) if row else 0
@@ -149,9 +158,27 @@ def count_deferred(conn: psycopg.Connection, window: Window, rater: Rater) -> in
 
 def classify(row: tuple[Any, ...], hasher: UserHasher, ids: IdHasher) -> Candidate | Reason:
     """Keep a pick (as a candidate, under keyed ids) or say why it is left out."""
-    (pick_id, generation_id, chosen, chosen_at, prompt, status, generator_version,
-     adapter_id, requested_at, frontend, external_id, by_requester, banned, forgotten,
-     indexes, keys, shas, seeds, nsfw) = row  # fmt: skip
+    (
+        pick_id,
+        generation_id,
+        chosen,
+        chosen_at,
+        prompt,
+        status,
+        generator_version,
+        adapter_id,
+        requested_at,
+        frontend,
+        external_id,
+        by_requester,
+        banned,
+        forgotten,
+        indexes,
+        keys,
+        shas,
+        seeds,
+        nsfw,
+    ) = row
     if banned:
         return Reason.banned_member
     if forgotten:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, get_args
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -42,6 +42,12 @@ from bot.storage import Storage
 log = logging.getLogger(__name__)
 
 Format = Literal["hps", "parquet"]
+
+
+def is_format(name: str) -> TypeGuard[Format]:
+    return name in get_args(Format)
+
+
 MISSING_LISTED = 100  # missing files named in the manifest (all are counted)
 
 
@@ -151,9 +157,20 @@ def run_export(
             files = [(p.relative_to(staging).as_posix(), layout.file_sha256(p)) for p in written]
             digest = layout.content_hash(files, writer.image_entries())
             manifest = _manifest(
-                options, window, fraction, seed, key, names, writer, source, excluded, read,
-                deferred, prompts, digest,
-            )  # fmt: skip
+                options,
+                window,
+                fraction,
+                seed,
+                key,
+                names,
+                writer,
+                source,
+                excluded,
+                read,
+                deferred,
+                prompts,
+                digest,
+            )
             layout.write_manifest(staging, manifest)
             if stop is not None and stop.is_set():
                 raise layout.ExportError("the export was cancelled")
@@ -180,7 +197,7 @@ def _prompt_key(normalised: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _distinct(keys: array) -> int:
+def _distinct(keys: array[int]) -> int:
     """How many different prompt keys (a transient set; the keys themselves are compact)."""
     return len(set(keys))
 
@@ -197,7 +214,7 @@ def _manifest(
     excluded: Counter[str],
     read: int,
     deferred: int,
-    prompts: dict[str, array],
+    prompts: dict[str, array[int]],
     digest: str,
 ) -> dict[str, Any]:
     try:

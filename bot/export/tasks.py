@@ -32,7 +32,7 @@ def export_blueprint() -> Blueprint:
     blueprint = Blueprint()
 
     @blueprint.task(name=EXPORT_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
-    async def export(context: JobContext, **args: Any) -> str:
+    async def export(context: JobContext, /, **args: Any) -> str:
         """Write a dataset export (see bot.export); admins queue it with /admin export."""
         platform = context.additional_context[PLATFORM]
         return await run_export_job(

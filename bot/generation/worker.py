@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from procrastinate import App
+from procrastinate.jobs import Job
 
 from bot.db import queries
 from bot.generation.runner import GenerationRunner, mark_failed_in
@@ -112,19 +113,21 @@ async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
     """
     settings = platform.settings.worker
     stalled = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=settings.stalled_after)
-    recovered = []
+    recovered: list[int] = []
     for job in stalled:
+        assert job.id is not None  # a job read from the database has one
         give_up = job.attempts + 1 >= settings.max_attempts
         async with platform.sessions.begin() as session:
             if not await queries.end_stalled_job(session, job.id, job.worker_id, give_up=give_up):
                 continue  # someone else got there first
             if give_up and job.task_name == RETRAIN_TASK:
-                await mark_abandoned_in(session, int(job.task_kwargs["run_id"]),
-                                        "its worker stopped too many times")  # fmt: skip
+                await mark_abandoned_in(
+                    session, _id_arg(job, "run_id"), "its worker stopped too many times"
+                )
             if give_up and job.task_name == GENERATE_TASK:
                 await mark_failed_in(
                     session,
-                    int(job.task_kwargs["generation_id"]),
+                    _id_arg(job, "generation_id"),
                     f"The worker stopped {job.attempts + 1} times while making these "
                     "images; giving up.",
                 )
@@ -143,6 +146,14 @@ async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
             log.warning("generation %s outlived its job; marked failed", generation_id)
             await queries.notify_finished(session, generation_id, "failed", frontend)
     return recovered
+
+
+def _id_arg(job: Job, name: str) -> int:
+    """An id the job was deferred with (its ``task_kwargs`` are JSON)."""
+    value = job.task_kwargs[name]
+    if not isinstance(value, int | str):
+        raise TypeError(f"job {job.id}: {name} is {value!r}, not an id")
+    return int(value)
 
 
 async def _reap_forever(app: App, platform: Platform) -> None:

@@ -128,8 +128,9 @@ async def run_worker(app: App, worker: Worker, settings: WorkerSettings) -> None
             reason = f"it lost the database ({_first_line(error)})"
         if time.monotonic() - started > MAX_RESTART_PAUSE:
             pause = RESTART_PAUSE  # it had been running fine: this is a new outage
-        log.warning("job worker %s: %s; starting it again in %.1f s", worker.worker_name,
-                    reason, pause)  # fmt: skip
+        log.warning(
+            "job worker %s: %s; starting it again in %.1f s", worker.worker_name, reason, pause
+        )
         await asyncio.sleep(pause)
         pause = min(pause * 2, MAX_RESTART_PAUSE)
 

@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 DATA = "data"
 SELECTION = Path("adapter") / "selection.jsonl"  # lists the export's images and prompts
 # Resume points of a stage's training: stale once the data they were trained on is gone.
-RESUME_POINTS = {"hps": resume_dir(Path("hps") / "model"),
-                 "adapter": resume_dir(Path("adapter") / "adapter")}  # fmt: skip
+RESUME_POINTS = {
+    "hps": resume_dir(Path("hps") / "model"),
+    "adapter": resume_dir(Path("adapter") / "adapter"),
+}
 
 
 def runs_folder(data_dir: Path) -> Path:
@@ -80,7 +82,7 @@ def forget_stale_training(folder: Path, undecided: list[str]) -> None:
 
 
 def _folders_with_data(root: Path) -> dict[int, Path]:
-    found = {}
+    found: dict[int, Path] = {}
     if not root.is_dir():
         return found
     for folder in root.glob("run-*"):

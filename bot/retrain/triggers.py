@@ -126,8 +126,13 @@ async def requeue_orphaned_runs(session: AsyncSession) -> list[int]:
         )
     )
     for run_id in orphans:
-        job_id = await queries.defer_job(session, task=RETRAIN_TASK, queue=MAINTENANCE_QUEUE,
-                                         args={"run_id": run_id}, lock=RETRAIN_LOCK)  # fmt: skip
+        job_id = await queries.defer_job(
+            session,
+            task=RETRAIN_TASK,
+            queue=MAINTENANCE_QUEUE,
+            args={"run_id": run_id},
+            lock=RETRAIN_LOCK,
+        )
         await session.execute(
             update(RetrainRun).where(RetrainRun.id == run_id).values(job_id=job_id)
         )

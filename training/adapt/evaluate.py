@@ -47,13 +47,16 @@ def evaluate_adapter(
     rows, shown = [], []
     for i, prompt in enumerate(prompts):
         seeds = [seed * 1_000_003 + i * seeds_per_prompt + k for k in range(seeds_per_prompt)]
-        made = [g.generate(prompt, seeds, steps=steps, guidance=guidance).images
-                for g in (base, adapted)]  # fmt: skip
+        made = [
+            g.generate(prompt, seeds, steps=steps, guidance=guidance).images
+            for g in (base, adapted)
+        ]
         old, new = scorer.score_groups([(prompt, made[0]), (prompt, made[1])])
         old_mean, new_mean = sum(old) / len(old), sum(new) / len(new)
         win = 1.0 if new_mean > old_mean else 0.5 if new_mean == old_mean else 0.0
-        rows.append({"prompt": prompt, "seeds": seeds, "base": old_mean,
-                     "adapted": new_mean, "win": win})  # fmt: skip
+        rows.append(
+            {"prompt": prompt, "seeds": seeds, "base": old_mean, "adapted": new_mean, "win": win}
+        )
         if i < grid:
             shown.append((prompt, made[0], made[1]))
     differences = [r["adapted"] - r["base"] for r in rows]
@@ -72,9 +75,12 @@ def evaluate_adapter(
 
 
 def write_adapt_report(
-    out: Path, evaluation: AdaptEvaluation, shown: Sequence[tuple[str, list[Any], list[Any]]],
-    *, description: str = "",
-) -> Path:  # fmt: skip
+    out: Path,
+    evaluation: AdaptEvaluation,
+    shown: Sequence[tuple[str, list[Any], list[Any]]],
+    *,
+    description: str = "",
+) -> Path:
     """metrics.json, report.md and grid.png (base on the left, adapted on the right)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(asdict(evaluation), indent=2))

@@ -76,6 +76,10 @@ class AdaptConfig:
     hps: str | None = None  # recorded in the run folder's info
     selection_hash: str | None = None
 
+    def models(self) -> Path:
+        """Where base models are downloaded to and found."""
+        return self.cache_dir or Path.home() / ".cache" / "prefloop"
+
     def resolved(self) -> dict[str, Any]:
         merged = {**PAPER, **PRESET_DEFAULTS.get(preset_of(self.base) or "", {})}
         for name in PAPER:
@@ -124,17 +128,21 @@ def encode(pipe: Any, items: Sequence[tuple[str, str, bool]], size: int, device:
             pixels = []
             for file, _, _ in items[start : start + 16]:
                 with Image.open(file) as image:
-                    image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-                    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+                    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+                    array = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
                 pixels.append(array.view(size, size, 3).permute(2, 0, 1).float() / 127.5 - 1)
             dist = pipe.vae.encode(torch.stack(pixels).to(device)).latent_dist
             means.append(dist.mean.cpu())
             stds.append(dist.std.cpu())
         embeddings = []
         for start in range(0, len(texts), 32):
-            tokens = pipe.tokenizer(texts[start : start + 32], padding="max_length",
-                                    max_length=pipe.tokenizer.model_max_length, truncation=True,
-                                    return_tensors="pt").input_ids  # fmt: skip
+            tokens = pipe.tokenizer(
+                texts[start : start + 32],
+                padding="max_length",
+                max_length=pipe.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
             embeddings.append(pipe.text_encoder(tokens.to(device))[0].cpu())
     return Cached(
         mean=torch.cat(means),
@@ -160,8 +168,16 @@ def draw(cached: Cached, batch: int, ratio: float, generator: Any) -> Any:
     return chosen
 
 
-def step_loss(unet: Any, noise_scheduler: Any, cached: Cached, index: Any, generator: Any,
-              scaling: float, device: Any, dtype: Any) -> Any:  # fmt: skip
+def step_loss(
+    unet: Any,
+    noise_scheduler: Any,
+    cached: Cached,
+    index: Any,
+    generator: Any,
+    scaling: float,
+    device: Any,
+    dtype: Any,
+) -> Any:
     """Noise-prediction MSE of one batch, everything random drawn from ``generator``."""
     import torch
 
@@ -209,10 +225,10 @@ def adapt_generator(
     precision = config.mixed_precision
     if precision == "auto":
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "no"
-    accelerator = Accelerator(mixed_precision=precision, cpu=not on_gpu,
-                              gradient_accumulation_steps=config.grad_accum)  # fmt: skip
-    cache = Path(config.cache_dir or Path.home() / ".cache" / "prefloop")
-    pipe = load_pipeline(config.base, cache)
+    accelerator = Accelerator(
+        mixed_precision=precision, cpu=not on_gpu, gradient_accumulation_steps=config.grad_accum
+    )
+    pipe = load_pipeline(config.base, config.models())
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         part.requires_grad_(False)
@@ -220,14 +236,19 @@ def adapt_generator(
     pipe.unet.to(dtype=weight_dtype)  # the VAE and text encoder run once, in float32
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     cached = encode(pipe, items, size, accelerator.device)
-    cached.mean, cached.std = (t.to(accelerator.device, torch.float32)
-                               for t in (cached.mean, cached.std))  # fmt: skip
+    cached.mean, cached.std = (
+        t.to(accelerator.device, torch.float32) for t in (cached.mean, cached.std)
+    )
     cached.text = cached.text.to(accelerator.device)
     unet = pipe.unet
     with torch.random.fork_rng(devices=[]):  # the LoRA's initial weights follow the seed
         torch.manual_seed(config.seed)
-        lora = LoraConfig(r=hyper["rank"], lora_alpha=hyper["rank"],
-                          init_lora_weights="gaussian", target_modules=TARGETS)  # fmt: skip
+        lora = LoraConfig(
+            r=hyper["rank"],
+            lora_alpha=hyper["rank"],
+            init_lora_weights="gaussian",
+            target_modules=TARGETS,
+        )
         unet.add_adapter(lora)
     for param in unet.parameters():
         if param.requires_grad:
@@ -240,10 +261,17 @@ def adapt_generator(
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     scaling = pipe.vae.config.scaling_factor
     total, batch = hyper["steps"], hyper["batch_size"]
-    run = {"hyper": hyper, "seed": config.seed, "items": len(items), "base": config.base,
-           "selection": config.selection_hash, "grad_accum": config.grad_accum,
-           "regularization_ratio": config.regularization_ratio,
-           "processes": accelerator.num_processes, "precision": precision}  # fmt: skip
+    run = {
+        "hyper": hyper,
+        "seed": config.seed,
+        "items": len(items),
+        "base": config.base,
+        "selection": config.selection_hash,
+        "grad_accum": config.grad_accum,
+        "regularization_ratio": config.regularization_ratio,
+        "processes": accelerator.num_processes,
+        "precision": precision,
+    }
 
     def generator(step: int, micro: int) -> Any:
         key = f"{config.seed}:{step}:{micro}:{accelerator.process_index}".encode()
@@ -253,8 +281,18 @@ def adapt_generator(
         with torch.no_grad(), accelerator.autocast():
             probe = torch.Generator().manual_seed(config.seed + 12345)
             index = draw(cached, min(64, 8 * batch), 0.0, probe)
-            return float(step_loss(unet, noise_scheduler, cached, index, probe, scaling,
-                                   accelerator.device, weight_dtype))  # fmt: skip
+            return float(
+                step_loss(
+                    unet,
+                    noise_scheduler,
+                    cached,
+                    index,
+                    probe,
+                    scaling,
+                    accelerator.device,
+                    weight_dtype,
+                )
+            )
 
     step, losses = 0, []
     try:
@@ -263,8 +301,10 @@ def adapt_generator(
         raise AdaptError(str(error)) from None
     if saved is not None:
         if saved["run"] != plain(run):
-            raise AdaptError(f"{out} holds an unfinished run with other settings or data; "
-                             "resume it with the same ones, or choose a new folder")  # fmt: skip
+            raise AdaptError(
+                f"{out} holds an unfinished run with other settings or data; "
+                "resume it with the same ones, or choose a new folder"
+            )
         _load_lora(accelerator.unwrap_model(unet), saved["lora"])
         optimizer.load_state_dict(saved["optimizer"])
         if accelerator.scaler is not None and saved.get("scaler"):
@@ -282,8 +322,16 @@ def adapt_generator(
             with accelerator.accumulate(unet), accelerator.autocast():
                 g = generator(step, micro)
                 index = draw(cached, batch, config.regularization_ratio, g)
-                loss = step_loss(unet, noise_scheduler, cached, index, g, scaling,
-                                 accelerator.device, weight_dtype)  # fmt: skip
+                loss = step_loss(
+                    unet,
+                    noise_scheduler,
+                    cached,
+                    index,
+                    g,
+                    scaling,
+                    accelerator.device,
+                    weight_dtype,
+                )
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -305,17 +353,29 @@ def adapt_generator(
         info = {
             "base": config.base,
             "hps": config.hps,
-            "selection": {"items": len(pairs), "regularization": len(items) - len(pairs),
-                          "manifest_sha256": config.selection_hash},
-            "hyperparameters": {**hyper, "grad_accum": config.grad_accum, "seed": config.seed,
-                                "mixed_precision": precision, "targets": TARGETS,
-                                "regularization_ratio": config.regularization_ratio},
-            "metrics": {"fixed_batch_loss_before": before, "fixed_batch_loss_after": after,
-                        "train_loss_first": losses[0] if losses else None,
-                        "steps": total, "seconds": seconds},
+            "selection": {
+                "items": len(pairs),
+                "regularization": len(items) - len(pairs),
+                "manifest_sha256": config.selection_hash,
+            },
+            "hyperparameters": {
+                **hyper,
+                "grad_accum": config.grad_accum,
+                "seed": config.seed,
+                "mixed_precision": precision,
+                "targets": TARGETS,
+                "regularization_ratio": config.regularization_ratio,
+            },
+            "metrics": {
+                "fixed_batch_loss_before": before,
+                "fixed_batch_loss_after": after,
+                "train_loss_first": losses[0] if losses else None,
+                "steps": total,
+                "seconds": seconds,
+            },
             "negative_prompt": WEIRD.strip(),
             "finished": True,
-        }  # fmt: skip
+        }
         write_info(out, info)
         forget_resume_point(out)
     accelerator.wait_for_everyone()
@@ -344,11 +404,24 @@ def _write_adapter(unet: Any, out: Path) -> None:
     StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=layers, safe_serialization=True)
 
 
-def _save_state(out: Path, accelerator: Any, unet: Any, optimizer: Any, step: int,
-                losses: list[float], before: float, run: dict[str, Any]) -> None:  # fmt: skip
+def _save_state(
+    out: Path,
+    accelerator: Any,
+    unet: Any,
+    optimizer: Any,
+    step: int,
+    losses: list[float],
+    before: float,
+    run: dict[str, Any],
+) -> None:
     scaler = accelerator.scaler
-    state = {"lora": _lora_state(accelerator.unwrap_model(unet)),
-             "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
-             "before": before, "run": plain(run),
-             "scaler": scaler.state_dict() if scaler is not None else None}  # fmt: skip
+    state = {
+        "lora": _lora_state(accelerator.unwrap_model(unet)),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "losses": losses,
+        "before": before,
+        "run": plain(run),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    }
     save_resume_point(out, state)

@@ -142,15 +142,20 @@ def judge(
     prompts = list(dict.fromkeys(e.prompt for e in test))[: judging.limit]
     if not prompts:
         raise DatasetError(f"{judging.data} has no test prompts to judge a new adapter by")
-    options = {"cache_dir": config.cache_dir, "device": config.device, "safety_checker": False}
-    adapted = Generator.load(config.base, adapter=adapter, **options)
+
+    def load(adapter: Path) -> Generator:
+        return Generator.load(
+            config.base,
+            adapter=adapter,
+            cache_dir=config.models(),
+            device=config.device,
+            safety_checker=False,
+        )
+
+    adapted = load(adapter)
     # What serves now makes the same images in both comparisons below: make them once.
     active = judging.active
-    plain = _Remembered(
-        Generator.load(config.base, adapter=Path(active), **options)
-        if active
-        else adapted.base_view()
-    )
+    plain = _Remembered(load(Path(active)) if active else adapted.base_view())
     # Served as trained ("Weird image." as the negative prompt) and without it.
     learned = adapted.negative_prefix
     tried = {}
@@ -158,20 +163,29 @@ def judge(
         if label == "with_negative_prompt" and not learned:
             continue
         adapted.negative_prefix = prefix
-        tried[label] = evaluate_adapter(plain, adapted, scorer, prompts,
-                                        seeds_per_prompt=judging.seeds, steps=judging.steps,
-                                        seed=config.seed + 1)  # fmt: skip
+        tried[label] = evaluate_adapter(
+            plain,
+            adapted,
+            scorer,
+            prompts,
+            seeds_per_prompt=judging.seeds,
+            steps=judging.steps,
+            seed=config.seed + 1,
+        )
     best = max(tried, key=lambda k: (tried[k][0].win_rate, tried[k][0].mean_difference))
     result, shown = tried[best]
     if best == "without_negative_prompt" and learned:
         info = read_info(adapter)
         info["negative_prompt"] = ""
-        info["negative_prompt_dropped"] = {"prompt": learned, "why": "it did worse on held-out "
-                                           "prompts; see the retrain's report"}  # fmt: skip
+        info["negative_prompt_dropped"] = {
+            "prompt": learned,
+            "why": "it did worse on held-out prompts; see the retrain's report",
+        }
         write_info(adapter, info)
     against = f"the active adapter `{active}`" if active else "the base"
-    served = f'"{learned}" as the negative prompt' if best.startswith("with_") else (
-        "no negative prompt")  # fmt: skip
+    served = (
+        f'"{learned}" as the negative prompt' if best.startswith("with_") else "no negative prompt"
+    )
     write_adapt_report(
         judging.report,
         result,

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data import read_preferences
+from training.data import Split, read_preferences
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -39,9 +39,9 @@ class Selected:
     score: float  # its HPS
 
 
-def pool_from_export(data: Path, split: str = "train") -> list[Group]:
+def pool_from_export(data: Path, split: Split = "train") -> list[Group]:
     """Every image of the export's split, picked or not, grouped by instance."""
-    examples = read_preferences(data, split).examples  # type: ignore[arg-type]
+    examples = read_preferences(data, split).examples
     return [Group(e.prompt, e.images) for e in examples]
 
 
@@ -116,8 +116,15 @@ def select(
             for found, label in ((positive, "positive"), (negative, "negative")):
                 if found is not None:
                     index, confidence = found
-                    chosen.append(Selected(group.prompt, str(group.images[index]), label,
-                                           confidence, float(scores[index])))  # fmt: skip
+                    chosen.append(
+                        Selected(
+                            group.prompt,
+                            str(group.images[index]),
+                            label,
+                            confidence,
+                            float(scores[index]),
+                        )
+                    )
     return chosen
 
 

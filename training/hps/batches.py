@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from training.data import Example
 from training.hps.loss import group_logits, preference_loss
 from training.hps.model import ClipModel
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Batch(NamedTuple):  # a tuple, so accelerate moves every field to the device
@@ -46,7 +49,7 @@ def collate(items: list[tuple[Any, Any, int]]) -> Batch:
 
     width = max(pixels.shape[0] for pixels, _, _ in items)
     mask = torch.zeros(len(items), width, dtype=torch.bool)
-    slots = []
+    slots: list[int] = []
     for row, (pixels, _, _) in enumerate(items):
         mask[row, : pixels.shape[0]] = True
         slots.extend(row * width + k for k in range(pixels.shape[0]))
@@ -91,7 +94,8 @@ def set_trainable(model: Any, vision_blocks: int, text_blocks: int) -> int:
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on gains, biases, embeddings and the logit scale (as open_clip)."""
-    decay, plain = [], []
+    decay: list[torch.nn.Parameter] = []
+    plain: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue

@@ -89,7 +89,11 @@ def evaluate(
     seed: int = 0,
 ) -> Evaluation:
     """Score every instance with ``scorer`` (an HPSScorer) and measure agreement."""
-    top1, pairwise, sizes, picked, other = [], [], [], [], []
+    top1: list[float] = []
+    pairwise: list[float] = []
+    sizes: list[int] = []
+    picked: list[float] = []
+    other: list[float] = []
     for start in range(0, len(examples), GROUPS_PER_CALL):
         chunk = examples[start : start + GROUPS_PER_CALL]
         scored = scorer.score_groups([(e.prompt, e.images) for e in chunk])
@@ -100,8 +104,9 @@ def evaluate(
             sizes.append(len(scores))
             picked.append(scores[example.chosen])
             other.extend(s for i, s in enumerate(scores) if i != example.chosen)
-    result = summarise(name or scorer.source, scorer.source, sizes, top1, pairwise,
-                       bootstrap=bootstrap, seed=seed)  # fmt: skip
+    result = summarise(
+        name or scorer.source, scorer.source, sizes, top1, pairwise, bootstrap=bootstrap, seed=seed
+    )
     result.picked_scores, result.other_scores = picked, other
     return result
 
@@ -109,8 +114,15 @@ def evaluate(
 def random_baseline(examples: Sequence[Example]) -> Evaluation:
     """The exact expectation of picking uniformly at random (no interval: it is exact)."""
     sizes = [len(e.images) for e in examples]
-    return summarise("random", "exact expectation", sizes, [1 / k for k in sizes],
-                     [0.5] * len(sizes), bootstrap=0, seed=0)  # fmt: skip
+    return summarise(
+        "random",
+        "exact expectation",
+        sizes,
+        [1 / k for k in sizes],
+        [0.5] * len(sizes),
+        bootstrap=0,
+        seed=0,
+    )
 
 
 def _mean(values: Sequence[float]) -> float:

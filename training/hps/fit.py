@@ -198,7 +198,9 @@ def fit_hps(
         order = order[done_in_epoch * per_step : min(len(order), steps_per_epoch * per_step)]
         loader = accelerator.prepare_data_loader(
             torch.utils.data.DataLoader(
-                torch.utils.data.Subset(dataset, order),
+                # torch types this as its Dataset class; any __getitem__ + __len__ will do, and
+                # subclassing it would import torch with this module.
+                torch.utils.data.Subset(dataset, order),  # type: ignore[arg-type]
                 batch_size=hyper["batch_size"],
                 collate_fn=collate,
                 num_workers=config.num_workers,
@@ -240,13 +242,17 @@ def fit_hps(
         info = {
             "base": config.base,
             "dataset": {"instances": len(train), "manifest_content_hash": manifest_hash(train)},
-            "hyperparameters": {**hyper, "grad_accum": config.grad_accum, "seed": config.seed,
-                                "mixed_precision": accelerator.mixed_precision,
-                                "processes": accelerator.num_processes},
+            "hyperparameters": {
+                **hyper,
+                "grad_accum": config.grad_accum,
+                "seed": config.seed,
+                "mixed_precision": accelerator.mixed_precision,
+                "processes": accelerator.num_processes,
+            },
             "metrics": metrics,
             "training": clip.info.get("training", {}),
             "finished": True,
-        }  # fmt: skip
+        }
         save_checkpoint(clip, out, info)  # saved first: evaluation cannot lose the model
         forget_resume_point(out)
         if test is not None and len(test):
@@ -260,8 +266,16 @@ def fit_hps(
     return out
 
 
-def _save_state(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, out: Path,
-                step: int, losses: list[float], run: dict[str, Any]) -> None:  # fmt: skip
+def _save_state(
+    accelerator: Any,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    out: Path,
+    step: int,
+    losses: list[float],
+    run: dict[str, Any],
+) -> None:
     """A resume point, written atomically by the main process."""
     if not accelerator.is_main_process:
         return

@@ -67,8 +67,9 @@ def load_clip(source: str, *, device: str = "cpu", cache_dir: Path | None = None
     """Load ``source`` (see the module doc) onto ``device``, in eval mode."""
     cache = Path(cache_dir or Path.home() / ".cache" / "prefloop")
     if is_clip_preset(source):
-        return load_clip(str(save_clip_preset(source, cache / "presets" / f"clip-{source}")),
-                         device=device)  # fmt: skip
+        return load_clip(
+            str(save_clip_preset(source, cache / "presets" / f"clip-{source}")), device=device
+        )
     path = Path(source).expanduser()
     if path.is_dir():
         loaded = _load_folder(path)
@@ -172,10 +173,13 @@ def _load_folder(folder: Path) -> ClipModel:
     except (ValueError, KeyError, TypeError) as error:
         raise HPSLoadError(f"{config_path} is not an open_clip config: {error}") from None
     weights = next(
-        (folder / n for n in (WEIGHTS, "open_clip_pytorch_model.bin", "open_clip_model.bin")
-         if (folder / n).is_file()),
+        (
+            folder / n
+            for n in (WEIGHTS, "open_clip_pytorch_model.bin", "open_clip_model.bin")
+            if (folder / n).is_file()
+        ),
         None,
-    )  # fmt: skip
+    )
     if weights is None:
         raise HPSLoadError(f"{folder} has a config but no weights ({WEIGHTS})")
     preprocess_cfg = config.get("preprocess_cfg") or {}
@@ -217,8 +221,9 @@ def _load_pretrained(arch: str, tag: str, cache: Path) -> ClipModel:
     if quick:
         cfg["quick_gelu"] = True
     preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-    return ClipModel(model, preprocess, open_clip.get_tokenizer(arch), f"{arch}:{tag}", cfg,
-                     preprocess_cfg)  # fmt: skip
+    return ClipModel(
+        model, preprocess, open_clip.get_tokenizer(arch), f"{arch}:{tag}", cfg, preprocess_cfg
+    )
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:

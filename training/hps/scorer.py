@@ -42,8 +42,7 @@ class HPSScorer:
     def load(
         cls, source: str, *, device: str = "auto", cache_dir: Path | None = None, **options: Any
     ) -> HPSScorer:
-        return cls(load_clip(source, device=resolve_device(device), cache_dir=cache_dir),
-                   **options)  # fmt: skip
+        return cls(load_clip(source, device=resolve_device(device), cache_dir=cache_dir), **options)
 
     @property
     def source(self) -> str:
