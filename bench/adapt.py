@@ -39,8 +39,9 @@ def ours(steps: int, images: int) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="prefloop-bench-adapt-"))
     selection = _selection(work, images)
     started = time.perf_counter()
-    out = adapt_generator(AdaptConfig(out=work / "lora", base="tiny", cache_dir=work,
-                                      steps=steps), selection)  # fmt: skip
+    out = adapt_generator(
+        AdaptConfig(out=work / "lora", base="tiny", cache_dir=work, steps=steps), selection
+    )
     total = time.perf_counter() - started
     metrics = read_info(out)["metrics"]
     return {"steps_per_s": steps / metrics["seconds"], "with_setup_s": total}
@@ -63,8 +64,12 @@ def example(steps: int, images: int) -> dict[str, float]:
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         part.requires_grad_(False)
     torch.manual_seed(0)
-    lora = LoraConfig(r=hyper["rank"], lora_alpha=hyper["rank"], init_lora_weights="gaussian",
-                      target_modules=TARGETS)  # fmt: skip
+    lora = LoraConfig(
+        r=hyper["rank"],
+        lora_alpha=hyper["rank"],
+        init_lora_weights="gaussian",
+        target_modules=TARGETS,
+    )
     pipe.unet.add_adapter(lora)
     params = [p for p in pipe.unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hyper["lr"], weight_decay=1e-2)
@@ -85,9 +90,13 @@ def example(steps: int, images: int) -> dict[str, float]:
         noise = torch.randn_like(latents)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(batch),))
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        ids = pipe.tokenizer([c for _, c in batch], padding="max_length", truncation=True,
-                             max_length=pipe.tokenizer.model_max_length,
-                             return_tensors="pt").input_ids  # fmt: skip
+        ids = pipe.tokenizer(
+            [c for _, c in batch],
+            padding="max_length",
+            truncation=True,
+            max_length=pipe.tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids
         hidden = pipe.text_encoder(ids)[0]
         predicted = pipe.unet(noisy, timesteps, hidden).sample
         loss = torch.nn.functional.mse_loss(predicted.float(), noise.float())
@@ -112,10 +121,20 @@ def main() -> None:
     results = {}
     for name in ("example", "ours"):
         done = subprocess.run(
-            [sys.executable, "-m", "bench.adapt", "--child", name, "--steps", str(args.steps),
-             "--images", str(args.images)],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bench.adapt",
+                "--child",
+                name,
+                "--steps",
+                str(args.steps),
+                "--images",
+                str(args.images),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             raise SystemExit(done.stderr[-3000:])
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])

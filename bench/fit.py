@@ -35,12 +35,19 @@ def child(case: str, instances: int, device: str, precision: str) -> dict[str, f
     data = colour_dataset(work / "ds", train=instances, test=1)
     train = read_preferences(data, "train")
     if case == "tiny":
-        config = FitConfig(out=work / "out", base="tiny", cache_dir=work, device=device,
-                           mixed_precision=precision, epochs=2.0)  # fmt: skip
+        config = FitConfig(
+            out=work / "out",
+            base="tiny",
+            cache_dir=work,
+            device=device,
+            mixed_precision=precision,
+            epochs=2.0,
+        )
     else:
         base = save_checkpoint(random_clip(case), work / "base", {"base": case})
-        config = FitConfig(out=work / "out", base=str(base), device=device,
-                           mixed_precision=precision, epochs=1.0)  # fmt: skip
+        config = FitConfig(
+            out=work / "out", base=str(base), device=device, mixed_precision=precision, epochs=1.0
+        )
     out = fit_hps(config, train)
     info = read_info(out)
     steps = info["metrics"]["steps"]
@@ -71,18 +78,32 @@ def main() -> None:
         return
     for case in cases:
         run = subprocess.run(
-            [sys.executable, "-m", "bench.fit", "--child", "--case", case, "--instances",
-             str(args.instances), "--device", args.device, "--mixed-precision",
-             args.mixed_precision],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bench.fit",
+                "--child",
+                "--case",
+                case,
+                "--instances",
+                str(args.instances),
+                "--device",
+                args.device,
+                "--mixed-precision",
+                args.mixed_precision,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if run.returncode:
             raise SystemExit(run.stderr[-3000:])
         r = json.loads(run.stdout.strip().splitlines()[-1])
         gpu = f", peak GPU memory {r['gpu_peak_gb']:.1f} GiB" if "gpu_peak_gb" in r else ""
-        print(f"{case:>10}: {r['instances_per_s']:7.2f} instances/s ({r['steps']} steps of "
-              f"{r['batch']}, {r['trainable'] / 1e6:.1f}M trainable parameters); peak RSS "
-              f"{r['rss_mb']:.0f} MB{gpu}")  # fmt: skip
+        print(
+            f"{case:>10}: {r['instances_per_s']:7.2f} instances/s ({r['steps']} steps of "
+            f"{r['batch']}, {r['trainable'] / 1e6:.1f}M trainable parameters); peak RSS "
+            f"{r['rss_mb']:.0f} MB{gpu}"
+        )
 
 
 if __name__ == "__main__":

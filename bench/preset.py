@@ -44,8 +44,13 @@ def build_once(threads: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "PREFLOOP_PRESET_CACHE": cache}
-        out = subprocess.run([sys.executable, "-c", CHILD, str(threads)], env=env,
-                             capture_output=True, text=True, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(threads)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -58,8 +63,9 @@ def spin(seconds: float) -> None:
 def main(args: argparse.Namespace) -> None:
     busy: list[multiprocessing.Process] = []
     if args.busy:
-        busy = [multiprocessing.Process(target=spin, args=(24 * 3600,), daemon=True)
-                for _ in range(2)]  # fmt: skip
+        busy = [
+            multiprocessing.Process(target=spin, args=(24 * 3600,), daemon=True) for _ in range(2)
+        ]
         for process in busy:
             process.start()
     try:

@@ -51,11 +51,15 @@ def main() -> None:
     model, preprocess, tokenizer = clip.model, clip.preprocess, clip.tokenizer
     generator = torch.Generator().manual_seed(1)
     groups = [
-        (f"prompt number {p}: a {['red', 'blue', 'green', 'grey'][p % 4]} thing",
-         [Image.fromarray((torch.rand(224, 224, 3, generator=generator) * 255).byte().numpy())
-          for _ in range(4)])
+        (
+            f"prompt number {p}: a {['red', 'blue', 'green', 'grey'][p % 4]} thing",
+            [
+                Image.fromarray((torch.rand(224, 224, 3, generator=generator) * 255).byte().numpy())
+                for _ in range(4)
+            ],
+        )
         for p in range(args.prompts)
-    ]  # fmt: skip
+    ]
     n_images = 4 * len(groups)
 
     def per_call_reload(limit: int) -> list[float]:
@@ -92,8 +96,12 @@ def main() -> None:
         context = torch.autocast("cpu", dtype=autocast) if autocast else torch.no_grad()
         with torch.no_grad(), context:
             texts = net.encode_text(tokenizer([p for p, _ in groups])).float()
-            images = torch.cat([net.encode_image(flat[s : s + args.batch]).float()
-                                for s in range(0, n_images, args.batch)])  # fmt: skip
+            images = torch.cat(
+                [
+                    net.encode_image(flat[s : s + args.batch]).float()
+                    for s in range(0, n_images, args.batch)
+                ]
+            )
         texts = texts.repeat_interleave(4, dim=0)
         return (100 * torch.nn.functional.cosine_similarity(images, texts)).tolist()
 
@@ -106,8 +114,10 @@ def main() -> None:
     b_rate, ours_rate, floor_rate = n_images / b_s, n_images / ours_s, n_images / floor_s
     agree = max(abs(x - y) for x, y in zip(ours, b_scores, strict=True))
     threads = torch.get_num_threads()
-    print(f"{args.arch}, random weights, CPU, {threads} threads; {len(groups)} prompts x 4 "
-          f"images, batch {args.batch}, median of {args.repeats}")  # fmt: skip
+    print(
+        f"{args.arch}, random weights, CPU, {threads} threads; {len(groups)} prompts x 4 "
+        f"images, batch {args.batch}, median of {args.repeats}"
+    )
     rows = [
         ("(a) per image, reload each call", reload_rate),
         ("(b) batched, prompt per image", b_rate),

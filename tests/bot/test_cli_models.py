@@ -20,8 +20,18 @@ async def test_train_evaluate_and_score_from_the_command_line(
     data = colour_dataset(tmp_path / "ds", train=160, test=60)
     env = cli_env(data_dir=str(tmp_path / "data"), database_url=platform.database_url)
 
-    trained = prefloop("train", "hps", "--data", str(data), "--out", str(tmp_path / "hps"),
-                       "--base", "tiny", env=env, cwd=tmp_path)  # fmt: skip
+    trained = prefloop(
+        "train",
+        "hps",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "hps"),
+        "--base",
+        "tiny",
+        env=env,
+        cwd=tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr
     assert "trained" in trained.stdout and "held-out top-1" in trained.stdout
     assert (tmp_path / "hps" / "open_clip_model.safetensors").exists()
@@ -32,8 +42,20 @@ async def test_train_evaluate_and_score_from_the_command_line(
         )
     report = tmp_path / "eval"
     hps = str(tmp_path / "hps")
-    evaluated = prefloop("eval", "hps", "--data", str(data), "--hps", hps, "--out", str(report),
-                         "--bootstrap", "100", env=env, cwd=tmp_path)  # fmt: skip
+    evaluated = prefloop(
+        "eval",
+        "hps",
+        "--data",
+        str(data),
+        "--hps",
+        hps,
+        "--out",
+        str(report),
+        "--bootstrap",
+        "100",
+        env=env,
+        cwd=tmp_path,
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     rows = {m["name"]: m for m in json.loads((report / "metrics.json").read_text())["models"]}
     assert set(rows) == {"HPS", "CLIP (base)", "active HPS", "random"}
@@ -42,16 +64,35 @@ async def test_train_evaluate_and_score_from_the_command_line(
     assert (report / "report.md").exists() and (report / "scores.png").exists()
 
     images = [str(data / "preference_images" / f"0_{k}.png") for k in range(2)]
-    scored = prefloop("score", "--hps", str(tmp_path / "hps"), "--prompt", "a red cat", *images,
-                      env=env, cwd=tmp_path)  # fmt: skip
+    scored = prefloop(
+        "score",
+        "--hps",
+        str(tmp_path / "hps"),
+        "--prompt",
+        "a red cat",
+        *images,
+        env=env,
+        cwd=tmp_path,
+    )
     assert scored.returncode == 0 and "best" in scored.stdout
 
-    missing = prefloop("score", "--hps", str(tmp_path / "nope.pt"), "--prompt", "x", *images,
-                       env=env, cwd=tmp_path)  # fmt: skip
+    missing = prefloop(
+        "score", "--hps", str(tmp_path / "nope.pt"), "--prompt", "x", *images, env=env, cwd=tmp_path
+    )
     assert missing.returncode == 1 and "nope.pt does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
-    again = prefloop("train", "hps", "--data", str(data), "--out", str(tmp_path / "hps"),
-                     "--base", "tiny", env=env, cwd=tmp_path)  # fmt: skip
+    again = prefloop(
+        "train",
+        "hps",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "hps"),
+        "--base",
+        "tiny",
+        env=env,
+        cwd=tmp_path,
+    )
     assert again.returncode == 1 and "already holds a trained model" in again.stderr
 
 
@@ -69,14 +110,43 @@ def test_adapt_and_evaluate_the_generator_from_the_command_line(tmp_path: Path) 
     assert (adapter / "selection.jsonl").read_text().count("\n") >= 2
 
     report = tmp_path / "eval"
-    evaluated = prefloop("eval", "adapt", "--prompts", str(data), "--adapter", str(adapter),
-                         "--hps", "tiny", "--steps", "3", "--seeds", "2", "--limit", "3",
-                         "--out", str(report), env=env, cwd=tmp_path)  # fmt: skip
+    evaluated = prefloop(
+        "eval",
+        "adapt",
+        "--prompts",
+        str(data),
+        "--adapter",
+        str(adapter),
+        "--hps",
+        "tiny",
+        "--steps",
+        "3",
+        "--seeds",
+        "2",
+        "--limit",
+        "3",
+        "--out",
+        str(report),
+        env=env,
+        cwd=tmp_path,
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     assert "3 prompts x 2 seeds: adapted wins" in evaluated.stdout
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["prompts"] == 3 and (report / "grid.png").exists()
 
-    broken = prefloop("eval", "adapt", "--prompts", str(data), "--adapter", str(tmp_path / "no"),
-                      "--hps", "tiny", "--base", "tiny", env=env, cwd=tmp_path)  # fmt: skip
+    broken = prefloop(
+        "eval",
+        "adapt",
+        "--prompts",
+        str(data),
+        "--adapter",
+        str(tmp_path / "no"),
+        "--hps",
+        "tiny",
+        "--base",
+        "tiny",
+        env=env,
+        cwd=tmp_path,
+    )
     assert broken.returncode == 1 and "does not exist" in broken.stderr

@@ -55,9 +55,14 @@ async def test_a_worker_that_cannot_start_stops_prefloop_run_with_its_reason(
 ) -> None:
     env = platform_env(platform, tmp_path / "data", generator__model=str(tmp_path / "nowhere"))
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", "--no-discord", env=env,
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "run",
+        "--no-discord",
+        env=env,
         stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     _, stderr = await asyncio.wait_for(server.communicate(), 600)
     log = stderr.decode()
     assert server.returncode == 1, log

@@ -43,8 +43,13 @@ def main() -> int:
     if stage == "adapt":  # the real stage lists the images it selected
         (out / "selection.jsonl").write_text('{"prompt": "a cat", "file": "x.png"}\n')
     created = json.loads(manifest.read_text())["created_at"] if manifest.is_file() else None
-    gate = {"stage": stage, "model": str(model), "args": args,
-            "data_created_at": created, **figures}  # fmt: skip
+    gate = {
+        "stage": stage,
+        "model": str(model),
+        "args": args,
+        "data_created_at": created,
+        **figures,
+    }
     write_gate(out, gate)
     return 0
 

@@ -82,9 +82,19 @@ def seed_picks(
                 for n, gid in enumerate(ids):
                     prompt = prompts[n % len(prompts)] if prompts else f"prompt {start + n}"
                     copy.write_row(
-                        (gid, prompt, images, '{"steps": 1}', "synthetic", "done",
-                         user_ids[n % members], "now", "now", "now")
-                    )  # fmt: skip
+                        (
+                            gid,
+                            prompt,
+                            images,
+                            '{"steps": 1}',
+                            "synthetic",
+                            "done",
+                            user_ids[n % members],
+                            "now",
+                            "now",
+                            "now",
+                        )
+                    )
             with cursor.copy(
                 "COPY images (generation_id, index, storage_key, sha256, seed, width, height) "
                 "FROM STDIN"

@@ -67,8 +67,9 @@ def test_selection_follows_the_alpha_rule(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def base(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Generator:
-    return Generator.load(str(tiny_model), cache_dir=tiny_model.parent, device="cpu",
-                          safety_checker=False)  # fmt: skip
+    return Generator.load(
+        str(tiny_model), cache_dir=tiny_model.parent, device="cpu", safety_checker=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +108,13 @@ def test_the_adapter_trains_loads_in_stock_diffusers_and_carries_its_negative_pr
     stock.load_lora_weights(out)  # what researchers run
     assert np.abs(image(stock) - before).max() > 1e-3
 
-    adapted = Generator.load(str(tiny_model), cache_dir=tiny_model.parent, device="cpu",
-                             safety_checker=False, adapter=out)  # fmt: skip
+    adapted = Generator.load(
+        str(tiny_model),
+        cache_dir=tiny_model.parent,
+        device="cpu",
+        safety_checker=False,
+        adapter=out,
+    )
     assert adapted.negative_for("blurry") == "Weird image. blurry"
     with_negative = np.asarray(adapted.generate("a thing 1", [7], steps=4).images[0])
     adapted.negative_prefix = ""
@@ -148,20 +154,36 @@ def test_closed_loop_the_adapted_generator_wins_under_the_preference_that_chose(
     config = AdaptConfig(out=tmp_path / "lora", base=str(tiny_model), cache_dir=tiny_model.parent)
     out = adapt_generator(config, chosen)
     assert read_info(out)["hyperparameters"]["steps"] == 300
-    adapted = Generator.load(str(tiny_model), cache_dir=tiny_model.parent, device="cpu",
-                             safety_checker=False, adapter=out)  # fmt: skip
+    adapted = Generator.load(
+        str(tiny_model),
+        cache_dir=tiny_model.parent,
+        device="cpu",
+        safety_checker=False,
+        adapter=out,
+    )
     held_out = [f"held out prompt {i}" for i in range(20)]
 
     def against_base() -> Any:
-        return evaluate_adapter(base, adapted, RedCornerScorer(), held_out, seeds_per_prompt=4,
-                                seed=1, steps=10, grid=0, bootstrap=500)[0]  # fmt: skip
+        return evaluate_adapter(
+            base,
+            adapted,
+            RedCornerScorer(),
+            held_out,
+            seeds_per_prompt=4,
+            seed=1,
+            steps=10,
+            grid=0,
+            bootstrap=500,
+        )[0]
 
     served = against_base()  # with the adapter's "Weird image." negative prompt
     adapted.negative_prefix = ""
     bare = against_base()
     for name, result in (("with the negative prompt", served), ("without it", bare)):
-        print(f"closed loop, {name}: win rate {result.win_rate:.1%}, mean difference "
-              f"{result.mean_difference:+.2f} {result.difference_ci}")  # fmt: skip
+        print(
+            f"closed loop, {name}: win rate {result.win_rate:.1%}, mean difference "
+            f"{result.mean_difference:+.2f} {result.difference_ci}"
+        )
     assert bare.win_rate >= 0.7 and bare.difference_ci[0] > 0  # the LoRA learned the rule
     # Served with "Weird image." the gain is smaller in this toy, whose random text
     # encoder gives the phrase no meaning of its own (docs/adaptation.md), but it stays.
@@ -180,13 +202,17 @@ def test_a_resumed_adaptation_ends_where_an_uninterrupted_one_does(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        adapt_generator(_config(tiny_model, tmp_path / "resumed", save_every=2), selection,
-                        on_step=interrupt)  # fmt: skip
+        adapt_generator(
+            _config(tiny_model, tmp_path / "resumed", save_every=2), selection, on_step=interrupt
+        )
     with pytest.raises(AdaptError, match="unfinished run with other settings"):
         adapt_generator(_config(tiny_model, tmp_path / "resumed", save_every=2, lr=1e-4), selection)
     steps: list[int] = []
-    resumed = adapt_generator(_config(tiny_model, tmp_path / "resumed", save_every=2), selection,
-                              on_step=lambda step, loss: steps.append(step))  # fmt: skip
+    resumed = adapt_generator(
+        _config(tiny_model, tmp_path / "resumed", save_every=2),
+        selection,
+        on_step=lambda step, loss: steps.append(step),
+    )
     assert steps == list(range(5, 13))  # from the resume point at step 4, not from scratch
     a = load_file(whole / "pytorch_lora_weights.safetensors")
     b = load_file(resumed / "pytorch_lora_weights.safetensors")
@@ -212,8 +238,9 @@ def test_evaluation_compares_the_same_prompts_and_seeds(
     tiny_model: Path, base: Generator, selection: list[Any], tmp_path: Path
 ) -> None:
     prompts = ["a", "b", "c"]
-    result, shown = evaluate_adapter(base, base, RedCornerScorer(), prompts, seeds_per_prompt=2,
-                                     steps=3, grid=2, bootstrap=100)  # fmt: skip
+    result, shown = evaluate_adapter(
+        base, base, RedCornerScorer(), prompts, seeds_per_prompt=2, steps=3, grid=2, bootstrap=100
+    )
     assert result.win_rate == 0.5 and result.mean_difference == 0.0  # itself: all ties
     assert [row["seeds"] for row in result.per_prompt] == [[0, 1], [2, 3], [4, 5]]
     write_adapt_report(tmp_path, result, shown)

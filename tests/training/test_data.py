@@ -26,14 +26,32 @@ def _write(path: Path, entries: list[Any]) -> None:
 def test_the_public_hps_v1_layout(tmp_path: Path) -> None:
     for name in ("7_0.jpg", "7_1.jpg", "7_2.jpg", "8_0.jpg", "8_1.jpg"):
         _image(tmp_path / "preference_images" / name, (10, 20, 30))
-    _write(tmp_path / "preference_train.json", [
-        {"id": 7, "prompt": "a castle", "file_path": ["7_0.jpg", "7_1.jpg", "7_2.jpg"],
-         "human_preference": 2, "user_hash": "u1", "contain_name": False},
-    ])  # fmt: skip
-    _write(tmp_path / "preference_test.json", [
-        {"id": 8, "prompt": "a boat", "file_path": ["8_0.jpg", "8_1.jpg"],
-         "human_preference": 0, "user_hash": "u2", "contain_name": False},
-    ])  # fmt: skip
+    _write(
+        tmp_path / "preference_train.json",
+        [
+            {
+                "id": 7,
+                "prompt": "a castle",
+                "file_path": ["7_0.jpg", "7_1.jpg", "7_2.jpg"],
+                "human_preference": 2,
+                "user_hash": "u1",
+                "contain_name": False,
+            },
+        ],
+    )
+    _write(
+        tmp_path / "preference_test.json",
+        [
+            {
+                "id": 8,
+                "prompt": "a boat",
+                "file_path": ["8_0.jpg", "8_1.jpg"],
+                "human_preference": 0,
+                "user_hash": "u2",
+                "contain_name": False,
+            },
+        ],
+    )
 
     train = read_preferences(tmp_path)
     (example,) = train
@@ -61,14 +79,32 @@ def test_file_paths_with_and_without_the_image_folder_and_both_kinds_of_id(
     keyed = "3f" * 16
     for name in ("2_0.jpg", "2_1.jpg", "1_0.png", "1_1.png", f"{keyed}_0.png", f"{keyed}_1.png"):
         _image(tmp_path / "preference_images" / name, (1, 2, 3))
-    _write(tmp_path / "preference_train.json", [
-        {"id": 2, "prompt": "release", "human_preference": 1,
-         "file_path": ["preference_images/2_0.jpg", "preference_images/2_1.jpg"]},
-        {"id": 1, "prompt": "older prefloop", "human_preference": 0,
-         "file_path": ["1_0.png", "1_1.png"]},
-        {"id": keyed, "prompt": "prefloop", "human_preference": 0,
-         "file_path": [f"preference_images/{keyed}_0.png", f"preference_images/{keyed}_1.png"]},
-    ])  # fmt: skip
+    _write(
+        tmp_path / "preference_train.json",
+        [
+            {
+                "id": 2,
+                "prompt": "release",
+                "human_preference": 1,
+                "file_path": ["preference_images/2_0.jpg", "preference_images/2_1.jpg"],
+            },
+            {
+                "id": 1,
+                "prompt": "older prefloop",
+                "human_preference": 0,
+                "file_path": ["1_0.png", "1_1.png"],
+            },
+            {
+                "id": keyed,
+                "prompt": "prefloop",
+                "human_preference": 0,
+                "file_path": [
+                    f"preference_images/{keyed}_0.png",
+                    f"preference_images/{keyed}_1.png",
+                ],
+            },
+        ],
+    )
     images = tmp_path / "preference_images"
     expected = {
         "2": (images / "2_0.jpg", images / "2_1.jpg"),
@@ -86,11 +122,14 @@ def test_file_paths_with_and_without_the_image_folder_and_both_kinds_of_id(
 def test_hpd_v2_train_json_with_a_score_per_image(tmp_path: Path) -> None:
     for name in ("a.png", "b.png", "c.png", "d.png"):
         _image(tmp_path / "train" / name, (200, 0, 0))
-    _write(tmp_path / "train.json", [
-        {"prompt": "a fox", "file_path": ["a.png", "b.png"], "human_preference": [0, 1]},
-        {"prompt": "a hen", "file_path": ["c.png", "d.png"], "human_preference": [1, 0]},
-        {"prompt": "a tie", "file_path": ["c.png", "d.png"], "human_preference": [1, 1]},
-    ])  # fmt: skip
+    _write(
+        tmp_path / "train.json",
+        [
+            {"prompt": "a fox", "file_path": ["a.png", "b.png"], "human_preference": [0, 1]},
+            {"prompt": "a hen", "file_path": ["c.png", "d.png"], "human_preference": [1, 0]},
+            {"prompt": "a tie", "file_path": ["c.png", "d.png"], "human_preference": [1, 1]},
+        ],
+    )
 
     data = read_preferences(tmp_path)
     assert [(e.prompt, e.chosen) for e in data] == [("a fox", 1), ("a hen", 0)]
@@ -98,9 +137,12 @@ def test_hpd_v2_train_json_with_a_score_per_image(tmp_path: Path) -> None:
     assert [str(p) for p in data.problems] == [
         "train.json: entry #2: human_preference [1, 1] has no single preferred image"
     ]
-    _write(tmp_path / "later.json", [  # images not downloaded yet: resolved, not checked
-        {"prompt": "a yak", "file_path": ["y.png", "z.png"], "human_preference": [1, 0]},
-    ])  # fmt: skip
+    _write(
+        tmp_path / "later.json",
+        [  # images not downloaded yet: resolved, not checked
+            {"prompt": "a yak", "file_path": ["y.png", "z.png"], "human_preference": [1, 0]},
+        ],
+    )
     (tmp_path / "later").mkdir()
     unchecked = read_preferences(tmp_path / "later.json", check_files=False)
     assert unchecked.examples[0].images == (
@@ -115,16 +157,19 @@ def test_malformed_entries_are_reported_by_id_or_refused_when_strict(
     for name in ("1_0.png", "1_1.png", "2_0.png"):
         _image(tmp_path / "preference_images" / name, (0, 0, 0))
     good = {"id": 1, "prompt": "ok", "file_path": ["1_0.png", "1_1.png"], "human_preference": 1}
-    _write(tmp_path / "preference_train.json", [
-        good,
-        {**good, "id": 2, "file_path": ["2_0.png", "2_1.png"]},
-        {**good, "id": 3, "human_preference": 5},
-        {**good, "id": 4, "prompt": ""},
-        {**good, "id": 5, "file_path": ["1_0.png"]},
-        {**good, "id": 6, "human_preference": True},
-        {**good, "id": 1},
-        "not an object",
-    ])  # fmt: skip
+    _write(
+        tmp_path / "preference_train.json",
+        [
+            good,
+            {**good, "id": 2, "file_path": ["2_0.png", "2_1.png"]},
+            {**good, "id": 3, "human_preference": 5},
+            {**good, "id": 4, "prompt": ""},
+            {**good, "id": 5, "file_path": ["1_0.png"]},
+            {**good, "id": 6, "human_preference": True},
+            {**good, "id": 1},
+            "not an object",
+        ],
+    )
 
     data = read_preferences(tmp_path)
     assert [e.id for e in data] == ["1"]

@@ -37,8 +37,11 @@ async def test_admin_retrain_runs_once_and_announces_in_the_admin_channel(
         async with running(serve_maintenance(bot_platform)):
 
             async def announced() -> Any:
-                return [m for m in fake.messages_in(fake.channel_id)
-                        if "retrain 1:" in (m.content or "")]  # fmt: skip
+                return [
+                    m
+                    for m in fake.messages_in(fake.channel_id)
+                    if "retrain 1:" in (m.content or "")
+                ]
 
             posts = await eventually(announced, timeout=60)
         text = posts[0].content

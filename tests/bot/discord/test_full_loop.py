@@ -38,8 +38,9 @@ async def test_a_full_retrain_promotes_both_models_and_the_next_imagine_uses_the
     retrain = platform.settings.retrain
     retrain.hps_base, retrain.device, retrain.gpus = "tiny", "cpu", 0
     retrain.eval_prompts, retrain.eval_seeds, retrain.eval_steps = 16, 4, 10
-    generator = Generator.load(str(tiny_model), cache_dir=tiny_model.parent, device="cpu",
-                               safety_checker=False)  # fmt: skip
+    generator = Generator.load(
+        str(tiny_model), cache_dir=tiny_model.parent, device="cpu", safety_checker=False
+    )
     runner = GenerationRunner(platform.sessions, platform.storage, generator)
     service = platform.service
     for i in range(GENERATIONS):

@@ -102,11 +102,17 @@ def test_made_by_names_the_base_model_publicly_and_the_adapter_by_its_id() -> No
 
 def test_stats_show_registry_ids_not_where_models_are_stored() -> None:
     numbers = Stats(
-        members=1, banned=0, generations={}, images=0, flagged_images=0, picks=0,
-        requester_picks=0, repicks=0,
+        members=1,
+        banned=0,
+        generations={},
+        images=0,
+        flagged_images=0,
+        picks=0,
+        requester_picks=0,
+        repicks=0,
         active_models={"hps": "/srv/models/hps-3", "generator_adapter": "/srv/adapters/5"},
         active_versions={"hps": 3, "generator_adapter": 5},
-    )  # fmt: skip
+    )
     text = render.stats(numbers, base_model="/srv/models/sd")
     assert "generator a local model, generator_adapter #5, hps #3" in text
     assert "/srv" not in text

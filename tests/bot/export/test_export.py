@@ -116,10 +116,12 @@ async def test_every_exclusion_is_left_out_and_counted(
     await service.forget_user(UserRef.parse("discord:444"))
     await service.record_choice(forgotten_by, UserRef.parse("discord:444"), 1)  # came back
     await service.ban_user(BOB, "spam")
-    await _db(platform, "UPDATE images SET nsfw = true WHERE generation_id = :g AND index = 1",
-              g=unsafe)  # fmt: skip
-    await _db(platform, "UPDATE images SET nsfw = true WHERE generation_id = :g AND index > 0",
-              g=too_few)  # fmt: skip
+    await _db(
+        platform, "UPDATE images SET nsfw = true WHERE generation_id = :g AND index = 1", g=unsafe
+    )
+    await _db(
+        platform, "UPDATE images SET nsfw = true WHERE generation_id = :g AND index > 0", g=too_few
+    )
     await _db(platform, "UPDATE generations SET status = 'failed' WHERE id = :g", g=failed)
     gone = (await service.get_generation(missing)).images[1].storage_key
     platform.storage.local_path(gone).unlink()
@@ -209,9 +211,12 @@ async def test_user_hash_is_stable_keyed_and_never_the_raw_id(
     first = await export("first")
     second = await export("second")
     keyed = platform.settings.model_copy(
-        update={"export": platform.settings.export.model_copy(
-            update={"user_hash_secret": SecretStr("another key")})}
-    )  # fmt: skip
+        update={
+            "export": platform.settings.export.model_copy(
+                update={"user_hash_secret": SecretStr("another key")}
+            )
+        }
+    )
     third = await export("third", settings=keyed)
 
     def user_hashes(done: Any) -> set[str | None]:
@@ -244,9 +249,12 @@ async def test_no_id_that_discord_shows_is_published(
     first = await export("first", test_fraction=0.0)
     second = await export("second", test_fraction=0.0)
     rekeyed = platform.settings.model_copy(
-        update={"export": platform.settings.export.model_copy(
-            update={"user_hash_secret": SecretStr("another key")})}
-    )  # fmt: skip
+        update={
+            "export": platform.settings.export.model_copy(
+                update={"user_hash_secret": SecretStr("another key")}
+            )
+        }
+    )
     third = await export("third", settings=rekeyed, test_fraction=0.0)
     parquet = await export("parquet", format="parquet", test_fraction=0.0)
 
@@ -256,8 +264,10 @@ async def test_no_id_that_discord_shows_is_published(
 
     entry = instance(first)
     key = load_secret(platform.settings.data_dir, None)  # the user hash key, reused
-    keyed = {kind: hmac.new(key, f"{kind}\0{n}".encode(), hashlib.sha256).hexdigest()[:32]
-             for kind, n in (("pick", pick), ("generation", cat))}  # fmt: skip
+    keyed = {
+        kind: hmac.new(key, f"{kind}\0{n}".encode(), hashlib.sha256).hexdigest()[:32]
+        for kind, n in (("pick", pick), ("generation", cat))
+    }
     assert (entry["id"], entry["generation_id"]) == (keyed["pick"], keyed["generation"])
     names = [f"{keyed['pick']}_{k}.png" for k in range(3)]
     assert entry["file_path"] == [f"preference_images/{name}" for name in names]
@@ -272,10 +282,15 @@ async def test_no_id_that_discord_shows_is_published(
     numbered = (f"{cat}_", f"{pick}_")  # how a database id would start a name
     for done in (first, parquet):
         assert not any(p.name.startswith(numbered) for p in done.out.rglob("*"))
-    published = [str(entry["id"]), str(entry["generation_id"]), *row["image_ids"],
-                 *(Path(p).name for p in entry["file_path"])]  # fmt: skip
-    assert not any(value in (str(cat), str(pick)) or value.startswith(numbered)
-                   for value in published)  # fmt: skip
+    published = [
+        str(entry["id"]),
+        str(entry["generation_id"]),
+        *row["image_ids"],
+        *(Path(p).name for p in entry["file_path"]),
+    ]
+    assert not any(
+        value in (str(cat), str(pick)) or value.startswith(numbered) for value in published
+    )
 
 
 async def test_discord_mentions_in_prompts_are_anonymised(

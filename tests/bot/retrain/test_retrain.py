@@ -63,8 +63,9 @@ def _assert_data_gone_and_figures_kept(platform: Platform, run_id: int) -> None:
 
 
 def _seed(platform: Platform, picks: int = 12, start: int = 0) -> None:
-    seed_picks(platform.database_url, platform.settings.data_dir / "store", picks=picks,
-               start=start)  # fmt: skip
+    seed_picks(
+        platform.database_url, platform.settings.data_dir / "store", picks=picks, start=start
+    )
 
 
 async def test_winning_candidates_are_promoted_and_losers_recorded(
@@ -234,8 +235,10 @@ async def test_runs_abandoned_for_good_lose_their_copy_too(
     assert (folder / "data" / "manifest.json").is_file()
     last_try = platform.settings.worker.max_attempts - 1
     async with platform.engine.begin() as conn:  # ... too often: as a dead worker leaves it
-        await conn.execute(text("UPDATE procrastinate_jobs SET status = 'doing', attempts = :a "
-                                "WHERE id = :j"), {"a": last_try, "j": request.job_id})  # fmt: skip
+        await conn.execute(
+            text("UPDATE procrastinate_jobs SET status = 'doing', attempts = :a WHERE id = :j"),
+            {"a": last_try, "j": request.job_id},
+        )
     app = build_app(platform.database_url, platform.settings.worker)
     async with app.open_async():
         assert await recover_stalled_jobs(app, platform) == [request.job_id]  # gives up
@@ -311,8 +314,15 @@ def test_stages_run_under_accelerate_on_several_gpus() -> None:
     one = trainer_command(load_settings(_env_file=None))
     assert one == [sys.executable, "-m", "training", "gate"]
     many = trainer_command(load_settings(_env_file=None, retrain={"gpus": 4}))
-    assert many[1:] == ["-m", "accelerate.commands.launch", "--num_processes", "4",
-                        "-m", "training", "gate"]  # fmt: skip
+    assert many[1:] == [
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "4",
+        "-m",
+        "training",
+        "gate",
+    ]
     custom = load_settings(_env_file=None, retrain={"trainer": ["/opt/train.sh"]})
     assert trainer_command(custom) == ["/opt/train.sh"]
 
@@ -326,8 +336,10 @@ async def test_a_run_whose_job_ended_midway_is_queued_again(platform: Platform) 
     async with platform.sessions.begin() as session:
         assert await requeue_orphaned_runs(session) == []  # its job is waiting: fine
         # The worker stopped past its grace: procrastinate ended the job, the run is not.
-        await session.execute(text("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = :j"),
-                              {"j": request.job_id})  # fmt: skip
+        await session.execute(
+            text("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = :j"),
+            {"j": request.job_id},
+        )
         await session.execute(
             text("UPDATE procrastinate_jobs SET status = 'aborted' WHERE id = :j"),
             {"j": request.job_id},
