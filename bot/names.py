@@ -16,6 +16,11 @@ CHECK_TASK = "prefloop.retrain-new-picks"  # the new-picks trigger of the retrai
 SWEEP_TASK = "prefloop.store-sweep"
 MAINTENANCE_QUEUE = "maintenance"  # exports, the retrain loop and the store sweep
 
+# procrastinate periodic task ids (stored with each deferred run: a schedule keeps its id).
+SCHEDULE_PERIODIC = "retrain-schedule"
+CHECK_PERIODIC = "retrain-new-picks"
+SWEEP_PERIODIC = "store-sweep"
+
 # procrastinate job locks: one job holding a lock runs at a time.
 EXPORT_LOCK = "prefloop-export"
 RETRAIN_LOCK = "prefloop-retrain"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from procrastinate import Blueprint, JobContext
 
 from bot.config import StorageSettings
-from bot.names import MAINTENANCE_QUEUE, PLATFORM, SWEEP_TASK
+from bot.names import MAINTENANCE_QUEUE, PLATFORM, SWEEP_PERIODIC, SWEEP_TASK
 
 if TYPE_CHECKING:
     from bot.runtime import Platform
@@ -28,7 +28,7 @@ def sweep_blueprint(storage: StorageSettings | None = None) -> Blueprint:
         return blueprint
 
     @blueprint.periodic(
-        cron=storage.sweep_schedule, periodic_id="store-sweep", queueing_lock=SWEEP_TASK
+        cron=storage.sweep_schedule, periodic_id=SWEEP_PERIODIC, queueing_lock=SWEEP_TASK
     )
     @blueprint.task(name=SWEEP_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
     async def sweep(context: JobContext, timestamp: int) -> str:

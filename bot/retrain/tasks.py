@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 from procrastinate import Blueprint, JobContext
 
 from bot.config import RetrainSettings
-from bot.names import CHECK_TASK, MAINTENANCE_QUEUE, PLATFORM, RETRAIN_TASK, SCHEDULE_TASK
+from bot.names import (
+    CHECK_PERIODIC,
+    CHECK_TASK,
+    MAINTENANCE_QUEUE,
+    PLATFORM,
+    RETRAIN_TASK,
+    SCHEDULE_PERIODIC,
+    SCHEDULE_TASK,
+)
 from bot.retrain.stages import Retrain
 from bot.retrain.triggers import RetrainRequest, picks_since_last_run, request_retrain
 
@@ -35,7 +43,7 @@ def retrain_blueprint(retrain: RetrainSettings | None = None) -> Blueprint:
     if retrain is not None and retrain.schedule:
 
         @blueprint.periodic(
-            cron=retrain.schedule, periodic_id="retrain-schedule", queueing_lock=SCHEDULE_TASK
+            cron=retrain.schedule, periodic_id=SCHEDULE_PERIODIC, queueing_lock=SCHEDULE_TASK
         )
         @blueprint.task(name=SCHEDULE_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
         async def scheduled(context: JobContext, timestamp: int) -> str:
@@ -44,9 +52,7 @@ def retrain_blueprint(retrain: RetrainSettings | None = None) -> Blueprint:
 
     if retrain is not None and retrain.new_picks:
         # One check waits in the queue at most (a retrain can hold it for hours).
-        @blueprint.periodic(
-            cron="* * * * *", periodic_id="retrain-new-picks", queueing_lock=CHECK_TASK
-        )
+        @blueprint.periodic(cron="* * * * *", periodic_id=CHECK_PERIODIC, queueing_lock=CHECK_TASK)
         @blueprint.task(name=CHECK_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
         async def new_picks(context: JobContext, timestamp: int) -> str:
             """The threshold trigger, checked every minute."""
