@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PREFLOOP_"
@@ -160,6 +167,43 @@ class ExportSettings(BaseModel):
     )
 
 
+class ArenaSettings(BaseModel):
+    """Mixed sets and the people's gate: members judge generator versions with their picks."""
+
+    share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of /imagine requests made as mixed sets while a comparison is "
+        "open (0 = off: no mixed sets, and retrained adapters are judged by the model alone).",
+    )
+    daily_cap: int = Field(5, ge=0, description="Mixed sets a member gets per 24 hours at most.")
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="The people's gate: promote only when the contender's win rate is above "
+        "50% at this confidence (its wrong-promotion rate is at most 1 - confidence, however "
+        "often it is checked).",
+    )
+    min_effect: float = Field(
+        0.02,
+        ge=0.0,
+        lt=0.5,
+        description="Reject early once the contender's win rate is surely below 50% + this.",
+    )
+    max_comparisons: int = Field(
+        2000, ge=1, description="Deadline: reject after this many judged mixed sets."
+    )
+    max_days: float = Field(14.0, gt=0, description="Deadline: reject after this many days.")
+    check_interval: float = Field(
+        300.0, gt=0, description="Seconds between looks at a judged run's votes."
+    )
+    agreement_window: int = Field(
+        200, ge=1, description="The live agreement of the active HPS: over the last N picks."
+    )
+
+
 class RetrainSettings(BaseModel):
     """The retrain loop: when it runs, what it trains from, and what a candidate must beat."""
 
@@ -182,6 +226,26 @@ class RetrainSettings(BaseModel):
     )
     adapter_steps: int | None = Field(None, ge=1, description="LoRA steps; unset = its default.")
     eval_prompts: int = Field(50, ge=1, description="Held-out prompts the adapter is judged on.")
+    adapter_gate: Literal["model", "people", "both"] = Field(
+        "both",
+        description="Who decides on a new adapter: the model gate, members' picks in mixed "
+        "sets (the people's gate), or both (the model gate as a pre-filter). The people's gate "
+        "needs PREFLOOP_ARENA__SHARE above 0; with 'both' and no share the model decides alone.",
+    )
+    gate_confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="The model gates promote only when a paired test on held-out data says "
+        "the candidate is better at this confidence.",
+    )
+    agreement_below: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Retrain when the active HPS agrees with fewer than this share of the "
+        "last arena.agreement_window live picks (top-1); unset = off.",
+    )
     eval_seeds: int = Field(4, ge=1, description="Seeds per held-out prompt.")
     eval_steps: int = Field(30, ge=1, description="Denoising steps of the judged images.")
     gpus: int = Field(
@@ -226,6 +290,16 @@ class Settings(BaseSettings):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    arena: ArenaSettings = Field(default_factory=ArenaSettings)
+
+    @model_validator(mode="after")
+    def _people_need_mixed_sets(self) -> Settings:
+        if self.retrain.adapter_gate == "people" and self.arena.share == 0:
+            raise ValueError(
+                "PREFLOOP_RETRAIN__ADAPTER_GATE=people needs mixed sets: set "
+                "PREFLOOP_ARENA__SHARE above 0 (e.g. 0.25)"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -253,7 +327,10 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as error:
         lines = [
-            f"{env_name(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in error.errors()
+            f"{env_name(e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            if e["loc"]
+            else str(e["msg"]).removeprefix("Value error, ")  # a rule across settings
+            for e in error.errors()
         ]
         raise ConfigError("bad configuration:\n  " + "\n  ".join(lines)) from None
 

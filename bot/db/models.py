@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -74,6 +75,15 @@ class ModelStatus(enum.StrEnum):
     candidate = "candidate"
     active = "active"
     retired = "retired"
+
+
+class ComparisonStatus(enum.StrEnum):
+    """Where a comparison between two generator versions stands."""
+
+    open = "open"  # mixed sets are drawn from it
+    promoted = "promoted"  # the people's gate promoted the contender
+    rejected = "rejected"  # the people's gate rejected it (or its deadline passed)
+    stopped = "stopped"  # an admin stopped it
 
 
 class RetrainStatus(enum.StrEnum):
@@ -136,6 +146,11 @@ class Generation(Base):
         CheckConstraint("n_images BETWEEN 2 AND 4", name="n_images"),
         Index("ix_generations_user_status", "requested_by", "status"),
         Index(
+            "ix_generations_comparison",
+            "comparison_id",
+            postgresql_where=text("comparison_id IS NOT NULL"),
+        ),
+        Index(
             "ix_generations_undelivered",
             "finished_at",
             postgresql_where=text("delivered_at IS NULL AND status IN ('done', 'failed')"),
@@ -152,6 +167,11 @@ class Generation(Base):
     generator_version: Mapped[str | None] = mapped_column(Text)
     adapter_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="RESTRICT")
+    )
+    # Set for a mixed set: its images come from the comparison's two versions (which
+    # image from which: ``params["versions"]``, and each image's own columns).
+    comparison_id: Mapped[int | None] = mapped_column(
+        ForeignKey("comparisons.id", ondelete="RESTRICT")
     )
     status: Mapped[GenerationStatus] = mapped_column(
         _enum(GenerationStatus, "generation_status"),
@@ -193,6 +213,12 @@ class Image(Base):
     width: Mapped[int] = mapped_column(SmallInteger)
     height: Mapped[int] = mapped_column(SmallInteger)
     nsfw: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # What made this image: the adapter (NULL = the bare base) and the worker's version
+    # string. In a mixed set the images of one generation differ here.
+    adapter_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT")
+    )
+    generator_version: Mapped[str | None] = mapped_column(Text)
 
     generation: Mapped[Generation] = relationship(back_populates="images")
 
@@ -305,3 +331,61 @@ class RetrainRun(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class Comparison(Base):
+    """A contender against the version that served when it began, judged by members' picks.
+
+    A version is an adapter's ``model_versions`` id, or NULL for the bare base model. At
+    most one comparison is open (a partial unique index); while it is, a share of the
+    /imagine requests become mixed sets drawn from both versions. A retrain run's people's
+    gate opens one for its candidate (``retrain_run_id``) and closes it with its decision.
+    """
+
+    __tablename__ = "comparisons"
+    __table_args__ = (
+        CheckConstraint(
+            "baseline_version_id IS DISTINCT FROM contender_version_id", name="two_versions"
+        ),
+        Index(
+            "uq_comparisons_one_open",
+            text("(true)"),
+            unique=True,
+            postgresql_where=text("status = 'open'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    baseline_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT")
+    )
+    contender_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT")
+    )
+    retrain_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("retrain_runs.id", ondelete="SET NULL")
+    )
+    status: Mapped[ComparisonStatus] = mapped_column(
+        _enum(ComparisonStatus, "comparison_status", native_enum=False, length=20),
+        server_default=ComparisonStatus.open.value,
+    )
+    share: Mapped[float | None] = mapped_column(Float)  # None: the arena.share setting
+    started_by: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    ended_at: Mapped[datetime | None]
+    decision: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+
+
+class HPSScore(Base):
+    """An HPS version's score of an image (100 * cos), for the live agreement figure."""
+
+    __tablename__ = "hps_scores"
+    __table_args__ = (Index("ix_hps_scores_version", "hps_version_id"),)
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    hps_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    score: Mapped[float] = mapped_column(Float)

@@ -23,6 +23,9 @@ OUR_TABLES = {
     "model_versions",
     "admin_actions",
     "dataset_exports",
+    "retrain_runs",
+    "comparisons",
+    "hps_scores",
 }
 
 
