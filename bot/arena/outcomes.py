@@ -79,7 +79,7 @@ def one_per_set(found: list[Outcome]) -> list[Outcome]:
         held = chosen.get(outcome.generation_id)
         if held is None or (outcome.by_requester and not held.by_requester):
             chosen[outcome.generation_id] = outcome
-    first_seen = {}
+    first_seen: dict[int, datetime] = {}
     for outcome in found:
         first_seen.setdefault(outcome.generation_id, outcome.chosen_at)
     return sorted(chosen.values(), key=lambda o: (first_seen[o.generation_id], o.generation_id))
