@@ -131,13 +131,10 @@ class LiveScorer:
 
     async def _record(self, generation_id: int, version: int, scores: list[float]) -> None:
         async with self.sessions.begin() as session:
-            ids = dict(
-                (
-                    await session.execute(
-                        select(Image.index, Image.id).where(Image.generation_id == generation_id)
-                    )
-                ).tuples()
+            found = await session.execute(
+                select(Image.index, Image.id).where(Image.generation_id == generation_id)
             )
+            ids = {index: image_id for index, image_id in found}
             rows = [
                 {"image_id": ids[k], "hps_version_id": version, "score": score}
                 for k, score in enumerate(scores)
