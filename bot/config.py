@@ -116,6 +116,9 @@ class WorkerSettings(BaseModel):
     shutdown_grace: float = Field(
         60.0, ge=0, description="On stop, seconds to let running jobs finish before re-queueing."
     )
+    score_images: bool = Field(
+        True, description="Score each new image with the active HPS (for its live agreement)."
+    )
 
 
 class DiscordSettings(BaseModel):

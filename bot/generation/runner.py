@@ -27,6 +27,7 @@ from bot.db.models import (
     ModelKind,
     User,
 )
+from bot.generation.scoring import LiveScorer
 from bot.registry import ModelRegistry
 from bot.retrain.gpu_turn import generation_turn
 from bot.storage import Storage
@@ -74,6 +75,7 @@ class GenerationRunner:
         *,
         progress_interval: float = 1.0,
         registry: ModelRegistry | None = None,
+        scorer: LiveScorer | None = None,
     ) -> None:
         self.sessions = sessions
         self.registry = registry or ModelRegistry(sessions)  # which adapter serves
@@ -82,6 +84,7 @@ class GenerationRunner:
         self.progress_interval = progress_interval
         self.adapter_version: int | None = None  # the registry's adapter now applied
         self.shares_gpu = False  # with training: see bot/retrain/gpu_turn.py
+        self.scorer = scorer  # the active HPS scores each new image; None = no scoring
 
     async def sync_adapter(self) -> None:
         """Apply the registry's active generator adapter if it changed since the last job.
@@ -123,7 +126,10 @@ class GenerationRunner:
             timings["pipeline_s"] = time.time() - pipeline_start
             stored = await self._store(work, made)
             timings["job_s"] = time.time() - started
-            return await self._finish(work, stored, timings)
+            outcome = await self._finish(work, stored, timings)
+            if outcome == "done" and self.scorer is not None:  # announced: members wait no more
+                await self.scorer.score_generation(generation_id, work.prompt, made.images)
+            return outcome
         except BaseException as error:  # cancellation too: a stopped worker's last try
             log.error(
                 "generation %s failed (final attempt: %s): %r", generation_id, final_attempt, error

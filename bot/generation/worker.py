@@ -20,6 +20,7 @@ from procrastinate.jobs import Job
 
 from bot.db import queries
 from bot.generation.runner import GenerationRunner, mark_failed_in
+from bot.generation.scoring import live_scorer
 from bot.jobs.app import build_app, one_job_worker, run_worker
 from bot.names import GENERATE_QUEUE, GENERATE_TASK, RETRAIN_TASK, RUNNER
 from bot.retrain.gpu_turn import shares_gpu
@@ -88,6 +89,7 @@ async def serve_worker(platform: Platform, on_ready: Callable[[], None] | None =
         generator,
         progress_interval=settings.progress_interval,
         registry=platform.registry,
+        scorer=live_scorer(platform, shares_gpu=shares_gpu(platform.settings)),
     )
     runner.shares_gpu = shares_gpu(platform.settings)
     app = build_app(platform.database_url, settings)
