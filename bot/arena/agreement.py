@@ -111,12 +111,17 @@ def requested_by(hps_version_id: int) -> str:
     return f"hps:{hps_version_id}"
 
 
-async def already_triggered(sessions: async_sessionmaker[AsyncSession], hps_version_id: int) -> bool:
+async def already_triggered(
+    sessions: async_sessionmaker[AsyncSession], hps_version_id: int
+) -> bool:
     """Has low agreement already asked for a run for this HPS version (any outcome)?"""
     async with sessions() as session:
         found = await session.scalar(
             select(RetrainRun.id)
-            .where(RetrainRun.trigger == TRIGGER, RetrainRun.requested_by == requested_by(hps_version_id))
+            .where(
+                RetrainRun.trigger == TRIGGER,
+                RetrainRun.requested_by == requested_by(hps_version_id),
+            )
             .limit(1)
         )
     return found is not None
@@ -129,7 +134,5 @@ def _trend(hits: list[tuple[datetime, float]], blocks: int) -> list[Block]:
     trend = []
     for k in range(blocks):
         part = hits[k * len(hits) // blocks : (k + 1) * len(hits) // blocks]
-        trend.append(
-            Block(len(part), sum(h for _, h in part) / len(part), part[0][0], part[-1][0])
-        )
+        trend.append(Block(len(part), sum(h for _, h in part) / len(part), part[0][0], part[-1][0]))
     return trend

@@ -131,13 +131,17 @@ def rate(
 
     low, high = theta.copy(), theta.copy()
     if bootstrap > 0 and matches:
-        clusters = {c: k for k, c in enumerate(dict.fromkeys(_cluster(m, i) for i, m in enumerate(matches)))}
+        clusters = {
+            c: k for k, c in enumerate(dict.fromkeys(_cluster(m, i) for i, m in enumerate(matches)))
+        }
         member = np.array([clusters[_cluster(m, i)] for i, m in enumerate(matches)])
         pair_of, s, w = _match_arrays(matches, index, pairs)
         rng = np.random.default_rng(seed)
         draws = np.empty((bootstrap, len(names)))
         for b in range(bootstrap):
-            times = np.bincount(rng.integers(0, len(clusters), len(clusters)), minlength=len(clusters))
+            times = np.bincount(
+                rng.integers(0, len(clusters), len(clusters)), minlength=len(clusters)
+            )
             weight = w * times[member]
             boot_won = np.bincount(pair_of, weights=weight * s, minlength=len(pairs))
             boot_played = np.bincount(pair_of, weights=weight, minlength=len(pairs))
@@ -178,7 +182,9 @@ def head_to_head(matches: Sequence[Match]) -> list[HeadToHead]:
         score_a = m.score if m.winner == a else 1 - m.score
         played.setdefault((a, b), []).append((m.prompt, score_a))
     found = []
-    for (a, b), games in sorted(played.items(), key=lambda item: (order(item[0][0]), order(item[0][1]))):
+    for (a, b), games in sorted(
+        played.items(), key=lambda item: (order(item[0][0]), order(item[0][1]))
+    ):
         wins = sum(s for _, s in games)
         by_prompt: dict[str, list[float]] = {}
         for prompt, s in games:
@@ -188,7 +194,9 @@ def head_to_head(matches: Sequence[Match]) -> list[HeadToHead]:
             for s in by_prompt.values()
         ]
         found.append(
-            HeadToHead(a, b, len(games), wins, wins / len(games), len(credit), sum(credit) / len(credit))
+            HeadToHead(
+                a, b, len(games), wins, wins / len(games), len(credit), sum(credit) / len(credit)
+            )
         )
     return found
 

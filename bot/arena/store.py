@@ -111,7 +111,9 @@ class ArenaStatus:
         )
         if self.judgement is not None:
             decision = self.judgement.decision or "none yet"
-            lines.append(f"{self.judgement.describe()}; decision: {decision} ({self.judgement.reason})")
+            lines.append(
+                f"{self.judgement.describe()}; decision: {decision} ({self.judgement.reason})"
+            )
         if self.open and self.expires_at:
             lines.append(f"deadline {self.expires_at:%Y-%m-%d %H:%M} UTC")
         if c.decision:
@@ -310,7 +312,9 @@ def judgement_dict(judgement: Judgement) -> dict[str, Any]:
 
 
 async def _open(session: AsyncSession) -> Comparison | None:
-    return await session.scalar(select(Comparison).where(Comparison.status == ComparisonStatus.open))
+    return await session.scalar(
+        select(Comparison).where(Comparison.status == ComparisonStatus.open)
+    )
 
 
 def _already_open(held: ComparisonView) -> Refusal:
