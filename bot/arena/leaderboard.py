@@ -100,6 +100,11 @@ async def leaderboard(
     return Leaderboard(datetime.now(UTC), ratings, serving, agreement)
 
 
+def report_folder(settings: Settings, when: datetime) -> Path:
+    """Where a leaderboard report goes by default: data_dir/reports/leaderboard-<UTC time>."""
+    return settings.data_dir / "reports" / f"leaderboard-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
 def write_report(board: Leaderboard, folder: Path) -> list[Path]:
     """leaderboard.json, report.md and ratings.png (the ratings with their intervals)."""
     folder.mkdir(parents=True, exist_ok=True)

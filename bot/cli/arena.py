@@ -94,12 +94,10 @@ def leaderboard(
 ) -> None:
     """Rate every generator version from members' picks on mixed sets; write a report."""
     from bot.arena.leaderboard import leaderboard as make_board
-    from bot.arena.leaderboard import write_report
+    from bot.arena.leaderboard import report_folder, write_report
 
     settings = cli_settings()
-    folder = out or (
-        settings.data_dir / "reports" / f"leaderboard-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    )
+    folder = out or report_folder(settings, datetime.now(UTC))
 
     async def go(platform: Platform) -> None:
         board = await make_board(platform.sessions, platform.settings, bootstrap=bootstrap)
