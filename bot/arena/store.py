@@ -158,6 +158,9 @@ class ArenaService:
                 f"sets); got {share}.",
                 code="bad_share",
             )
+        async with self.sessions() as session:
+            if (held := await _open(session)) is not None:
+                raise _already_open(ComparisonView.of(held))
         if isinstance(baseline, _Serving):
             serving = await self.registry.active("generator_adapter")
             baseline = serving.id if serving else None
@@ -170,9 +173,6 @@ class ArenaService:
                 "needs a different contender.",
                 code="same_version",
             )
-        async with self.sessions() as session:
-            if (held := await _open(session)) is not None:
-                raise _already_open(ComparisonView.of(held))
         try:
             async with self.sessions.begin() as session:
                 row = Comparison(
