@@ -9,6 +9,7 @@ ratings.png in a folder.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -95,7 +96,8 @@ async def leaderboard(
     adapter = active.get("generator_adapter")
     serving = adapter.id if adapter else None
     matches = [Match(o.winner, o.loser, o.score, 1.0, o.generation_id, o.prompt) for o in found]
-    ratings = rate(matches, bootstrap=bootstrap, seed=SEED)
+    # The bootstrap refits a thousand times: off the event loop that serves Discord.
+    ratings = await asyncio.to_thread(rate, matches, bootstrap=bootstrap, seed=SEED)
     agreement = await active_agreement(sessions, settings.arena.agreement_window)
     return Leaderboard(datetime.now(UTC), ratings, serving, agreement)
 

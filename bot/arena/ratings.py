@@ -33,7 +33,7 @@ import numpy as np
 from bot.arena.versions import Version
 
 ELO = 400.0 / math.log(10.0)  # log-strength -> Elo points
-PRIOR_SD = 3.0  # log-strength; weak: about 0.11 wins of evidence per version
+PRIOR_SD = 3.0  # log-strength; weak: worth less than half a match per version
 
 
 @dataclass(frozen=True)
