@@ -13,12 +13,14 @@ EXPORT_TASK = "prefloop.export"
 RETRAIN_TASK = "prefloop.retrain"
 SCHEDULE_TASK = "prefloop.retrain-schedule"  # the schedule trigger of the retrain loop
 CHECK_TASK = "prefloop.retrain-new-picks"  # the new-picks trigger of the retrain loop
+AGREEMENT_TASK = "prefloop.retrain-agreement"  # the live-agreement trigger of the retrain loop
 SWEEP_TASK = "prefloop.store-sweep"
 MAINTENANCE_QUEUE = "maintenance"  # exports, the retrain loop and the store sweep
 
 # procrastinate periodic task ids (stored with each deferred run: a schedule keeps its id).
 SCHEDULE_PERIODIC = "retrain-schedule"
 CHECK_PERIODIC = "retrain-new-picks"
+AGREEMENT_PERIODIC = "retrain-agreement"
 SWEEP_PERIODIC = "store-sweep"
 
 # procrastinate job locks: one job holding a lock runs at a time.

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.arena.store import ArenaService
 from bot.config import Settings
 from bot.db import queries, reports
 from bot.db.models import (
@@ -78,6 +79,7 @@ class CollectionService:
         self.storage = storage
         self.rules = PromptRules(settings)
         self.registry = registry or ModelRegistry(sessions)  # trained models and which serve
+        self.arena = ArenaService(sessions, settings, self.registry)  # comparisons of versions
 
     # ----- submit -------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from bot.cli import config, db, export, members, models, retrain, serve, store, train
+from bot.cli import arena, config, db, export, members, models, retrain, serve, store, train
 
 app = typer.Typer(
     help="prefloop: people's picks between generated images -> better image models.",
@@ -32,6 +32,7 @@ commands = (
     train.score,
     retrain.retrain,
     retrain.jobs,
+    arena.leaderboard,
     config.config,
 )
 for command in commands:
@@ -42,6 +43,7 @@ app.add_typer(store.store_app, name="store")
 app.add_typer(train.train_app, name="train")
 app.add_typer(train.eval_app, name="eval")
 app.add_typer(models.models_app, name="models")
+app.add_typer(arena.arena_app, name="arena")
 
 
 def main() -> None:

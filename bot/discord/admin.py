@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 import discord
 from discord import app_commands
 
+from bot.arena.leaderboard import leaderboard, report_folder, write_report
+from bot.arena.versions import label, parse
 from bot.discord import render
 from bot.discord.protocol import bot_of
 
@@ -167,6 +170,80 @@ async def admin_retrain(interaction: discord.Interaction) -> None:
             f"<t:{int(request.since.timestamp())}:R> ({request.trigger}); not queued again."
         )
     await _done(interaction, "retrain", text, run_id=request.run_id, created=request.created)
+
+
+arena = app_commands.Group(
+    name="arena",
+    description="Members judge a contender generator against the serving one",
+    parent=admin,
+)
+
+
+@arena.command(name="start", description="Open a comparison: a contender vs the serving version.")
+@app_commands.describe(
+    version="The contender: a generator adapter's id (see /admin models), or base",
+    share="Share of /imagine requests made as mixed sets (0 to 1); unset = the setting",
+)
+async def arena_start(
+    interaction: discord.Interaction,
+    version: str,
+    share: app_commands.Range[float, 0.0, 1.0] | None = None,
+) -> None:
+    await _authorise(interaction, "arena-start", version)
+    bot = bot_of(interaction)
+    contender = parse(version)
+    opened = await bot.service.arena.start(
+        contender, actor=str(bot.member(interaction.user)), share=share
+    )
+    status = await bot.service.arena.status()
+    text = f"Opened {opened.title}.\n" + render.arena_status(status)
+    await _done(
+        interaction,
+        "arena-start",
+        text,
+        target=str(opened.id),
+        contender=label(contender),
+        share=share,
+    )
+
+
+@arena.command(name="stop", description="Stop the open comparison (no promotion).")
+async def arena_stop(interaction: discord.Interaction) -> None:
+    await _authorise(interaction, "arena-stop")
+    bot = bot_of(interaction)
+    stopped = await bot.service.arena.stop(str(bot.member(interaction.user)))
+    if stopped is None:
+        await _done(interaction, "arena-stop", "No comparison is open.")
+        return
+    status = await bot.service.arena.status(stopped.id)
+    text = f"Stopped {stopped.title}.\n" + render.arena_status(status)
+    await _done(interaction, "arena-stop", text, target=str(stopped.id))
+
+
+@arena.command(name="status", description="The comparison: share, mixed sets, votes, the test.")
+async def arena_status(interaction: discord.Interaction) -> None:
+    await _authorise(interaction, "arena-status")
+    status = await bot_of(interaction).service.arena.status()
+    await _done(interaction, "arena-status", render.arena_status(status))
+
+
+@admin.command(name="leaderboard", description="Generator versions rated by members' picks.")
+async def admin_leaderboard(interaction: discord.Interaction) -> None:
+    await _authorise(interaction, "leaderboard")
+    await interaction.response.defer(ephemeral=True, thinking=True)  # the bootstrap takes a while
+    bot = bot_of(interaction)
+    service = bot.service
+    board = await leaderboard(service.sessions, service.settings)
+    folder = report_folder(service.settings, board.made_at)
+    paths = await asyncio.to_thread(write_report, board, folder)
+    plot = next(p for p in paths if p.suffix == ".png")
+    text = render.leaderboard(board)
+    await service.audit(
+        bot.member(interaction.user), "leaderboard", outcome=text, report=str(folder)
+    )
+    await interaction.followup.send(
+        text, file=discord.File(plot, filename=plot.name), ephemeral=True
+    )
 
 
 def register(tree: app_commands.CommandTree) -> None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
 from bot.domain import GenerationView, QueueStatus, RetrainRunView, Stats
 from bot.registry import VersionView
+
+if TYPE_CHECKING:
+    from bot.arena.leaderboard import Leaderboard
+    from bot.arena.store import ArenaStatus
 
 HELP = (
     "**prefloop** draws 2–4 images of your prompt; click **Pick** under the one you like "
@@ -187,3 +192,29 @@ def models(versions: list[VersionView]) -> str:
         mark = " **(active)**" if v.status == "active" else f" ({v.status})"
         lines.append(f"#{v.id} {v.kind}{mark}: `{v.uri}`" + (f" — {metrics}" if metrics else ""))
     return "\n".join(lines)
+
+
+# ----- the arena (appended: admins' views of comparisons and the leaderboard) -------------
+
+DISCORD_LIMIT = 2000  # characters in one message
+
+
+def _fit(lines: list[str], limit: int = DISCORD_LIMIT) -> str:
+    """Join lines, dropping the last ones (with a note) past Discord's message limit."""
+    kept: list[str] = []
+    for line in lines:
+        if len("\n".join([*kept, line])) > limit - 40:
+            kept.append("… (more in `prefloop leaderboard`)")
+            break
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def arena_status(status: ArenaStatus) -> str:
+    """The open comparison (or the last one): share, mixed sets, votes, the gate's test."""
+    return _fit(status.lines())
+
+
+def leaderboard(board: Leaderboard) -> str:
+    """The ranking with intervals, head-to-head and the live agreement, as text."""
+    return _fit(board.lines())

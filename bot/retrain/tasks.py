@@ -1,4 +1,4 @@
-"""The retrain loop's tasks: the retrain job, and its schedule and new-picks triggers.
+"""The retrain loop's tasks: the retrain job, and its schedule, new-picks and agreement triggers.
 
 They run on the maintenance queue in ``prefloop run``'s process. A retrain spends its
 time in a trainer subprocess, so the event loop that serves Discord keeps running.
@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING
 
 from procrastinate import Blueprint, JobContext
 
+from bot.arena.agreement import TRIGGER, active_agreement, already_triggered, requested_by
 from bot.config import RetrainSettings
 from bot.names import (
+    AGREEMENT_PERIODIC,
+    AGREEMENT_TASK,
     CHECK_PERIODIC,
     CHECK_TASK,
     MAINTENANCE_QUEUE,
@@ -59,6 +62,17 @@ def retrain_blueprint(retrain: RetrainSettings | None = None) -> Blueprint:
             request = await check_new_picks(context.additional_context[PLATFORM])
             return f"retrain {request.run_id} queued" if request else "not yet"
 
+    if retrain is not None and retrain.agreement_below is not None:
+
+        @blueprint.periodic(
+            cron="* * * * *", periodic_id=AGREEMENT_PERIODIC, queueing_lock=AGREEMENT_TASK
+        )
+        @blueprint.task(name=AGREEMENT_TASK, queue=MAINTENANCE_QUEUE, pass_context=True)
+        async def low_agreement(context: JobContext, timestamp: int) -> str:
+            """The live-agreement trigger, checked every minute."""
+            request = await check_agreement(context.additional_context[PLATFORM])
+            return f"retrain {request.run_id} queued" if request else "not needed"
+
     return blueprint
 
 
@@ -88,5 +102,37 @@ async def check_new_picks(platform: Platform) -> RetrainRequest | None:
     if request.created:
         log.info(
             "%d new picks (threshold %d): retrain %d queued", waiting, threshold, request.run_id
+        )
+    return request
+
+
+async def check_agreement(platform: Platform) -> RetrainRequest | None:
+    """The agreement trigger: queue a retrain when the active HPS agrees with fewer than
+    ``retrain.agreement_below`` of the last ``arena.agreement_window`` live picks.
+
+    Only over a full window (a few picks say little), and once per HPS version: the run
+    records the HPS it was asked for (``requested_by`` ``hps:ID``), and a version that has
+    had its run is not asked about again, whatever that run decided. A new HPS, promoted
+    by that run or later, starts afresh.
+    """
+    threshold = platform.settings.retrain.agreement_below
+    if threshold is None:
+        return None
+    found = await active_agreement(platform.sessions, platform.settings.arena.agreement_window)
+    if found is None or not found.full or found.agreement is None:
+        return None
+    if found.agreement >= threshold:
+        return None
+    if await already_triggered(platform.sessions, found.hps_version_id):
+        return None
+    request = await request_retrain(
+        platform.sessions, trigger=TRIGGER, requested_by=requested_by(found.hps_version_id)
+    )
+    if request.created:
+        log.info(
+            "live agreement %.1f%% is below %.1f%%: retrain %d queued",
+            100 * found.agreement,
+            100 * threshold,
+            request.run_id,
         )
     return request
