@@ -46,7 +46,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 TABLES = (
     "users, generations, images, choices, choice_history, model_versions, admin_actions, "
-    "dataset_exports, retrain_runs, "
+    "dataset_exports, retrain_runs, comparisons, hps_scores, "
     "procrastinate_jobs, procrastinate_events, procrastinate_workers, "
     "procrastinate_periodic_defers"
 )
