@@ -264,7 +264,7 @@ async def test_an_admin_who_stops_the_comparison_ends_the_run_unpromoted(
     await _job(platform, run_id)
     run = await _run_row(platform, run_id)
     assert run.status == "succeeded" and not run.outcome["people"]["promoted"]
-    assert f"was stopped before people decided (stopped by cli)" in run.outcome["people"]["summary"]
+    assert "was stopped before people decided (stopped by cli)" in run.outcome["people"]["summary"]
     assert (await registry.active("generator_adapter")).id == serving  # type: ignore[union-attr]
 
 
