@@ -75,11 +75,18 @@ class HeldPromotions(ModelRegistry):
 
     held: int | None = None
 
+    def __init__(self, registry: ModelRegistry, *, judged: bool, judged_anyway: bool) -> None:
+        super().__init__(registry.sessions)
+        self.judged = judged  # people judge a candidate that passes the model gate
+        self.judged_anyway = judged_anyway  # ... and one that does not
+
     async def register(self, kind: str, uri: str, metrics: dict[str, Any] | None = None) -> int:
         figures = dict(metrics or {})
-        if figures.get("promoted"):
-            figures.update(promoted=False, passed_model_gate=True)
-        return await super().register(kind, uri, {**figures, "judged_by": PEOPLE})
+        passed = bool(figures.get("promoted"))
+        figures.update(promoted=False, passed_model_gate=passed)
+        if (passed and self.judged) or self.judged_anyway:
+            figures["judged_by"] = PEOPLE
+        return await super().register(kind, uri, figures)
 
     async def promote(self, version_id: int) -> VersionView:
         self.held = version_id
@@ -110,7 +117,7 @@ async def adapter_stage(
             decision["summary"] += f"; judged by the model alone: {SHARE_OFF}"
         return decision
     serving = retrain.registry
-    held = HeldPromotions(serving.sessions)
+    held = HeldPromotions(serving, judged=share > 0, judged_anyway=share > 0 and gate == "people")
     retrain.registry = held
     try:
         decision = await stage(data)

@@ -6,12 +6,15 @@ written here: mixed sets of the comparison's two versions, one pick each.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 
 from bot.db.models import (
     Choice,
@@ -28,6 +31,7 @@ from bot.retrain.follow import follow_run
 from bot.retrain.stages import Retrain
 from bot.retrain.triggers import request_retrain, requeue_orphaned_runs
 from bot.runtime import Platform
+from tests.support.cli import platform_env, prefloop
 from tests.support.retrain import TRAINER, scripted_gates
 from tests.support.synthetic import seed_picks
 
@@ -220,11 +224,23 @@ async def test_a_candidate_people_prefer_is_promoted_and_the_run_ends(judged: Pl
     assert await Retrain(platform, run_id).run() == f"retrain {run_id} is succeeded; nothing to do"
 
 
-async def test_a_candidate_people_dislike_stays_a_candidate(judged: Platform) -> None:
+async def test_a_candidate_people_dislike_stays_a_candidate(
+    judged: Platform, tmp_path: Path
+) -> None:
     platform = judged
     registry = ModelRegistry(platform.sessions)
     run_id, serving = await _started(platform)
     [comparison] = await _comparisons(platform)
+
+    env = platform_env(platform, tmp_path / "cli-data")
+    waited = await asyncio.to_thread(prefloop, "retrain", "--wait", env=env, cwd=tmp_path)
+    assert waited.returncode == 0, waited.stderr  # it does not wait for days
+    assert f"retrain {run_id} is already running" in waited.stdout
+    assert "passed the model gate" in waited.stdout
+    assert waited.stdout.rstrip().endswith(
+        "judged by people: 0 judged sets so far; `prefloop arena status` shows progress"
+    )
+
     await _vote(platform, comparison, wins=2, losses=38)
     await _job(platform, run_id)
     run = await _run_row(platform, run_id)
@@ -279,6 +295,22 @@ async def test_people_judge_even_what_the_model_gate_rejects_with_the_people_gat
     adapter = run.outcome["adapter"]
     assert run.stage == "people" and adapter["next"] == "people"
     assert not adapter["passed_model_gate"] and "does not bind" in adapter["summary"]
+    assert (await ModelRegistry(platform.sessions).get(adapter["version"])).metrics[
+        "judged_by"
+    ] == "people"
+
+    # Nobody votes; the deadline in days passes: rejected, and the run ends.
+    async with platform.sessions.begin() as session:
+        await session.execute(
+            update(Comparison).values(started_at=func.now() - timedelta(days=14, minutes=1))
+        )
+    await _job(platform, run_id)
+    run = await _run_row(platform, run_id)
+    assert run.status == "succeeded" and not run.outcome["people"]["promoted"]
+    assert (
+        "not promoted by people: no decision before the deadline (win rate 50.0% over 0 "
+        in (run.outcome["people"]["summary"])
+    )
 
 
 async def test_both_gates_without_mixed_sets_judge_by_the_model_alone(judged: Platform) -> None:
