@@ -34,11 +34,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=14)
     args = parser.parse_args()
     arena = ArenaSettings()
-    settings = {
-        "confidence": arena.confidence,
-        "min_effect": arena.min_effect,
-        "max_comparisons": arena.max_comparisons,
-    }
+    settings = simulate.GateSettings(arena.confidence, arena.min_effect, arena.max_comparisons)
     population, layout = simulate.Population(), simulate.Layout()
     print(
         f"{args.runs} runs per row; raters: {population.raters}, Gumbel noise "
@@ -63,9 +59,9 @@ def main() -> None:
         observations = simulate.picks(
             rng, shift, (args.runs, arena.max_comparisons), population, layout
         )
-        runs = simulate.gate_runs(observations, **settings)  # type: ignore[arg-type]
+        runs = simulate.gate_runs(observations, **settings.keywords())
         for row in range(min(CHECKED, args.runs)):  # the same decisions as judge() itself
-            assert simulate.judge_every_set(list(observations[row]), **settings) == (  # type: ignore[arg-type]
+            assert simulate.judge_every_set(list(observations[row]), **settings.keywords()) == (
                 runs.decision[row],
                 runs.sets[row],
             )

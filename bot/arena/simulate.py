@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -131,6 +132,22 @@ def log_mixture(wins: Floats, n: Floats, p: float, prior: tuple[float, float] = 
     prior_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
     p = min(max(p, 1e-12), 1 - 1e-12)
     return log_beta - prior_beta - wins * math.log(p) - losses * math.log(1 - p)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The gate's settings that a simulated run uses (settings.arena's, by default)."""
+
+    confidence: float = 0.95
+    min_effect: float = 0.02
+    max_comparisons: int | None = 2000
+
+    def keywords(self) -> dict[str, Any]:
+        return {
+            "confidence": self.confidence,
+            "min_effect": self.min_effect,
+            "max_comparisons": self.max_comparisons,
+        }
 
 
 @dataclass(frozen=True)
