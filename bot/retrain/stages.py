@@ -14,6 +14,9 @@ last progress line, outcome), so ``prefloop jobs`` and ``/admin status`` can sho
    ``adapter_min_win_rate`` and its mean HPS gain is positive;
 4. every candidate is registered in ``model_versions`` with its figures, promoted or
    not, and the outcome is logged and announced.
+5. ``people`` (bot/retrain/people.py, when ``adapter_gate`` and ``arena.share`` say
+   so): the adapter is registered unpromoted and members judge it in mixed sets; the
+   job ends and later ones look at the votes until the people's gate decides.
 
 Training runs in a subprocess (under ``accelerate launch`` with several GPUs), so the
 worker stays responsive and a crashing trainer fails only its stage; the active models
