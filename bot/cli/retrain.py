@@ -49,6 +49,9 @@ def retrain(
             raise typer.Exit(1) from None
         for summary in ended.summaries:
             console.print(summary, markup=False, highlight=False)
+        if ended.note:  # judged by people: days, not a wait
+            console.print(ended.note, markup=False, highlight=False)
+            return
         if ended.error:
             console.print(f"failed: {ended.error}", markup=False, highlight=False)
         if ended.status != "succeeded":

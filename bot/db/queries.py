@@ -86,21 +86,29 @@ async def queue_position(session: AsyncSession, generation_id: int) -> int:
 
 
 async def defer_job(
-    session: AsyncSession, *, task: str, queue: str, args: dict[str, Any], lock: str | None = None
+    session: AsyncSession,
+    *,
+    task: str,
+    queue: str,
+    args: dict[str, Any],
+    lock: str | None = None,
+    delay: float | None = None,
 ) -> int:
     """Queue a procrastinate job inside the caller's transaction; return its id.
 
     procrastinate's own ``defer`` runs on its own connection; calling its versioned SQL
     function here instead makes the job and the rows that need it commit together.
+    ``delay``: seconds before a worker may take it (procrastinate's ``schedule_in``).
     """
     job_id = await session.scalar(
         text(
             "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW("
             "CAST(:queue AS varchar), CAST(:task AS varchar), 0, CAST(:lock AS text), "
-            "NULL::text, CAST(:args AS jsonb), NULL::timestamptz"
+            "NULL::text, CAST(:args AS jsonb), "
+            "now() + CAST(:delay AS double precision) * interval '1 second'"
             ")::procrastinate_job_to_defer_v1]))"
         ),
-        {"queue": queue, "task": task, "lock": lock, "args": json.dumps(args)},
+        {"queue": queue, "task": task, "lock": lock, "args": json.dumps(args), "delay": delay},
     )
     assert job_id is not None
     return int(job_id)

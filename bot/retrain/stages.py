@@ -14,6 +14,9 @@ last progress line, outcome), so ``prefloop jobs`` and ``/admin status`` can sho
    ``adapter_min_win_rate`` and its mean HPS gain is positive;
 4. every candidate is registered in ``model_versions`` with its figures, promoted or
    not, and the outcome is logged and announced.
+5. ``people`` (bot/retrain/people.py, when ``adapter_gate`` and ``arena.share`` say
+   so): the adapter is registered unpromoted and members judge it in mixed sets; the
+   job ends and later ones look at the votes until the people's gate decides.
 
 Training runs in a subprocess (under ``accelerate launch`` with several GPUs), so the
 worker stays responsive and a crashing trainer fails only its stage; the active models
@@ -42,6 +45,7 @@ from sqlalchemy import func, select, update
 from bot.config import Settings
 from bot.db.models import Choice, RetrainRun, RetrainStatus
 from bot.export.run import ExportOptions, export_dataset
+from bot.retrain import people
 from bot.retrain.gpu_turn import training_turn
 from bot.retrain.run_data import (
     DATA,
@@ -100,15 +104,26 @@ class Retrain:
             picks_at_start=func.coalesce(RetrainRun.picks_at_start, await self._picks()),
         )
         try:
-            data = await self._export(outcome)
-            for name, stage in (("hps", self._hps), ("adapter", self._adapter)):
-                if name not in outcome:
-                    outcome[name] = await stage(data)
-                    await self._update(outcome=outcome)
+            if not people.pending(outcome):  # judged by people: straight back to looking
+                data = await self._export(outcome)
+                for name, stage in (("hps", self._hps), ("adapter", self._adapter)):
+                    if name not in outcome:
+                        outcome[name] = await (
+                            people.adapter_stage(self, stage, data)
+                            if name == "adapter"
+                            else stage(data)
+                        )
+                        await self._update(outcome=outcome)
+            if people.pending(outcome):
+                await self._clean_up(asyncio.to_thread(remove_run_data, self.folder))
+                waiting = await people.check(self, outcome)
+                if waiting is not None:
+                    return waiting  # the job ends; a later one looks again
         except Exception as error:
             if not isinstance(error, StageFailed):
                 log.exception("retrain %d stopped on an unexpected error", self.run_id)
                 error = StageFailed(f"{self._stage_now or 'start'}: unexpected {error!r}")
+            await asyncio.shield(people.abandon(self, str(error)))
             before = "; ".join(decision["summary"] for decision in outcome.values())
             summary = f"retrain {self.run_id} failed: {error}; " + (
                 f"decided before it: {before}" if before else "the serving models are unchanged"
