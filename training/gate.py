@@ -163,7 +163,7 @@ def _top1_credits(evaluation: Any, examples: Any) -> list[float]:
     result, at = [], 0
     for example, score in zip(examples, picked, strict=True):
         rest = others[at : at + len(example.images) - 1]
-        at += len(rest)
+        at += len(example.images) - 1
         result.append(credits([score, *rest], 0)[0])
     if at != len(others):
         raise ValueError(f"{evaluation.name}: the other images' scores do not add up")
