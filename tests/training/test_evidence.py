@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,38 @@ def test_the_hps_stage_reads_each_picks_credit_back_from_the_scores() -> None:
     short = SimpleNamespace(name="c", picked_scores=[2.0, 1.0], other_scores=[2.0, 3.0])
     with pytest.raises(ValueError):
         _top1_credits(short, examples)
+
+
+def test_the_credits_read_back_are_those_the_evaluation_averaged() -> None:
+    """Through the real ``evaluate`` (its scorer scripted): one credit per pick, in order,
+    whose mean is the evaluation's top-1, over groups of 2-4 images with ties and a NaN."""
+    from pathlib import Path
+
+    from training.data import Example
+    from training.gate import _top1_credits
+    from training.hps.evaluate import credits, evaluate
+
+    scores = [
+        [1.0, 3.0, 2.0],
+        [3.0, 3.0],
+        [5.0, 1.0, 0.0, 2.0],
+        [float("nan"), 1.0],
+        [2.0, 2.0, 2.0],
+    ]
+    chosen = [1, 0, 3, 1, 2]
+    examples = [
+        Example(str(i), "p", tuple(Path(f"{i}-{k}.png") for k in range(len(s))), c)
+        for i, (s, c) in enumerate(zip(scores, chosen, strict=True))
+    ]
+
+    class Scripted:
+        source = "scripted"
+
+        def score_groups(self, groups: list[Any]) -> list[list[float]]:
+            return scores[: len(groups)]
+
+    result = evaluate(Scripted(), examples, bootstrap=0)
+    read_back = _top1_credits(result, examples)
+    assert read_back == [credits(s, c)[0] for s, c in zip(scores, chosen, strict=True)]
+    assert read_back == [1.0, 0.5, 0.0, 0.0, pytest.approx(1 / 3)]
+    assert sum(read_back) / len(read_back) == pytest.approx(result.top1)
