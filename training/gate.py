@@ -3,8 +3,10 @@
 Each stage reads an exported dataset and model files, trains a candidate, evaluates it
 against what serves now on the same held-out data, and writes the stage folder's gate
 file (see training/run_folder.py) with the figures the platform's promotion gate decides
-on. No database, no Discord: the job passes the active versions' locations on the
-command line. A crash here fails the stage and leaves the serving models alone.
+on: above all ``paired``, the candidate against what serves item by item on the same
+held-out items (training/evidence.py). No database, no Discord: the job passes the
+active versions' locations on the command line. A crash here fails the stage and leaves
+the serving models alone.
 
     python -m training gate hps --data EXPORT --out DIR --start SRC --base CLIP [--active SRC]
     python -m training gate adapt --data EXPORT --out DIR --hps SRC --generator MODEL
@@ -18,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from training.evidence import paired
 from training.run_folder import is_finished, write_gate
 
 log = logging.getLogger(__name__)
@@ -70,12 +73,16 @@ def hps_stage(
         del scorer
     results.append(random_baseline(examples))
     write_report(out / "report", results, data=str(data))
+    credit = {r.name: _top1_credits(r, examples) for r in results if r.name != "random"}
+    serving = "active" if active is not None else "base"
     gate = {
         "stage": "hps",
         "model": str(model),
         "test_instances": len(examples),
         "train_instances": len(train.examples),
         **{r.name: _figures(r) for r in results},
+        "paired": _paired(credit["candidate"], credit[serving], serving, seed),
+        "paired_base": _paired(credit["candidate"], credit["base"], "base", seed),
     }
     write_gate(out, gate)
     return gate
@@ -130,6 +137,40 @@ def adapt_stage(
             }
             for k, r in tried.items()
         },
+        # Per held-out prompt: the candidate's mean HPS minus the serving generator's, as
+        # served; the better of the ways tried was kept, so the p-value pays for each.
+        "paired": {
+            "against": active or "base",
+            **paired(
+                [row["adapted"] - row["base"] for row in result.per_prompt],
+                tests=len(tried),
+                seed=seed,
+            ).to_dict(),
+        },
     }
     write_gate(out, gate)
     return gate
+
+
+def _top1_credits(evaluation: Any, examples: Any) -> list[float]:
+    """Each held-out pick's top-1 credit (as ``credits`` gives it) from the scores the
+    evaluation kept: the picked image's, and the others' in order, one group per pick."""
+    from training.hps.evaluate import credits
+
+    picked, others = evaluation.picked_scores, evaluation.other_scores
+    if len(picked) != len(examples):
+        raise ValueError(f"{evaluation.name}: {len(picked)} scores for {len(examples)} picks")
+    result, at = [], 0
+    for example, score in zip(examples, picked, strict=True):
+        rest = others[at : at + len(example.images) - 1]
+        at += len(example.images) - 1
+        result.append(credits([score, *rest], 0)[0])
+    if at != len(others):
+        raise ValueError(f"{evaluation.name}: the other images' scores do not add up")
+    return result
+
+
+def _paired(candidate: list[float], other: list[float], against: str, seed: int) -> dict[str, Any]:
+    """The candidate's top-1 credit minus ``other``'s, pick by pick."""
+    differences = [c - o for c, o in zip(candidate, other, strict=True)]
+    return {"against": against, **paired(differences, seed=seed).to_dict()}

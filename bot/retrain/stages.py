@@ -31,12 +31,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shlex
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +58,7 @@ from bot.retrain.run_data import (
     run_folder,
 )
 from bot.retrain.triggers import UNFINISHED
+from training.evidence import Paired, decide
 from training.run_folder import GATE, read_gate
 
 if TYPE_CHECKING:
@@ -211,11 +214,17 @@ class Retrain:
                 f"top-1 {candidate['top1']:.1%} is not {config.hps_margin:.1%} above "
                 f"the active one's {gate['active']['top1']:.1%}"
             )
+        judged = _judge(gate, self.settings, HPS_ITEMS)
+        if judged.reason:
+            reasons.append(judged.reason)
+        serving = gate["active"] if active else base
         return await self._decide(
             "hps",
             gate,
             reasons,
-            f"top-1 {candidate['top1']:.1%} on {gate['test_instances']} held-out picks",
+            f"top-1 {candidate['top1']:.1%} vs {serving['top1']:.1%} serving "
+            f"on {gate['test_instances']} held-out picks" + judged.figures,
+            evidence=judged.record,
         )
 
     async def _adapter(self, data: Path) -> dict[str, Any]:
@@ -252,25 +261,41 @@ class Retrain:
             )
         if gate["mean_difference"] <= 0:
             reasons.append(f"mean HPS change {gate['mean_difference']:+.3f} is no gain")
+        judged = _judge(gate, self.settings, ADAPTER_ITEMS)
+        if judged.reason:
+            reasons.append(judged.reason)
         return await self._decide(
             "generator_adapter",
             gate,
             reasons,
             f"win rate {gate['win_rate']:.1%} over {gate['prompts']} "
-            f"held-out prompts against {gate['against']}, "
+            f"held-out prompts against {gate['against']}{judged.figures}, "
             + (
                 f"served with {gate['negative_prompt']!r} as the negative prompt"
                 if gate.get("negative_prompt")
                 else "served without a negative prompt"
             ),
+            evidence=judged.record,
         )
 
     async def _decide(
-        self, kind: str, gate: dict[str, Any], reasons: list[str], figures: str
+        self,
+        kind: str,
+        gate: dict[str, Any],
+        reasons: list[str],
+        figures: str,
+        *,
+        evidence: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Register the candidate (always); promote it when no reason stands against it."""
+        """Register the candidate (always); promote it when no reason stands against it.
+
+        ``evidence``: what the paired comparison said (``_judge``), kept with the candidate's
+        figures and in the run's outcome.
+        """
         promoted = not reasons
         metrics = {**gate, "run_id": self.run_id, "promoted": promoted, "reasons": reasons}
+        if evidence is not None:
+            metrics["evidence"] = evidence
         earlier = await self.registry.find(kind, gate["model"])  # registered before a restart?
         if earlier is None:
             version = await self.registry.register(kind, gate["model"], metrics)
@@ -285,6 +310,7 @@ class Retrain:
             "promoted": promoted,
             "reasons": reasons,
             "summary": f"{name} v{version} {verdict} ({figures})",
+            **({"evidence": evidence} if evidence is not None else {}),
         }
 
     async def _stage(self, stage: str, args: list[str], out: Path) -> dict[str, Any]:
@@ -422,3 +448,88 @@ def trainer_command(settings: Settings) -> list[str]:
             "gate",
         ]
     return [sys.executable, "-m", "training", "gate"]
+
+
+# ----- the evidence rule --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Items:
+    """What a stage's held-out items are, for its decision's wording."""
+
+    unit: str  # "held-out picks"
+    in_all: str  # what the held-out ones are a test_fraction of: "picks"
+    points: bool  # differences are shares, shown in points (HPS top-1), or raw (HPS scores)
+
+
+HPS_ITEMS = _Items("held-out picks", "picks", points=True)
+ADAPTER_ITEMS = _Items("held-out prompts", "prompts with picks", points=False)
+
+
+@dataclass(frozen=True)
+class _Judged:
+    reason: str | None  # None: the evidence says better
+    figures: str  # "; paired difference +84.2 points, 95% CI ..., p = ...", or ""
+    record: dict[str, Any]  # kept with the candidate and in the run's outcome
+
+
+def _judge(gate: dict[str, Any], settings: Settings, items: _Items) -> _Judged:
+    """The paired evidence's verdict at ``retrain.gate_confidence``: no reason when the
+    candidate is shown better than what serves; else why not and, when it only looks
+    better, how many held-out items (and picks in all) a decision needs. A gate file
+    without sane evidence (an older trainer's) is not enough evidence, never a crash."""
+    confidence = settings.retrain.gate_confidence
+    try:
+        evidence = Paired.from_dict(gate["paired"])
+    except (KeyError, TypeError, ValueError) as error:
+        why = "has none" if isinstance(error, KeyError) else f"is unreadable ({error})"
+        return _Judged(
+            "not enough evidence — the trainer's figures hold no paired comparison with what "
+            f"serves on the same {items.unit} (its gate file {why}: an older trainer wrote "
+            "it?); a new retrain judges it again",
+            "",
+            {"verdict": "no evidence", "confidence": confidence},
+        )
+    decision = decide(evidence, confidence)
+    p = _p(evidence.p_value)
+    low, high = evidence.interval
+    figures = (
+        f"; paired difference {_amount(evidence.mean_difference, items)}, 95% CI "
+        f"{_amount(low, items, unit=False)} to {_amount(high, items, unit=False)}, {p}"
+    )
+    counts = f"{evidence.n} {items.unit}, better on {evidence.better}, worse on {evidence.worse}"
+    record: dict[str, Any] = {"confidence": confidence, "p_value": evidence.p_value}
+    if decision.better:
+        return _Judged(None, figures, {**record, "verdict": "better"})
+    if not decision.looks_better:
+        return _Judged(
+            f"no better than what serves on the same {counts} ({p})",
+            figures,
+            {**record, "verdict": "not better"},
+        )
+    needed = decision.needed or evidence.n + 1
+    reason = f"not enough evidence — {counts} ({p})"
+    if evidence.p_value < 1 - confidence:
+        reason += f", but its 95% CI reaches {_amount(low, items)}"
+    about = "at least" if decision.at_least else "about"
+    reason += f"; a decision needs {about} {needed} {items.unit}"
+    fraction = settings.export.test_fraction
+    in_all = math.ceil(needed / fraction) if fraction > 0 else None
+    if in_all is not None:
+        reason += f" (about {in_all} {items.in_all} in all)"
+    if items is ADAPTER_ITEMS and needed > settings.retrain.eval_prompts:
+        reason += f" and PREFLOOP_RETRAIN__EVAL_PROMPTS of at least {needed}"
+    record.update(verdict="not enough evidence", needed=needed, at_least=decision.at_least)
+    if in_all is not None:
+        record["needed_in_all"] = in_all
+    return _Judged(reason, figures, record)
+
+
+def _p(value: float) -> str:
+    return "p < 0.0001" if value < 0.0001 else f"p = {value:.2g}"
+
+
+def _amount(value: float, items: _Items, *, unit: bool = True) -> str:
+    if not items.points:
+        return f"{value:+.3f}"
+    return f"{100 * value:+.1f}" + (" points" if unit else "")

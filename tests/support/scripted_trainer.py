@@ -8,6 +8,13 @@ records can be tested without training; ``crash`` as a stage's value exits non-z
 resume point left in its model folder (``hps/model``, ``adapter/adapter``; a test plants
 one when the data it was trained on is gone) and it records which export it was given
 (``data_created_at``, from the export's manifest).
+
+A stage's ``paired`` (and the HPS's ``paired_base``) given as ``"from top-1"`` or ``"from
+win rate"`` is the paired evidence those figures imply (training/evidence.py, as the real
+stages compute it): for the HPS, the candidate's hits a superset of what it is judged
+against (``--active`` when passed, else the base), so a gain of k picks is k picks better
+and none worse; for the adapter, each prompt won is +0.5 HPS, each lost -0.5. Any other
+value is written as given; a test leaves the key out for a gate file from before it.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from training.__main__ import build_parser
+from training.evidence import paired
 from training.run_folder import resume_dir, write_gate
 
 
@@ -50,8 +59,23 @@ def main() -> int:
         "data_created_at": created,
         **figures,
     }
+    if gate.get("paired") == "from top-1":
+        serving = "active" if "--active" in args else "base"
+        gate["paired"] = _from_top1(gate, serving)
+        gate["paired_base"] = _from_top1(gate, "base")
+    if gate.get("paired") == "from win rate":
+        won = round(gate["win_rate"] * gate["prompts"])
+        differences = [0.5] * won + [-0.5] * (gate["prompts"] - won)
+        gate["paired"] = {"against": gate["against"], **paired(differences).to_dict()}
     write_gate(out, gate)
     return 0
+
+
+def _from_top1(gate: dict[str, Any], against: str) -> dict[str, Any]:
+    n = gate["test_instances"]
+    gain = round(gate["candidate"]["top1"] * n) - round(gate[against]["top1"] * n)
+    differences = [1.0 if gain > 0 else -1.0] * abs(gain) + [0.0] * (n - abs(gain))
+    return {"against": against, **paired(differences).to_dict()}
 
 
 if __name__ == "__main__":
