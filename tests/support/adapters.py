@@ -20,3 +20,21 @@ def lora_adapter(tiny_model: Path, folder: Path) -> Path:
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
     write_info(folder, {"negative_prompt": "Weird image."})
     return folder
+
+
+def distinct_lora_adapter(tiny_model: Path, folder: Path, seed: int, scale: float = 2.0) -> Path:
+    """A LoRA adapter that changes the images, unlike :func:`lora_adapter` (whose up
+    weights start at zero): its up weights are random, drawn from ``seed``."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    lora_adapter(tiny_model, folder)
+    weights = folder / "pytorch_lora_weights.safetensors"
+    tensors = load_file(weights)
+    draw = torch.Generator().manual_seed(seed)
+    for name, tensor in tensors.items():
+        if ".lora.up." in name or ".lora_B." in name:
+            noise = torch.randn(tensor.shape, generator=draw, dtype=torch.float32)
+            tensors[name] = (noise * scale).to(tensor.dtype)
+    save_file(tensors, weights)
+    return folder
