@@ -234,6 +234,8 @@ class GenerationRunner:
             nsfw = [False] * len(seeds)
             made_by = [""] * len(seeds)
             for version in dict.fromkeys(versions):  # each version once, in first-seen order
+                if stop.is_set():
+                    raise PipelineStopped(f"generation {work.generation_id} was cancelled")
                 folder = folders[version]
                 indexes = [k for k, v in enumerate(versions) if v == version]
                 made = self.generator.generate_as(
