@@ -6,9 +6,14 @@ real-size, randomly initialised Stable Diffusion 1.5 (fp16, 512 px; nothing to d
 - the time of ONE pipeline call for 4 images against 4 calls of 1 image (ratio);
 - images/s for batch 4;
 - the share of a whole generation job's wall time spent outside the pipeline call
-  (claiming the row, PNG encoding, storing, recording, notifying; goal <= 5% on a GPU).
+  (claiming the row, PNG encoding, storing, recording, notifying; goal <= 5% on a GPU);
+- a mixed set's job (2 + 2 images by two versions, each version's call on the same loaded
+  pipeline) against a plain job of 4 images, through the real job code, on the tiny
+  preset: two adapters, and an adapter against the bare base (goal <= 1.1x).
 
-    python -m bench.generate [--steps 20] [--repeats 5] [--jobs 8]
+    python -m bench.generate [--steps 20] [--repeats 5] [--jobs 8] [--mixed]
+
+``--mixed`` prints only the mixed-set figures.
 """
 
 from __future__ import annotations
@@ -97,6 +102,162 @@ async def job_overhead(generator: Any, steps: int, jobs: int, size: int | None) 
     return 1 - sum(inside) / total
 
 
+async def mixed_jobs(
+    generator: Any, model: Path, steps: int, repeats: int, folder: Path
+) -> dict[str, tuple[float, float, float]]:
+    """Median job seconds, plain (4 images by the serving adapter) and mixed (2 + 2), per
+    pairing; and the first mixed job's (it loads the other version once)."""
+    import random
+
+    from sqlalchemy import text
+
+    from bot.config import load_settings
+    from bot.domain import UserRef
+    from bot.generation.runner import GenerationRunner
+    from bot.runtime import open_platform
+    from tests.support.adapters import distinct_lora_adapter
+
+    a = distinct_lora_adapter(model, folder / "a", seed=1)
+    b = distinct_lora_adapter(model, folder / "b", seed=2)
+    results: dict[str, tuple[float, float, float]] = {}
+    with scratch_database() as (_, url), tempfile.TemporaryDirectory() as data:
+        settings = load_settings(
+            _env_file=None,
+            database_url=url,
+            data_dir=data,
+            generator={"steps": steps},
+            limits={"max_queued_per_user": 1000},
+            arena={"daily_cap": 1000},
+        )
+        async with open_platform(settings, upgrade=False) as platform:
+            platform.service.mixing_rng = random.Random(0)
+            runner = GenerationRunner(
+                platform.sessions, platform.storage, generator, registry=platform.registry
+            )
+            serving = await platform.registry.register("generator_adapter", str(a))
+            other = await platform.registry.register("generator_adapter", str(b))
+            await platform.registry.promote(serving)
+            user = UserRef.parse("cli:bench")
+
+            async def job(share: float) -> float:
+                settings.arena.share = share
+                submitted = await platform.service.submit_prompt(user, "a red cat", N)
+                start = time.perf_counter()
+                assert await runner.run(submitted.generation_id) == "done"
+                return time.perf_counter() - start
+
+            for label, contender in (("two adapters", other), ("adapter + base", None)):
+                async with platform.engine.begin() as connection:
+                    await connection.execute(text("UPDATE comparisons SET status = 'stopped'"))
+                    await connection.execute(
+                        text(
+                            "INSERT INTO comparisons (baseline_version_id, contender_version_id) "
+                            "VALUES (:a, :b)"
+                        ),
+                        {"a": serving, "b": contender},
+                    )
+                await job(0.0)  # warm-up: the serving adapter, caches
+                first_mixed = await job(1.0)  # loads the other version (once: it is kept)
+                plain: list[float] = []
+                mixed: list[float] = []
+                for _ in range(repeats):  # interleaved: drift hits both alike
+                    plain.append(await job(0.0))
+                    mixed.append(await job(1.0))
+                results[label] = (median(plain), median(mixed), first_mixed)
+    return results
+
+
+def random_lora(unet_config: Any, folder: Path, seed: int) -> Path:
+    """A LoRA adapter (diffusers format) for a UNet of ``unet_config``, random weights."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from training.run_folder import write_info
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config(unet_config)
+    unet.add_adapter(
+        LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+        )
+    )
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
+    write_info(folder, {"negative_prompt": "Weird image."})
+    return folder
+
+
+def mixed_calls(
+    generator: Any, steps: int, repeats: int, size: int | None
+) -> dict[str, tuple[float, float]]:
+    """Median seconds of the pipeline calls alone: one 4-image call by the serving adapter,
+    and 2 + 2 (the serving adapter's call, then the other version's on the same pipeline)."""
+    import torch
+
+    def sync() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    options = {"steps": steps, "width": size, "height": size}
+    results: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        config = generator.pipe.unet.config
+        serving = random_lora(config, Path(folder) / "a", 1)
+        other = random_lora(config, Path(folder) / "b", 2)
+        generator.apply_adapter(serving)
+        for label, version in (("two adapters", other), ("adapter + base", None)):
+
+            def plain() -> None:
+                generator.generate("a red cat", [0, 1, 2, 3], **options)
+
+            def mixed(version: Path | None = version) -> None:
+                generator.generate("a red cat", [0, 1], **options)
+                generator.generate_as(version, "a red cat", [0, 1], **options)
+
+            times: dict[str, list[float]] = {"plain": [], "mixed": []}
+            plain()  # warm-up
+            mixed()  # … and the other version is loaded, once: it is kept
+            sync()
+            for _ in range(repeats):  # interleaved: drift hits both alike
+                for name, run in (("plain", plain), ("mixed", mixed)):
+                    start = time.perf_counter()
+                    run()
+                    sync()
+                    times[name].append(time.perf_counter() - start)
+            results[label] = (median(times["plain"]), median(times["mixed"]))
+        generator.clear_adapter()
+    return results
+
+
+def report_mixed_calls(
+    label: str, generator: Any, args: argparse.Namespace, size: int | None
+) -> None:
+    for pairing, (plain, mixed) in mixed_calls(generator, args.steps, args.repeats, size).items():
+        print(
+            f"{label}: pipeline calls of a mixed set ({pairing}, 2 + 2) {mixed:.3f} s against "
+            f"one 4-image call {plain:.3f} s -> {mixed / plain:.2f}x (goal <= 1.1x; median of "
+            f"{args.repeats})"
+        )
+
+
+def report_mixed(generator: Any, model: Path, args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        found = asyncio.run(mixed_jobs(generator, model, args.steps, args.repeats, Path(folder)))
+    for label, (plain, mixed, first) in found.items():
+        print(
+            f"tiny preset, CPU: mixed set ({label}, 2 + 2 images) {mixed:.3f} s per job against "
+            f"{plain:.3f} s for a plain 4-image job -> {mixed / plain:.2f}x (goal <= 1.1x; "
+            f"median of {args.repeats}); the first mixed job, loading the other version: "
+            f"{first:.3f} s"
+        )
+
+
 def report(label: str, generator: Any, args: argparse.Namespace, size: int | None) -> None:
     one, many = time_calls(generator, args.steps, args.repeats, size)
     print(
@@ -166,6 +327,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--mixed", action="store_true", help="only the mixed-set figures")
     args = parser.parse_args()
 
     import torch
@@ -174,14 +336,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as cache:
         tiny = Generator.load("tiny", cache_dir=Path(cache), device="cpu")
-        report("tiny preset, CPU, 64 px", tiny, args, None)
+        if not args.mixed:
+            report("tiny preset, CPU, 64 px", tiny, args, None)
+        report_mixed(tiny, Path(cache) / "tiny", args)
+        report_mixed_calls("tiny preset, CPU", tiny, args, None)
 
     if torch.cuda.is_available():
         pipe = sd15_random_pipeline().to("cuda", torch.float16)
         big = Generator(pipe, "sd15-random")
-        report(
-            f"SD 1.5 size (random), {torch.cuda.get_device_name()}, fp16, 512 px", big, args, 512
-        )
+        label = f"SD 1.5 size (random), {torch.cuda.get_device_name()}, fp16, 512 px"
+        if not args.mixed:
+            report(label, big, args, 512)
+        report_mixed_calls(label, big, args, 512)
     else:
         print("no GPU here: the full-size SD 1.5 figures need one (see docs/operations.md)")
 

@@ -98,6 +98,7 @@ class ImageView:
     width: int
     height: int
     nsfw: bool
+    adapter_version_id: int | None = None  # what made this image (None: the bare base)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class GenerationView:
     delivery: dict[str, Any] | None = None  # where the front end answers (its own data)
     delivered: bool = False  # the front end has shown the result
     pickers: int = 0  # members who picked an image
+    comparison_id: int | None = None  # a mixed set: its images come from two versions
 
 
 @dataclass(frozen=True)

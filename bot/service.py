@@ -7,6 +7,7 @@ for the member, and writes nothing.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.arena.mixing import draw
 from bot.arena.store import ArenaService
 from bot.config import Settings
 from bot.db import queries, reports
@@ -66,6 +68,9 @@ class Swept:
 
 class CollectionService:
     """prompt -> images -> pick, and the data requests around it."""
+
+    # Draws which requests become mixed sets; tests give an instance a seeded one.
+    mixing_rng: random.Random = random.SystemRandom()
 
     def __init__(
         self,
@@ -141,13 +146,19 @@ class CollectionService:
             if member:
                 await self._check_member(session, member)
             member = member or await queries.ensure_user(session, user.frontend, user.external_id)
+            params = self.rules.params(seeds)
+            mixed = await draw(session, member.id, seeds, self.settings.arena, self.mixing_rng)
+            if mixed is not None:  # images from two versions (see bot/arena/mixing.py)
+                seeds = params["seeds"] = mixed.seeds
+                params["versions"] = mixed.versions
             generation = Generation(
                 prompt=prompt,
                 negative_prompt=negative,
                 n_images=len(seeds),
-                params=self.rules.params(seeds),
+                params=params,
                 requested_by=member.id,
                 delivery=delivery,
+                comparison_id=mixed.comparison_id if mixed else None,
             )
             session.add(generation)
             await session.flush()
@@ -231,6 +242,7 @@ class CollectionService:
             delivery=generation.delivery,
             delivered=generation.delivered_at is not None,
             pickers=pickers,
+            comparison_id=generation.comparison_id,
         )
 
     async def undelivered(self, frontend: Frontend, limit: int = 100) -> list[int]:
@@ -427,6 +439,7 @@ def _image_view(image: Image) -> ImageView:
         image.width,
         image.height,
         image.nsfw,
+        image.adapter_version_id,
     )
 
 

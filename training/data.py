@@ -48,6 +48,10 @@ class Example:
     chosen: int
     user_hash: str | None = None
     split: str = "train"
+    # Per image, the generator adapter (a model_versions id; None: the bare base) that
+    # made it: prefloop's ``image_adapter_version_ids``. None where the data lacks it
+    # (older exports, the public HPS v1 release, HPD v2).
+    image_versions: tuple[int | None, ...] | None = None
 
     def open_images(self) -> list[Any]:
         """The images as RGB PIL images."""
@@ -212,6 +216,9 @@ def _example(
         if path is None:
             return f"image {name} is missing"
         paths.append(path)
+    versions = _versions(entry.get("image_adapter_version_ids"), len(files))
+    if isinstance(versions, str):
+        return versions
     user_hash = entry.get("user_hash")
     return Example(
         id=_ident(entry, position),
@@ -220,7 +227,21 @@ def _example(
         chosen=chosen,
         user_hash=str(user_hash) if user_hash is not None else None,
         split=split,
+        image_versions=versions,
     )
+
+
+def _versions(given: Any, n: int) -> tuple[int | None, ...] | str | None:
+    """Which version made each image (``image_adapter_version_ids``), or why it is malformed."""
+    if given is None:
+        return None
+    if (
+        not isinstance(given, list)
+        or len(given) != n
+        or not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in given)
+    ):
+        return f"image_adapter_version_ids {given!r} is not one version (an int or null) per image"
+    return tuple(given)
 
 
 def _chosen(preference: Any, n: int) -> int | str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 ProgressCallback = Callable[[int, int], None]  # (step done, total steps)
+KEPT_ADAPTERS = 3  # adapters kept loaded besides the serving one (a few LoRAs: megabytes)
 
 
 class GeneratorLoadError(RuntimeError):
@@ -82,16 +84,44 @@ class Generator:
         self.adapter: str | None = None
         self.negative_prefix = ""  # the adapter's negative prompt ("Weird image.")
         self._active: str | None = None  # the adapter's name inside the pipeline
+        # Adapters loaded besides the serving one (folder -> (name, negative prompt)),
+        # least recently used first: a mixed set's versions switch without reloading.
+        self._kept: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._loads = 0
         self.pipe.set_progress_bar_config(disable=True)
 
     def apply_adapter(self, folder: str | Path) -> None:
-        """Load a LoRA adapter (diffusers format) and its negative prompt (its run info).
+        """Serve a LoRA adapter (diffusers format) with its negative prompt (its run info).
 
         A missing or corrupt adapter raises :class:`GeneratorLoadError` and leaves the
-        pipeline as it was: the base model keeps working.
+        pipeline as it was: the base model keeps working. The adapter served before stays
+        loaded among the kept ones (a comparison may still draw on it).
         """
         path = Path(folder).expanduser()
+        kept = self._kept.pop(str(path), None)
+        try:
+            name, negative = kept or self._load(path)
+        finally:
+            self._use(self._active)  # loading may have switched the pipeline's adapters
+        if self._active is not None and self.adapter is not None:
+            self._keep(self.adapter, self._active, self.negative_prefix)
+        self._active = name
+        self.adapter, self.negative_prefix = str(path), negative
+        self._use(name)
+
+    def clear_adapter(self) -> None:
+        """Back to the base model: the adapter and its negative prompt switched off (it
+        stays loaded among the kept ones)."""
+        if self._active is not None and self.adapter is not None:
+            self._keep(self.adapter, self._active, self.negative_prefix)
+        self._active, self.adapter, self.negative_prefix = None, None, ""
+        self._use(None)
+
+    def _load(self, path: Path) -> tuple[str, str]:
+        """Load the adapter in ``path`` under a new name; (name, its negative prompt).
+
+        Which adapters are switched on afterwards is the caller's to set (:meth:`_use`).
+        """
         if not path.is_dir():
             raise GeneratorLoadError(f"adapter {path} does not exist (expected a folder)")
         try:
@@ -102,7 +132,6 @@ class Generator:
         self._loads += 1
         try:
             self.pipe.load_lora_weights(str(path), adapter_name=name)
-            self.pipe.set_adapters([name])
         except Exception as error:
             with contextlib.suppress(Exception):
                 self.pipe.delete_adapters([name])  # nothing half-loaded stays behind
@@ -116,16 +145,77 @@ class Generator:
             raise GeneratorLoadError(
                 f"adapter {path} could not be loaded ({reason}); {kept}"
             ) from None
-        if self._active is not None:
-            self.pipe.delete_adapters([self._active])
-        self._active = name
-        self.adapter, self.negative_prefix = str(path), negative
+        return name, negative
 
-    def clear_adapter(self) -> None:
-        """Back to the base model: the adapter and its negative prompt removed."""
-        if self._active is not None:
-            self.pipe.delete_adapters([self._active])
-        self._active, self.adapter, self.negative_prefix = None, None, ""
+    def _keep(self, folder: str, name: str, negative: str) -> None:
+        """Keep a loaded adapter for later; beyond KEPT_ADAPTERS, the least recent goes."""
+        held = self._kept.pop(folder, None)
+        if held is not None and held[0] != name:  # that folder loaded twice: one is enough
+            self.pipe.delete_adapters([held[0]])
+        self._kept[folder] = (name, negative)
+        while len(self._kept) > KEPT_ADAPTERS:
+            _, (evicted, _) = self._kept.popitem(last=False)
+            self.pipe.delete_adapters([evicted])
+
+    def _use(self, name: str | None) -> None:
+        """Switch the pipeline to the loaded adapter ``name``, or to the bare base (None)."""
+        if name is not None:
+            self.pipe.enable_lora()
+            self.pipe.set_adapters([name])
+        elif self._kept or self._active is not None:  # LoRA layers exist: turn them off
+            self.pipe.disable_lora()
+
+    def preload(self, folder: str | Path | None) -> None:
+        """Make sure the adapter in ``folder`` is loaded (None: the base, always there).
+
+        Raises :class:`GeneratorLoadError` when it cannot be; what serves is unchanged.
+        """
+        self._adapter_named(folder)
+
+    def _adapter_named(self, folder: str | Path | None) -> tuple[str | None, str]:
+        """The pipeline's name for the adapter in ``folder`` and its negative prompt,
+        loading it when needed; (None, "") for the base."""
+        if folder is None:
+            return None, ""
+        key = str(Path(folder).expanduser())
+        if key == self.adapter and self._active is not None:
+            return self._active, self.negative_prefix
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        try:
+            name, negative = self._load(Path(key))
+        finally:
+            self._use(self._active)
+        self._keep(key, name, negative)
+        return name, negative
+
+    def version_of(self, folder: str | Path | None) -> str:
+        """What :meth:`generate_as` with ``folder`` makes: as :attr:`version` names it."""
+        return f"{self.name}+{Path(folder).expanduser()}" if folder is not None else self.name
+
+    def generate_as(
+        self, folder: str | Path | None, prompt: str, seeds: Sequence[int], **options: Any
+    ) -> GeneratedImages:
+        """:meth:`generate` with the adapter in ``folder`` (None: the bare base model) and
+        its own negative prompt, on this same pipeline; what serves is restored after.
+
+        The adapter is loaded once and kept (up to KEPT_ADAPTERS besides the serving
+        one), so switching costs no reload. One that cannot be loaded raises
+        :class:`GeneratorLoadError`: never an image made by another version.
+        """
+        key = None if folder is None else str(Path(folder).expanduser())
+        if key == self.adapter:
+            return self.generate(prompt, seeds, **options)
+        name, negative = self._adapter_named(key)
+        serving_prefix = self.negative_prefix
+        self.negative_prefix = negative
+        try:
+            self._use(name)
+            return self.generate(prompt, seeds, **options)
+        finally:
+            self.negative_prefix = serving_prefix
+            self._use(self._active)
 
     @contextlib.contextmanager
     def adapter_off(self) -> Iterator[None]:

@@ -76,8 +76,17 @@ def progress(prompt: str, step: int, total: int) -> str:
 
 
 def made_by(view: GenerationView) -> str:
-    """The base model by its public name and the adapter by its registry id."""
-    adapter = f"adapter #{view.adapter_version_id}" if view.adapter_version_id else "no adapter"
+    """The base model by its public name and the adapter by its registry id.
+
+    A mixed set names no version: a member who could tell which image is whose would
+    judge the names, not the images.
+    """
+    if view.comparison_id is not None:
+        adapter = "two versions compared"
+    elif view.adapter_version_id:
+        adapter = f"adapter #{view.adapter_version_id}"
+    else:
+        adapter = "no adapter"
     return f"{escape(public_model_name(view.generator_version))}, {adapter}"
 
 

@@ -125,6 +125,8 @@ def record(
         "seeds": [p.seed for p in kept],
         "generator_version": candidate.generator_version,
         "adapter_version_id": candidate.adapter_version_id,
+        "image_adapter_version_ids": [p.adapter_version_id for p in kept],
+        "mixed": candidate.mixed,
         "rater_is_requester": candidate.rater_is_requester,
         "created_at": candidate.created_at.isoformat(),
     }
@@ -255,6 +257,12 @@ def parquet_schema() -> Any:
         ),
         ("generator_version", pa.string(), {"dtype": "string", "_type": "Value"}),
         ("adapter_version_id", pa.int64(), {"dtype": "int64", "_type": "Value"}),
+        (
+            "image_adapter_version_ids",
+            pa.list_(pa.int64()),
+            {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"},
+        ),
+        ("mixed", pa.bool_(), {"dtype": "bool", "_type": "Value"}),
         ("created_at", utc, {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}),
         ("requested_at", utc, {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}),
     ]
@@ -315,6 +323,8 @@ class ParquetWriter:
                 "seeds": [p.seed for p in kept],
                 "generator_version": candidate.generator_version,
                 "adapter_version_id": candidate.adapter_version_id,
+                "image_adapter_version_ids": [p.adapter_version_id for p in kept],
+                "mixed": candidate.mixed,
                 "created_at": candidate.created_at,
                 "requested_at": candidate.requested_at,
             }

@@ -42,6 +42,7 @@ class Picture:
     key: str  # storage key
     sha256: str
     seed: int
+    adapter_version_id: int | None = None  # the version that made it (None: the bare base)
 
 
 @dataclass(slots=True)
@@ -58,7 +59,8 @@ class Candidate:
     created_at: datetime  # when the pick was made (or last changed)
     requested_at: datetime
     generator_version: str | None
-    adapter_version_id: int | None
+    adapter_version_id: int | None  # the adapter serving when the set was made
+    mixed: bool = False  # a mixed set: its images come from two versions (see pictures)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ SELECT c.id, c.generation_id, c.image_index, c.chosen_at,
        g.prompt, g.status::text, g.generator_version, g.adapter_version_id, g.requested_at,
        r.frontend::text, r.external_id, c.user_id = g.requested_by,
        r.banned OR q.banned, r.forgotten_at IS NOT NULL OR q.forgotten_at IS NOT NULL,
-       i.indexes, i.keys, i.shas, i.seeds, i.nsfw
+       i.indexes, i.keys, i.shas, i.seeds, i.nsfw,
+       i.versions, g.comparison_id IS NOT NULL
   FROM choices c
   JOIN generations g ON g.id = c.generation_id
   JOIN users r ON r.id = c.user_id
@@ -119,7 +122,8 @@ SELECT c.id, c.generation_id, c.image_index, c.chosen_at,
               array_agg(storage_key ORDER BY index) AS keys,
               array_agg(sha256 ORDER BY index) AS shas,
               array_agg(seed ORDER BY index) AS seeds,
-              array_agg(nsfw ORDER BY index) AS nsfw
+              array_agg(nsfw ORDER BY index) AS nsfw,
+              array_agg(adapter_version_id ORDER BY index) AS versions
          FROM images WHERE generation_id = c.generation_id) i ON true
  WHERE c.chosen_at < %(cutoff)s
    AND (%(since)s::timestamptz IS NULL OR c.chosen_at >= %(since)s::timestamptz)
@@ -178,6 +182,8 @@ def classify(row: tuple[Any, ...], hasher: UserHasher, ids: IdHasher) -> Candida
         shas,
         seeds,
         nsfw,
+        versions,
+        mixed,
     ) = row
     if banned:
         return Reason.banned_member
@@ -186,12 +192,13 @@ def classify(row: tuple[Any, ...], hasher: UserHasher, ids: IdHasher) -> Candida
     if status != "done" or not indexes:
         return Reason.incomplete_generation
     pictures = []
-    for index, key, sha, seed, unsafe in zip(indexes, keys, shas, seeds, nsfw, strict=True):
+    made = zip(indexes, keys, shas, seeds, nsfw, versions, strict=True)
+    for index, key, sha, seed, unsafe, version in made:
         if unsafe:
             if index == chosen:
                 return Reason.unsafe_image
             continue
-        pictures.append(Picture(index, key, sha, seed))
+        pictures.append(Picture(index, key, sha, seed, version))
     if len(pictures) < 2:
         return Reason.too_few_images
     return Candidate(
@@ -206,4 +213,5 @@ def classify(row: tuple[Any, ...], hasher: UserHasher, ids: IdHasher) -> Candida
         requested_at=requested_at,
         generator_version=generator_version,
         adapter_version_id=adapter_id,
+        mixed=bool(mixed),
     )

@@ -1,4 +1,4 @@
-"""Runs one generation job: claim the row, one batched pipeline call, store, record, announce.
+"""Runs one generation job: claim the row, the pipeline call(s), store, record, announce.
 
 The pipeline runs in a thread so the worker's event loop keeps its heartbeat and
 notifications going. A job may run more than once (a retry after an error, or after its
@@ -27,11 +27,12 @@ from bot.db.models import (
     ModelKind,
     User,
 )
+from bot.domain import Refusal
 from bot.generation.scoring import LiveScorer
 from bot.registry import ModelRegistry
 from bot.retrain.gpu_turn import generation_turn
 from bot.storage import Storage
-from training.generator import GeneratedImages, Generator, GeneratorLoadError
+from training.generator import Generator, GeneratorLoadError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,16 @@ class Work:
 
 
 @dataclass(frozen=True)
+class Made:
+    """A job's images in index order, and what made each (a mixed set: two versions)."""
+
+    images: list[Any]  # PIL images
+    nsfw: list[bool]
+    versions: list[int | None]  # the adapter's registry id; None = the bare base
+    made_by: list[str]  # the generator version, as Generator.version names it
+
+
+@dataclass(frozen=True)
 class StoredImage:
     index: int
     key: str
@@ -62,6 +73,8 @@ class StoredImage:
     width: int
     height: int
     nsfw: bool
+    adapter_version_id: int | None = None
+    generator_version: str | None = None
 
 
 class GenerationRunner:
@@ -169,45 +182,106 @@ class GenerationRunner:
             if row is None:
                 return None
             work = Work(generation_id, row[0], row[1], row[2], str(row[3]))
-            await _notify_progress(session, work, 0, int(work.params["steps"]))
+            await _notify_progress(session, work, 0, total_steps(work.params))
         return work
 
-    async def _generate(self, work: Work) -> GeneratedImages:
-        """The pipeline call, in a thread; a cancelled job stops it at its next step.
+    async def _generate(self, work: Work) -> Made:
+        """The pipeline calls, in a thread; a cancelled job stops at its next step.
 
+        A plain set is one batched call by the serving version. A mixed set (its
+        ``params["versions"]``) is one call per version, each on the same loaded pipeline
+        with that version's adapter switched on; progress counts the steps of all.
         A thread cannot be cancelled: without the stop, a worker told to quit would wait
         for the whole call (minutes on a CPU) after its shutdown grace, however short.
         """
         loop = asyncio.get_running_loop()
         params = work.params
+        steps = int(params["steps"])
+        total = total_steps(params)
         last_sent = 0.0
         stop = threading.Event()
+        done_before = 0  # steps of the calls already made
 
-        def on_step(step: int, total: int) -> None:
+        def on_step(step: int, _: int) -> None:
             nonlocal last_sent
             if stop.is_set():
                 raise PipelineStopped(f"generation {work.generation_id} was cancelled")
             now = time.monotonic()
+            step += done_before
             if step < total and now - last_sent < self.progress_interval:
                 return
             last_sent = now
             asyncio.run_coroutine_threadsafe(self._progress(work, step, total), loop)
 
+        options = {
+            "negative_prompt": work.negative_prompt,
+            "steps": params["steps"],
+            "guidance": params["guidance"],
+            "width": params.get("width"),
+            "height": params.get("height"),
+            "on_step": on_step,
+        }
+        seeds: list[int] = params["seeds"]
+        wanted: list[int | None] | None = params.get("versions")
+
+        def plain() -> Made:
+            made = self.generator.generate(work.prompt, seeds, **options)
+            n = len(made.images)
+            return Made(
+                made.images,
+                made.nsfw,
+                [self.adapter_version] * n,
+                [self.generator.version] * n,
+            )
+
+        def mixed(versions: list[int | None], folders: dict[int | None, str | None]) -> Made:
+            nonlocal done_before
+            images: list[Any] = [None] * len(seeds)
+            nsfw = [False] * len(seeds)
+            made_by = [""] * len(seeds)
+            for version in dict.fromkeys(versions):  # each version once, in first-seen order
+                if stop.is_set():
+                    raise PipelineStopped(f"generation {work.generation_id} was cancelled")
+                folder = folders[version]
+                indexes = [k for k, v in enumerate(versions) if v == version]
+                made = self.generator.generate_as(
+                    folder, work.prompt, [seeds[k] for k in indexes], **options
+                )
+                for k, image, flagged in zip(indexes, made.images, made.nsfw, strict=True):
+                    images[k], nsfw[k] = image, flagged
+                    made_by[k] = self.generator.version_of(folder)
+                done_before += steps
+            return Made(images, nsfw, versions, made_by)
+
         async with generation_turn(self.sessions, self.shares_gpu):
             try:
-                return await asyncio.to_thread(
-                    self.generator.generate,
-                    work.prompt,
-                    params["seeds"],
-                    negative_prompt=work.negative_prompt,
-                    steps=params["steps"],
-                    guidance=params["guidance"],
-                    width=params.get("width"),
-                    height=params.get("height"),
-                    on_step=on_step,
-                )
+                if wanted is None:
+                    return await asyncio.to_thread(plain)
+                folders = await self._folders(wanted)
+                return await asyncio.to_thread(mixed, wanted, folders)
             finally:
                 stop.set()  # still running only if we were cancelled: it ends at its next step
+
+    async def _folders(self, versions: list[int | None]) -> dict[int | None, str | None]:
+        """Each version's adapter folder (None: the bare base), loaded before the calls.
+
+        A version that cannot be found or loaded fails the job: a mixed set is never
+        made with another version than it says.
+        """
+        folders: dict[int | None, str | None] = {}
+        for version in dict.fromkeys(versions):
+            if version is None:
+                folders[version] = None
+                continue
+            try:
+                found = await self.registry.get(version)
+            except Refusal as refusal:
+                raise GeneratorLoadError(f"version {version}: {refusal.message}") from None
+            if found.kind != ModelKind.generator_adapter.value:
+                raise GeneratorLoadError(f"version {version} is a {found.kind}, not an adapter")
+            await asyncio.to_thread(self.generator.preload, found.uri)
+            folders[version] = found.uri
+        return folders
 
     async def _progress(self, work: Work, step: int, total: int) -> None:
         try:
@@ -216,12 +290,22 @@ class GenerationRunner:
         except Exception:  # progress is best effort; the job must not fail for it
             log.warning("could not announce progress of generation %s", work.generation_id)
 
-    async def _store(self, work: Work, made: GeneratedImages) -> list[StoredImage]:
+    async def _store(self, work: Work, made: Made) -> list[StoredImage]:
         encoded = await asyncio.gather(*(asyncio.to_thread(_encode, im) for im in made.images))
         keys = await asyncio.gather(*(self.storage.put(data, IMAGE_FORMAT) for data in encoded))
         seeds = work.params["seeds"]
         return [
-            StoredImage(k, key, digest, seeds[k], image.width, image.height, made.nsfw[k])
+            StoredImage(
+                k,
+                key,
+                digest,
+                seeds[k],
+                image.width,
+                image.height,
+                made.nsfw[k],
+                made.versions[k],
+                made.made_by[k],
+            )
             for k, ((key, digest), image) in enumerate(zip(keys, made.images, strict=True))
         ]
 
@@ -261,6 +345,8 @@ class GenerationRunner:
                             "width": s.width,
                             "height": s.height,
                             "nsfw": s.nsfw,
+                            "adapter_version_id": s.adapter_version_id,
+                            "generator_version": s.generator_version,
                         }
                         for s in stored
                     ],
@@ -323,6 +409,13 @@ def describe_failure(error: BaseException) -> str:
     if isinstance(error, GeneratorLoadError):
         return "The image model could not be loaded; please try again later."
     return "Something went wrong while making these images; please try again later."
+
+
+def total_steps(params: dict[str, Any]) -> int:
+    """A job's pipeline steps: one call's, times the versions of a mixed set."""
+    versions = params.get("versions")
+    calls = len(set(versions)) if versions else 1
+    return int(params["steps"]) * calls
 
 
 async def _notify_progress(session: AsyncSession, work: Work, step: int, total: int) -> None:

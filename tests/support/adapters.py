@@ -22,25 +22,19 @@ def lora_adapter(tiny_model: Path, folder: Path) -> Path:
     return folder
 
 
-def shifted_lora_adapter(tiny_model: Path, folder: Path, seed: int, scale: float = 0.5) -> Path:
-    """A LoRA adapter that changes the images: its up-projections are random (seeded),
-    not zero as a fresh adapter's are. Which way it moves a rule on the images (how red
-    they are, say) is for the test to measure, not to assume."""
+def distinct_lora_adapter(tiny_model: Path, folder: Path, seed: int, scale: float = 2.0) -> Path:
+    """A LoRA adapter that changes the images, unlike :func:`lora_adapter` (whose up
+    weights start at zero): its up weights are random, drawn from ``seed``."""
     import torch
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
 
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)
-    targets = ["to_q", "to_k", "to_v", "to_out.0"]
-    pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=targets))
-    noise = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in pipe.unet.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=noise) * scale)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
-    write_info(folder, {"negative_prompt": ""})
+    lora_adapter(tiny_model, folder)
+    weights = folder / "pytorch_lora_weights.safetensors"
+    tensors = load_file(weights)
+    draw = torch.Generator().manual_seed(seed)
+    for name, tensor in tensors.items():
+        if ".lora.up." in name or ".lora_B." in name:
+            noise = torch.randn(tensor.shape, generator=draw, dtype=torch.float32)
+            tensors[name] = (noise * scale).to(tensor.dtype)
+    save_file(tensors, weights)
     return folder

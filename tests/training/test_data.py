@@ -213,3 +213,22 @@ def test_the_command_line_summary(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert main(["data", str(tmp_path), "--strict"]) == 1
     assert "entry 2" in capsys.readouterr().err
+
+
+def test_each_images_version_is_read_where_the_export_has_it(tmp_path: Path) -> None:
+    images = tmp_path / "preference_images"
+    images.mkdir()
+    for name in ("1_0.png", "1_1.png"):
+        (images / name).write_bytes(b"png")
+    entry = {"prompt": "a cat", "file_path": ["1_0.png", "1_1.png"], "human_preference": 1}
+    entries = [
+        {**entry, "id": "new", "image_adapter_version_ids": [3, None]},
+        {**entry, "id": "older"},  # exports before the field, and the public release
+        {**entry, "id": "bad", "image_adapter_version_ids": [3]},
+        {**entry, "id": "worse", "image_adapter_version_ids": ["3", True]},
+    ]
+    (tmp_path / "preference_train.json").write_text(json.dumps(entries))
+    data = read_preferences(tmp_path, "train")
+    assert {e.id: e.image_versions for e in data} == {"new": (3, None), "older": None}
+    assert sorted(p.id for p in data.problems) == ["bad", "worse"]
+    assert "not one version" in data.problems[0].reason

@@ -80,3 +80,112 @@ def test_a_corrupt_folder_is_a_clear_error(tiny_model: Path, tmp_path: Path) -> 
         weights.write_bytes(b"not safetensors")
     with pytest.raises(GeneratorLoadError, match="could not load generator"):
         Generator.load(str(broken), cache_dir=tmp_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.support.adapters import distinct_lora_adapter
+
+    folder = tmp_path_factory.mktemp("adapters")
+    return (
+        distinct_lora_adapter(tiny_model, folder / "a", seed=1),
+        distinct_lora_adapter(tiny_model, folder / "b", seed=2),
+    )
+
+
+def _fresh(tiny_model: Path) -> Generator:
+    return Generator.load(str(tiny_model), cache_dir=tiny_model.parent, device="cpu")
+
+
+def _same(one: Any, other: Any) -> bool:
+    return bool(np.abs(_pixels(one) - _pixels(other)).max() <= 2)
+
+
+def test_generate_as_makes_what_serving_that_version_makes(
+    tiny_model: Path, two_adapters: tuple[Path, Path]
+) -> None:
+    a, b = two_adapters
+    mixing = _fresh(tiny_model)
+    mixing.apply_adapter(a)  # serving a; b and the bare base are drawn on the side
+    as_a = mixing.generate_as(a, "a cat", [5], steps=3).images[0]
+    as_b = mixing.generate_as(b, "a cat", [5], steps=3).images[0]
+    as_base = mixing.generate_as(None, "a cat", [5], steps=3).images[0]
+    after = mixing.generate("a cat", [5], steps=3).images[0]
+    assert mixing.adapter == str(a) and mixing.negative_prefix == "Weird image."
+    assert mixing.version_of(b) == f"{mixing.name}+{b}" and mixing.version_of(None) == mixing.name
+
+    reference = _fresh(tiny_model)
+    base = reference.generate("a cat", [5], steps=3).images[0]
+    reference.apply_adapter(b)
+    served_b = reference.generate("a cat", [5], steps=3).images[0]
+    reference.apply_adapter(a)
+    served_a = reference.generate("a cat", [5], steps=3).images[0]
+    assert _same(as_a, served_a) and _same(after, served_a)  # the serving one is restored
+    assert _same(as_b, served_b) and _same(as_base, base)
+    assert not _same(served_a, served_b) and not _same(served_a, base)  # they differ
+
+
+def test_kept_adapters_switch_without_reloading_and_the_oldest_goes(
+    tiny_model: Path, two_adapters: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from training.generator import KEPT_ADAPTERS
+
+    a, _ = two_adapters
+    generator = _fresh(tiny_model)
+    copies = [shutil.copytree(a, tmp_path / f"copy{k}") for k in range(KEPT_ADAPTERS + 1)]
+    for folder in copies:
+        generator.preload(folder)
+    loaded = generator.pipe.get_list_adapters()["unet"]
+    assert len(loaded) == KEPT_ADAPTERS  # the least recently used one was dropped
+    calls: list[Any] = []
+    load = generator.pipe.load_lora_weights
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return load(*args, **kwargs)
+
+    generator.pipe.load_lora_weights = counted
+    generator.preload(copies[-1])  # kept: not loaded again
+    generator.generate_as(copies[-1], "a cat", [1], steps=1)
+    generator.apply_adapter(copies[-2])  # a kept one starts serving without a reload
+    assert calls == [] and generator.adapter == str(copies[-2])
+
+
+def test_a_version_that_cannot_load_is_an_error_and_what_serves_stays(
+    tiny_model: Path, two_adapters: tuple[Path, Path], tmp_path: Path
+) -> None:
+    a, _ = two_adapters
+    generator = _fresh(tiny_model)
+    generator.apply_adapter(a)
+    served = generator.generate("a cat", [3], steps=2).images[0]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    with pytest.raises(GeneratorLoadError, match="could not be loaded"):
+        generator.generate_as(broken, "a cat", [3], steps=2)
+    with pytest.raises(GeneratorLoadError, match="does not exist"):
+        generator.generate_as(tmp_path / "missing", "a cat", [3], steps=2)
+    assert generator.adapter == str(a)
+    assert _same(generator.generate("a cat", [3], steps=2).images[0], served)
+
+
+def test_a_call_stopped_midway_restores_the_serving_version(
+    tiny_model: Path, two_adapters: tuple[Path, Path]
+) -> None:
+    a, b = two_adapters
+    generator = _fresh(tiny_model)
+    generator.apply_adapter(a)
+    served = generator.generate("a cat", [3], steps=2).images[0]
+
+    class Stopped(Exception):
+        """What the worker raises (PipelineStopped) at the step after a cancel."""
+
+    def stop(step: int, total: int) -> None:
+        if step == 1:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        generator.generate_as(b, "a cat", [3], steps=2, on_step=stop)
+    assert generator.negative_prefix == "Weird image."
+    assert _same(generator.generate("a cat", [3], steps=2).images[0], served)
