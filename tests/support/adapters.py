@@ -32,9 +32,12 @@ def distinct_lora_adapter(tiny_model: Path, folder: Path, seed: int, scale: floa
     weights = folder / "pytorch_lora_weights.safetensors"
     tensors = load_file(weights)
     draw = torch.Generator().manual_seed(seed)
-    for name, tensor in tensors.items():
+    for name in sorted(tensors):  # every weight from the seed: the same adapter each time
+        tensor = tensors[name]
+        noise = torch.randn(tensor.shape, generator=draw, dtype=torch.float32)
         if ".lora.up." in name or ".lora_B." in name:
-            noise = torch.randn(tensor.shape, generator=draw, dtype=torch.float32)
             tensors[name] = (noise * scale).to(tensor.dtype)
+        elif ".lora.down." in name or ".lora_A." in name:  # peft draws these unseeded
+            tensors[name] = (noise / tensor.shape[-1] ** 0.5).to(tensor.dtype)
     save_file(tensors, weights)
     return folder

@@ -4,7 +4,8 @@ It takes the stage's real arguments (and checks that the real trainer's command 
 takes them too), and writes the gate file in ``--out`` from the
 JSON in ``PREFLOOP_TEST_GATES`` (keyed by stage), so the platform's gates, registry and
 records can be tested without training; ``crash`` as a stage's value exits non-zero,
-``hang`` sleeps until it is stopped. Like the real trainers it refuses to go on from a
+``hang`` sleeps until it is stopped; ``PREFLOOP_TEST_ADAPTER`` names a real adapter
+folder the adapt stage hands over as its candidate. Like the real trainers it refuses to go on from a
 resume point left in its model folder (``hps/model``, ``adapter/adapter``; a test plants
 one when the data it was trained on is gone) and it records which export it was given
 (``data_created_at``, from the export's manifest).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -49,6 +51,9 @@ def main() -> int:
         return 3
     out.mkdir(parents=True, exist_ok=True)
     model.mkdir(exist_ok=True)
+    if stage == "adapt" and os.environ.get("PREFLOOP_TEST_ADAPTER"):
+        # a real adapter as the candidate, for tests whose workers serve it
+        shutil.copytree(os.environ["PREFLOOP_TEST_ADAPTER"], model, dirs_exist_ok=True)
     if stage == "adapt":  # the real stage lists the images it selected
         (out / "selection.jsonl").write_text('{"prompt": "a cat", "file": "x.png"}\n')
     created = json.loads(manifest.read_text())["created_at"] if manifest.is_file() else None
