@@ -5,8 +5,8 @@ takes them too), and writes the gate file in ``--out`` from the
 JSON in ``PREFLOOP_TEST_GATES`` (keyed by stage), so the platform's gates, registry and
 records can be tested without training; ``crash`` as a stage's value exits non-zero,
 ``hang`` sleeps until it is stopped; ``PREFLOOP_TEST_ADAPTER`` names a real adapter
-folder the adapt stage hands over as its candidate. Like the real trainers it refuses to go on from a
-resume point left in its model folder (``hps/model``, ``adapter/adapter``; a test plants
+folder the adapt stage hands over as its candidate. Like the real trainers it refuses to go
+on from a resume point left in its model folder (``hps/model``, ``adapter/adapter``; a test plants
 one when the data it was trained on is gone) and it records which export it was given
 (``data_created_at``, from the export's manifest).
 
