@@ -185,18 +185,10 @@ async def abandon(retrain: Retrain, reason: str) -> None:
     """The run failed: stop its comparison, if open, so mixed sets end with it."""
     try:
         async with retrain.platform.sessions.begin() as session:
-            await session.execute(
-                update(Comparison)
-                .where(
-                    Comparison.retrain_run_id == retrain.run_id,
-                    Comparison.status == ComparisonStatus.open,
-                )
-                .values(
-                    status=ComparisonStatus.stopped,
-                    ended_at=func.now(),
-                    decision={"reason": f"retrain {retrain.run_id} failed: {reason}"},
-                )
-            )
+            row = await open_row(session, lock=True)  # one is open at a time: is it the run's?
+            if row is not None and row.retrain_run_id == retrain.run_id:
+                why = f"retrain {retrain.run_id} failed: {reason}"
+                await stop_row(session, row, {"reason": why})
     except Exception:
         log.exception("retrain %d: could not stop its comparison", retrain.run_id)
 
