@@ -91,6 +91,18 @@ async def active_versions(session: AsyncSession) -> list[VersionView]:
     return [_view(row) for row in rows]
 
 
+async def active_version(session: AsyncSession, kind: str) -> VersionView | None:
+    """The active version of ``kind``, read in the caller's session (for one that must
+    see it inside its own transaction, as the people's gate opening a comparison does)."""
+    row = await session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.kind == ModelKind(kind),
+            ModelVersion.status == ModelStatus.active,
+        )
+    )
+    return _view(row) if row else None
+
+
 class ModelRegistry:
     """Registers, lists, promotes and rolls back model versions; one per platform."""
 
@@ -133,13 +145,7 @@ class ModelRegistry:
 
     async def active(self, kind: str) -> VersionView | None:
         async with self.sessions() as session:
-            row = await session.scalar(
-                select(ModelVersion).where(
-                    ModelVersion.kind == ModelKind(kind),
-                    ModelVersion.status == ModelStatus.active,
-                )
-            )
-        return _view(row) if row else None
+            return await active_version(session, kind)
 
     async def promote(self, version_id: int) -> VersionView:
         """Make ``version_id`` the active one of its kind (the previous one retires)."""

@@ -16,30 +16,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.arena.store import open_comparison
 from bot.arena.versions import Version
 from bot.config import ArenaSettings
-from bot.db.models import Comparison, ComparisonStatus, Generation
+from bot.db.models import Generation
 
 CAP_WINDOW = timedelta(hours=24)
-
-
-@dataclass(frozen=True)
-class ComparisonView:
-    """A comparison as the submit path needs it."""
-
-    id: int
-    baseline: Version
-    contender: Version
-    share: float | None  # None: the arena.share setting
-    started_at: datetime
-
-    def share_or(self, default: float) -> float:
-        return default if self.share is None else self.share
 
 
 @dataclass(frozen=True)
@@ -49,18 +36,6 @@ class MixedPlan:
     comparison_id: int
     seeds: list[int]
     versions: list[Version]
-
-
-async def open_comparison(session: AsyncSession) -> ComparisonView | None:
-    """The open comparison (at most one is: a partial unique index), or None."""
-    row = await session.scalar(
-        select(Comparison).where(Comparison.status == ComparisonStatus.open).limit(1)
-    )
-    if row is None:
-        return None
-    return ComparisonView(
-        row.id, row.baseline_version_id, row.contender_version_id, row.share, row.started_at
-    )
 
 
 def plan_mixed(

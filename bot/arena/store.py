@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.arena.outcomes import Outcome, one_per_set, outcomes
 from bot.arena.sequential import Judgement, judge
 from bot.arena.versions import Version, label
-from bot.config import Settings
+from bot.config import ArenaSettings, Settings
 from bot.db.models import Comparison, ComparisonStatus, Generation, GenerationStatus
 from bot.domain import Refusal
 from bot.registry import ModelRegistry
@@ -49,6 +49,10 @@ class ComparisonView:
     started_at: datetime
     ended_at: datetime | None
     decision: dict[str, Any]
+
+    def share_or(self, default: float) -> float:
+        """The share in effect: its own, else ``default`` (the arena.share setting)."""
+        return default if self.share is None else self.share
 
     @property
     def title(self) -> str:
@@ -159,8 +163,8 @@ class ArenaService:
                 code="bad_share",
             )
         async with self.sessions() as session:
-            if (held := await _open(session)) is not None:
-                raise _already_open(ComparisonView.of(held))
+            if (held := await open_comparison(session)) is not None:
+                raise _already_open(held)
         if isinstance(baseline, _Serving):
             serving = await self.registry.active("generator_adapter")
             baseline = serving.id if serving else None
@@ -188,10 +192,10 @@ class ArenaService:
                 return ComparisonView.of(row)
         except IntegrityError:
             async with self.sessions() as session:
-                held = await _open(session)
+                held = await open_comparison(session)
             if held is None:  # pragma: no cover - stopped between the two
                 raise
-            raise _already_open(ComparisonView.of(held)) from None
+            raise _already_open(held) from None
 
     async def stop(self, actor: str, *, reason: str | None = None) -> ComparisonView | None:
         """Stop the open comparison (also one a retrain run opened); None when none is open.
@@ -199,37 +203,33 @@ class ArenaService:
         Its decision records who stopped it and the evidence at that moment.
         """
         async with self.sessions.begin() as session:
-            row = await session.scalar(
-                select(Comparison)
-                .where(Comparison.status == ComparisonStatus.open)
-                .with_for_update()
-            )
+            row = await open_row(session, lock=True)
             if row is None:
                 return None
-            judgement = await self._judge(session, row)
+            found = await outcomes(session, row.id)
+            judgement = judge_comparison(
+                ComparisonView.of(row), found, self.settings.arena, datetime.now(UTC)
+            )
             summary = f"stopped by {actor}"
             if row.retrain_run_id is not None:
                 summary += f" (retrain run {row.retrain_run_id}'s people's gate; not promoted)"
             if reason:
                 summary += f": {reason}"
-            row.status = ComparisonStatus.stopped
-            row.ended_at = datetime.now(UTC)
-            row.decision = {
+            decision = {
                 "decision": "stopped",
                 "by": actor,
                 "reason": reason,
                 "summary": summary,
                 "judgement": judgement_dict(judgement),
             }
-            await session.flush()
+            await stop_row(session, row, decision)
             await session.refresh(row)
             return ComparisonView.of(row)
 
     async def current(self) -> ComparisonView | None:
         """The open comparison, or None."""
         async with self.sessions() as session:
-            row = await _open(session)
-            return ComparisonView.of(row) if row else None
+            return await open_comparison(session)
 
     async def status(self, comparison_id: int | None = None) -> ArenaStatus:
         """The open comparison (else the last one, or ``comparison_id``) and its evidence."""
@@ -239,7 +239,7 @@ class ArenaService:
                 if row is None:
                     raise Refusal(f"There is no comparison {comparison_id}.", code="no_comparison")
             else:
-                row = await _open(session) or await session.scalar(
+                row = await open_row(session) or await session.scalar(
                     select(Comparison).order_by(Comparison.id.desc()).limit(1)
                 )
             if row is None:
@@ -253,32 +253,17 @@ class ArenaService:
                 )
             )
             found = await outcomes(session, row.id)
-            judgement = self._verdict(row, found)
             view = ComparisonView.of(row)
-        in_effect = view.share if view.share is not None else self.settings.arena.share
+        judgement = judge_comparison(view, found, self.settings.arena, datetime.now(UTC))
         return ArenaStatus(
             view,
-            in_effect,
+            view.share_or(self.settings.arena.share),
             view.share is None,
             int(made or 0),
             len({o.generation_id for o in found}),
             len(found),
             judgement,
             view.started_at + timedelta(days=self.settings.arena.max_days),
-        )
-
-    async def _judge(self, session: AsyncSession, row: Comparison) -> Judgement:
-        return self._verdict(row, await outcomes(session, row.id))
-
-    def _verdict(self, row: Comparison, found: list[Outcome]) -> Judgement:
-        arena = self.settings.arena
-        until = row.ended_at or datetime.now(UTC)
-        return judge(
-            contender_scores(found, row.contender_version_id),
-            confidence=arena.confidence,
-            min_effect=arena.min_effect,
-            max_comparisons=arena.max_comparisons,
-            expired=until - row.started_at >= timedelta(days=arena.max_days),
         )
 
     async def _adapter(self, version: Version) -> None:
@@ -293,9 +278,37 @@ class ArenaService:
             )
 
 
-def contender_scores(found: list[Outcome], contender: Version) -> list[float]:
-    """One observation per judged set (see one_per_set): the contender's score in it."""
-    return [o.score if o.winner == contender else 1 - o.score for o in one_per_set(found)]
+def judge_comparison(
+    comparison: ComparisonView, found: list[Outcome], arena: ArenaSettings, now: datetime
+) -> Judgement:
+    """Where the evidence of ``found`` (its outcomes) stands, under the arena settings.
+
+    The one place the figures are made: the people's gate (bot/retrain/people.py)
+    decides on them, and ``prefloop arena status`` / ``stop`` report them, so the two can
+    never disagree. The deadline is counted to the comparison's end, or to ``now``
+    while it is open.
+    """
+    until = comparison.ended_at or now
+    return judge(
+        contender_scores(found, comparison.contender, comparison.baseline),
+        confidence=arena.confidence,
+        min_effect=arena.min_effect,
+        max_comparisons=arena.max_comparisons,
+        expired=until - comparison.started_at >= timedelta(days=arena.max_days),
+    )
+
+
+def contender_scores(found: list[Outcome], contender: Version, baseline: Version) -> list[float]:
+    """One observation per judged set (see one_per_set): the contender's score in it.
+
+    A set whose counted pick is not between the two versions says nothing of them and
+    is left out.
+    """
+    return [
+        o.score if o.winner == contender else 1.0 - o.score
+        for o in one_per_set(found)
+        if {o.winner, o.loser} == {contender, baseline}
+    ]
 
 
 def judgement_dict(judgement: Judgement) -> dict[str, Any]:
@@ -311,10 +324,32 @@ def judgement_dict(judgement: Judgement) -> dict[str, Any]:
     }
 
 
-async def _open(session: AsyncSession) -> Comparison | None:
-    return await session.scalar(
-        select(Comparison).where(Comparison.status == ComparisonStatus.open)
-    )
+async def open_row(session: AsyncSession, *, lock: bool = False) -> Comparison | None:
+    """The open comparison's row (at most one is: a partial unique index), or None.
+
+    ``lock``: held FOR UPDATE to the end of the caller's transaction, for one that
+    stops it. The row stays in the core; callers outside it get :func:`open_comparison`.
+    """
+    query = select(Comparison).where(Comparison.status == ComparisonStatus.open)
+    return await session.scalar(query.with_for_update() if lock else query)
+
+
+async def open_comparison(session: AsyncSession) -> ComparisonView | None:
+    """The open comparison, or None (read in the caller's session: the submit path
+    draws mixed sets inside its own transaction)."""
+    row = await open_row(session)
+    return ComparisonView.of(row) if row else None
+
+
+async def stop_row(session: AsyncSession, row: Comparison, decision: dict[str, Any]) -> None:
+    """Mark ``row`` (the open comparison, locked by the caller) stopped now, saying why.
+
+    Mixed sets stop being drawn from it once the caller's transaction commits.
+    """
+    row.status = ComparisonStatus.stopped
+    row.ended_at = datetime.now(UTC)
+    row.decision = decision
+    await session.flush()
 
 
 def _already_open(held: ComparisonView) -> Refusal:

@@ -22,25 +22,19 @@ An admin who stops the comparison meanwhile ends the run with the candidate unpr
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.arena.outcomes import one_per_set, outcomes
-from bot.arena.sequential import Judgement, judge
+from bot.arena.outcomes import outcomes
+from bot.arena.sequential import Judgement
+from bot.arena.store import ComparisonView, judge_comparison, open_row, stop_row
 from bot.db import queries
-from bot.db.models import (
-    Comparison,
-    ComparisonStatus,
-    ModelKind,
-    ModelStatus,
-    ModelVersion,
-    RetrainRun,
-)
+from bot.db.models import Comparison, ComparisonStatus, RetrainRun
 from bot.names import MAINTENANCE_QUEUE, RETRAIN_LOCK, RETRAIN_TASK
-from bot.registry import ModelRegistry, VersionView
+from bot.registry import ModelRegistry, VersionView, active_version
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -180,7 +174,7 @@ async def check(retrain: Retrain, outcome: dict[str, Any]) -> str | None:
     decided = _decided(closed, version)
     if decided["promoted"]:
         current = await retrain.registry.get(version)
-        if current.status != ModelStatus.active:
+        if current.status != "active":
             await retrain.registry.promote(version)
     outcome[PEOPLE] = decided
     await retrain._update(outcome=outcome)
@@ -191,18 +185,10 @@ async def abandon(retrain: Retrain, reason: str) -> None:
     """The run failed: stop its comparison, if open, so mixed sets end with it."""
     try:
         async with retrain.platform.sessions.begin() as session:
-            await session.execute(
-                update(Comparison)
-                .where(
-                    Comparison.retrain_run_id == retrain.run_id,
-                    Comparison.status == ComparisonStatus.open,
-                )
-                .values(
-                    status=ComparisonStatus.stopped,
-                    ended_at=func.now(),
-                    decision={"reason": f"retrain {retrain.run_id} failed: {reason}"},
-                )
-            )
+            row = await open_row(session, lock=True)  # one is open at a time: is it the run's?
+            if row is not None and row.retrain_run_id == retrain.run_id:
+                why = f"retrain {retrain.run_id} failed: {reason}"
+                await stop_row(session, row, {"reason": why})
     except Exception:
         log.exception("retrain %d: could not stop its comparison", retrain.run_id)
 
@@ -226,12 +212,8 @@ async def _comparison(retrain: Retrain, version: int) -> tuple[Comparison | None
         )
         if mine is not None:
             return mine, False
-        serving = await session.scalar(
-            select(ModelVersion.id).where(
-                ModelVersion.kind == ModelKind.generator_adapter,
-                ModelVersion.status == ModelStatus.active,
-            )
-        )
+        active = await active_version(session, ADAPTER)
+        serving = active.id if active else None
         if serving == version:
             return None, False
         stopped = await _stop_open(session, run_id)
@@ -264,39 +246,21 @@ async def _comparison(retrain: Retrain, version: int) -> tuple[Comparison | None
 
 async def _stop_open(session: AsyncSession, run_id: int) -> int | None:
     """Stop the open comparison (one at a time), saying why; its id, if there was one."""
-    current = await session.scalar(
-        select(Comparison).where(Comparison.status == ComparisonStatus.open).with_for_update()
-    )
+    current = await open_row(session, lock=True)
     if current is None:
         return None
-    current.status = ComparisonStatus.stopped
-    current.ended_at = func.now()
-    current.decision = {
-        **(current.decision or {}),
-        "reason": f"stopped for retrain {run_id}: its candidate adapter is judged by people",
-    }
-    await session.flush()
+    reason = f"stopped for retrain {run_id}: its candidate adapter is judged by people"
+    await stop_row(session, current, {**(current.decision or {}), "reason": reason})
     return current.id
 
 
 async def _judge(retrain: Retrain, comparison: Comparison) -> Judgement:
-    """The test over one judged set each, the contender's win counting 1."""
-    arena = retrain.settings.arena
-    contender, baseline = comparison.contender_version_id, comparison.baseline_version_id
+    """The test over one judged set each, the contender's win counting 1: the figures
+    ``prefloop arena status`` shows (both use :func:`bot.arena.store.judge_comparison`)."""
     async with retrain.platform.sessions() as session:
-        found = one_per_set(await outcomes(session, comparison.id))
-    observations = [
-        o.score if o.winner == contender else 1.0 - o.score
-        for o in found
-        if {o.winner, o.loser} == {contender, baseline}
-    ]
-    deadline = comparison.started_at + timedelta(days=arena.max_days)
-    return judge(
-        observations,
-        confidence=arena.confidence,
-        min_effect=arena.min_effect,
-        max_comparisons=arena.max_comparisons,
-        expired=datetime.now(UTC) >= deadline,
+        found = await outcomes(session, comparison.id)
+    return judge_comparison(
+        ComparisonView.of(comparison), found, retrain.settings.arena, datetime.now(UTC)
     )
 
 

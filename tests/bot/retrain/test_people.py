@@ -11,6 +11,7 @@ import json
 import logging
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from bot.db.models import (
     User,
 )
 from bot.registry import ModelRegistry
+from bot.retrain import people
 from bot.retrain.follow import follow_run
 from bot.retrain.stages import Retrain
 from bot.retrain.triggers import request_retrain, requeue_orphaned_runs
@@ -326,3 +328,24 @@ async def test_both_gates_without_mixed_sets_judge_by_the_model_alone(judged: Pl
     )
     assert (await registry.active("generator_adapter")).id == adapter["version"]  # type: ignore[union-attr]
     assert await _comparisons(platform) == []
+
+
+async def test_a_failed_run_stops_its_own_comparison_and_no_other(platform: Platform) -> None:
+    adapter = await ModelRegistry(platform.sessions).register("generator_adapter", "/lora", {})
+    async with platform.sessions.begin() as session:
+        runs = [RetrainRun(trigger="cli", status=s) for s in ("running", "failed")]
+        session.add_all(runs)
+        await session.flush()
+        failed, other = (run.id for run in runs)  # the other: a run that failed to stop it
+        session.add(Comparison(contender_version_id=adapter, retrain_run_id=other))
+
+    await people.abandon(SimpleNamespace(platform=platform, run_id=failed), "out of memory")  # type: ignore[arg-type]
+    [held] = await _comparisons(platform)
+    assert held.status == "open"  # another run's comparison is not the failed run's to stop
+
+    async with platform.sessions.begin() as session:
+        await session.execute(update(Comparison).values(retrain_run_id=failed))
+    await people.abandon(SimpleNamespace(platform=platform, run_id=failed), "out of memory")  # type: ignore[arg-type]
+    [stopped] = await _comparisons(platform)
+    assert stopped.status == "stopped" and stopped.ended_at is not None
+    assert stopped.decision == {"reason": f"retrain {failed} failed: out of memory"}
