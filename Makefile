@@ -41,6 +41,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.preset
 	$(BIN)/python -m bench.generate
+	$(BIN)/python -m bench.generate --mixed
+	$(BIN)/python -m bench.arena
 	$(BIN)/python -m bench.choices
 	$(BIN)/python -m bench.bot_latency
 	$(BIN)/python -m bench.export
