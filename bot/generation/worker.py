@@ -24,6 +24,7 @@ from bot.generation.scoring import live_scorer
 from bot.jobs.app import build_app, one_job_worker, run_worker
 from bot.names import GENERATE_QUEUE, GENERATE_TASK, RETRAIN_TASK, RUNNER
 from bot.retrain.gpu_turn import shares_gpu
+from bot.retrain.people import stop_run_comparison_in
 from bot.retrain.run_data import remove_ended_runs_data
 from bot.retrain.triggers import mark_abandoned_in, recover_orphaned_runs
 from bot.runtime import frozen_imports, settle_heap
@@ -123,9 +124,9 @@ async def recover_stalled_jobs(app: App, platform: Platform) -> list[int]:
             if not await queries.end_stalled_job(session, job.id, job.worker_id, give_up=give_up):
                 continue  # someone else got there first
             if give_up and job.task_name == RETRAIN_TASK:
-                await mark_abandoned_in(
-                    session, _id_arg(job, "run_id"), "its worker stopped too many times"
-                )
+                run_id, why = _id_arg(job, "run_id"), "its worker stopped too many times"
+                await mark_abandoned_in(session, run_id, why)
+                await stop_run_comparison_in(session, run_id, why)  # mixed sets end with it
             if give_up and job.task_name == GENERATE_TASK:
                 await mark_failed_in(
                     session,

@@ -185,12 +185,17 @@ async def abandon(retrain: Retrain, reason: str) -> None:
     """The run failed: stop its comparison, if open, so mixed sets end with it."""
     try:
         async with retrain.platform.sessions.begin() as session:
-            row = await open_row(session, lock=True)  # one is open at a time: is it the run's?
-            if row is not None and row.retrain_run_id == retrain.run_id:
-                why = f"retrain {retrain.run_id} failed: {reason}"
-                await stop_row(session, row, {"reason": why})
+            await stop_run_comparison_in(session, retrain.run_id, reason)
     except Exception:
         log.exception("retrain %d: could not stop its comparison", retrain.run_id)
+
+
+async def stop_run_comparison_in(session: AsyncSession, run_id: int, reason: str) -> None:
+    """Stop the run's comparison if it is the open one, in the caller's transaction (also
+    when the stalled-job reaper gives a run up for good)."""
+    row = await open_row(session, lock=True)  # one is open at a time: is it the run's?
+    if row is not None and row.retrain_run_id == run_id:
+        await stop_row(session, row, {"reason": f"retrain {run_id} failed: {reason}"})
 
 
 # ----- the comparison ----------------------------------------------------------------

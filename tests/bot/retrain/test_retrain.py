@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.db.models import RetrainRun
+from bot.db.models import Comparison, RetrainRun
 from bot.jobs.app import build_app
 from bot.names import SCHEDULE_TASK
 from bot.registry import ModelRegistry
@@ -233,6 +233,14 @@ async def test_runs_abandoned_for_good_lose_their_copy_too(
     folder = platform.settings.data_dir / "retrain" / f"run-{request.run_id}"
     assert await remove_ended_runs_data(platform) == []  # still going on: kept
     assert (folder / "data" / "manifest.json").is_file()
+    async with platform.sessions.begin() as session:  # as if its candidate were judged by people
+        session.add(
+            Comparison(
+                contender_version_id=None,
+                baseline_version_id=await _adapter(platform),
+                retrain_run_id=request.run_id,
+            )
+        )
     last_try = platform.settings.worker.max_attempts - 1
     async with platform.engine.begin() as conn:  # ... too often: as a dead worker leaves it
         await conn.execute(
@@ -247,6 +255,13 @@ async def test_runs_abandoned_for_good_lose_their_copy_too(
     assert run is not None and run.status == "failed"
     assert not (folder / "data").exists() and not list(folder.glob(".data*"))
     assert (folder / "hps" / GATE).is_file()
+    async with platform.sessions() as session:
+        comparison = await session.scalar(select(Comparison))
+    assert comparison is not None and comparison.status == "stopped"  # mixed sets end too
+
+
+async def _adapter(platform: Platform) -> int:
+    return await platform.registry.register("generator_adapter", "/lora", {})
 
 
 async def test_no_picks_fail_the_export_stage_clearly(
