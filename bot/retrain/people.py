@@ -22,6 +22,7 @@ An admin who stops the comparison meanwhile ends the run with the candidate unpr
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,12 +35,9 @@ from bot.arena.store import ComparisonView, judge_comparison, open_row, stop_row
 from bot.db import queries
 from bot.db.models import Comparison, ComparisonStatus, RetrainRun
 from bot.names import MAINTENANCE_QUEUE, RETRAIN_LOCK, RETRAIN_TASK
-from bot.registry import ModelRegistry, VersionView, active_version
+from bot.registry import ModelRegistry, active_version
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-    from pathlib import Path
-
     from bot.config import Settings
     from bot.runtime import Platform
 
@@ -63,28 +61,25 @@ class Retrain(Protocol):
     async def _say(self, summary: str, *, warning: bool = False) -> None: ...
 
 
-class HeldPromotions(ModelRegistry):
-    """The registry as the adapter stage sees it on the people's route: candidates are
-    registered as usual, but a promotion is held for the people's gate to decide."""
+@dataclass(frozen=True)
+class Hold:
+    """The adapter stage registers its candidate but does not promote it: people decide
+    (or, with no mixed sets, nobody can)."""
 
-    held: int | None = None
+    judged_if_passed: bool  # people judge a candidate that passes the model gate
+    judged_anyway: bool  # ... and one that does not
 
-    def __init__(self, registry: ModelRegistry, *, judged: bool, judged_anyway: bool) -> None:
-        super().__init__(registry.sessions)
-        self.judged = judged  # people judge a candidate that passes the model gate
-        self.judged_anyway = judged_anyway  # ... and one that does not
+    def judged(self, passed: bool) -> bool:
+        return self.judged_anyway or (passed and self.judged_if_passed)
 
-    async def register(self, kind: str, uri: str, metrics: dict[str, Any] | None = None) -> int:
-        figures = dict(metrics or {})
-        passed = bool(figures.get("promoted"))
-        figures.update(promoted=False, passed_model_gate=passed)
-        if (passed and self.judged) or self.judged_anyway:
-            figures["judged_by"] = PEOPLE
-        return await super().register(kind, uri, figures)
 
-    async def promote(self, version_id: int) -> VersionView:
-        self.held = version_id
-        return await self.get(version_id)
+def hold_of(settings: Settings) -> Hold | None:
+    """How the adapter stage's decision is held for people; None: the model decides."""
+    if not holds_promotion(settings):
+        return None
+    judging = settings.arena.share > 0
+    people_alone = settings.retrain.adapter_gate == "people"
+    return Hold(judged_if_passed=judging, judged_anyway=judging and people_alone)
 
 
 def holds_promotion(settings: Settings) -> bool:
@@ -93,39 +88,21 @@ def holds_promotion(settings: Settings) -> bool:
     return gate == "people" or (gate == "both" and share > 0)
 
 
-async def adapter_stage(
-    retrain: Retrain, stage: Callable[[Path], Awaitable[dict[str, Any]]], data: Path
-) -> dict[str, Any]:
-    """The adapter stage, on the route the settings choose; its decision says what is next.
-
-    ``model``: as before. ``both`` without mixed sets: the model gate alone, and the
-    summary says so. Otherwise the candidate is registered unpromoted; ``next: people``
-    marks a decision the people's gate takes over (any ``people`` verdict, or a passed
-    ``both`` one).
-    """
-    settings = retrain.settings
+def route(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
+    """The adapter stage's decision (made by ``Retrain._decide`` with :func:`hold_of`),
+    with what happens next: ``next: people`` marks one the people's gate takes over (any
+    ``people`` verdict, or a passed ``both`` one); the summary says when the model decides
+    alone, or when nobody can judge."""
     gate, share = settings.retrain.adapter_gate, settings.arena.share
-    if not holds_promotion(settings):
-        decision = await stage(data)
-        if gate == "both":
-            decision["summary"] += f"; judged by the model alone: {SHARE_OFF}"
-        return decision
-    serving = retrain.registry
-    held = HeldPromotions(serving, judged=share > 0, judged_anyway=share > 0 and gate == "people")
-    retrain.registry = held
-    try:
-        decision = await stage(data)
-    finally:
-        retrain.registry = serving
-    passed = bool(decision["promoted"]) or held.held is not None
-    version = decision["version"]
     summary = str(decision["summary"])
-    if passed:
-        verdict = summary.replace(f"v{version} promoted", f"v{version} passed the model gate", 1)
-        summary = verdict if verdict != summary else f"model gate passed: {summary}"
-    elif gate == "people":
+    if not holds_promotion(settings):
+        if gate == "both":
+            summary += f"; judged by the model alone: {SHARE_OFF}"
+        return {**decision, "summary": summary}
+    passed = bool(decision["passed_model_gate"])
+    if not passed and gate == "people":
         summary += " (the model gate does not bind: people judge it)"
-    decision = {**decision, "promoted": False, "passed_model_gate": passed}
+    decision = dict(decision)
     if share <= 0:  # adapter_gate people, and nobody to judge
         summary += f"; not promoted: the people's gate judges adapters and {SHARE_OFF}"
     elif gate == "people" or passed:

@@ -6,12 +6,14 @@ last progress line, outcome), so ``prefloop jobs`` and ``/admin status`` can sho
 1. ``export``: a snapshot of the picks into the run's folder (the export code);
 2. ``hps``: ``python -m training gate hps`` fits a candidate from the active HPS (or
    the configured base CLIP) and evaluates it, the active one and the base on the same
-   test split; it is promoted only when its top-1 beats the active one's by
-   ``hps_margin`` and beats the base's;
+   test split; it is promoted only when the paired evidence on those picks shows it
+   better than what serves (bot/retrain/evidence.py), and its top-1 beats the active
+   one's by ``hps_margin`` and the base's;
 3. ``adapter``: ``python -m training gate adapt`` selects with the (now) active HPS,
    trains an adapter and pits it against the serving adapter (or the bare base) on the
-   same held-out prompts and seeds; promoted only when its win rate reaches
-   ``adapter_min_win_rate`` and its mean HPS gain is positive;
+   same held-out prompts and seeds; promoted only when the paired evidence shows it
+   better, its win rate reaches ``adapter_min_win_rate`` and its mean HPS gain is
+   positive (or, on the people's route, registered unpromoted: step 5);
 4. every candidate is registered in ``model_versions`` with its figures, promoted or
    not, and the outcome is logged and announced.
 5. ``people`` (bot/retrain/people.py, when ``adapter_gate`` and ``arena.share`` say
@@ -31,14 +33,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import shlex
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ from bot.config import Settings
 from bot.db.models import Choice, RetrainRun, RetrainStatus
 from bot.export.run import ExportOptions, export_dataset
 from bot.retrain import people
+from bot.retrain.evidence import ADAPTER_ITEMS, HPS_ITEMS, judge
 from bot.retrain.gpu_turn import training_turn
 from bot.retrain.run_data import (
     DATA,
@@ -58,7 +59,6 @@ from bot.retrain.run_data import (
     run_folder,
 )
 from bot.retrain.triggers import UNFINISHED
-from training.evidence import Paired, decide
 from training.run_folder import GATE, read_gate
 
 if TYPE_CHECKING:
@@ -111,11 +111,7 @@ class Retrain:
                 data = await self._export(outcome)
                 for name, stage in (("hps", self._hps), ("adapter", self._adapter)):
                     if name not in outcome:
-                        outcome[name] = await (
-                            people.adapter_stage(self, stage, data)
-                            if name == "adapter"
-                            else stage(data)
-                        )
+                        outcome[name] = await stage(data)
                         await self._update(outcome=outcome)
             if people.pending(outcome):
                 await self._clean_up(asyncio.to_thread(remove_run_data, self.folder))
@@ -214,7 +210,7 @@ class Retrain:
                 f"top-1 {candidate['top1']:.1%} is not {config.hps_margin:.1%} above "
                 f"the active one's {gate['active']['top1']:.1%}"
             )
-        judged = _judge(gate, self.settings, HPS_ITEMS)
+        judged = judge(gate, self.settings, HPS_ITEMS)
         if judged.reason:
             reasons.append(judged.reason)
         serving = gate["active"] if active else base
@@ -261,10 +257,10 @@ class Retrain:
             )
         if gate["mean_difference"] <= 0:
             reasons.append(f"mean HPS change {gate['mean_difference']:+.3f} is no gain")
-        judged = _judge(gate, self.settings, ADAPTER_ITEMS)
+        judged = judge(gate, self.settings, ADAPTER_ITEMS)
         if judged.reason:
             reasons.append(judged.reason)
-        return await self._decide(
+        decision = await self._decide(
             "generator_adapter",
             gate,
             reasons,
@@ -276,7 +272,9 @@ class Retrain:
                 else "served without a negative prompt"
             ),
             evidence=judged.record,
+            hold=people.hold_of(self.settings),
         )
+        return people.route(self.settings, decision)
 
     async def _decide(
         self,
@@ -286,16 +284,23 @@ class Retrain:
         figures: str,
         *,
         evidence: dict[str, Any] | None = None,
+        hold: people.Hold | None = None,
     ) -> dict[str, Any]:
-        """Register the candidate (always); promote it when no reason stands against it.
+        """Register the candidate (always); promote it when no reason stands against it,
+        unless ``hold`` leaves the decision to people (bot/retrain/people.py).
 
-        ``evidence``: what the paired comparison said (``_judge``), kept with the candidate's
-        figures and in the run's outcome.
+        ``evidence``: what the paired comparison said (bot/retrain/evidence.py), kept with
+        the candidate's figures and in the run's outcome.
         """
-        promoted = not reasons
+        passed = not reasons
+        promoted = passed and hold is None
         metrics = {**gate, "run_id": self.run_id, "promoted": promoted, "reasons": reasons}
         if evidence is not None:
             metrics["evidence"] = evidence
+        if hold is not None:
+            metrics["passed_model_gate"] = passed
+            if hold.judged(passed):
+                metrics["judged_by"] = people.PEOPLE
         earlier = await self.registry.find(kind, gate["model"])  # registered before a restart?
         if earlier is None:
             version = await self.registry.register(kind, gate["model"], metrics)
@@ -304,13 +309,19 @@ class Retrain:
         if promoted and (earlier is None or earlier.promoted_at is None):
             await self.registry.promote(version)
         name = "HPS" if kind == "hps" else "adapter"
-        verdict = "promoted" if promoted else "kept as a candidate: " + "; ".join(reasons)
+        if promoted:
+            verdict = "promoted"
+        elif passed:
+            verdict = "passed the model gate"
+        else:
+            verdict = "kept as a candidate: " + "; ".join(reasons)
         return {
             "version": version,
             "promoted": promoted,
             "reasons": reasons,
             "summary": f"{name} v{version} {verdict} ({figures})",
             **({"evidence": evidence} if evidence is not None else {}),
+            **({"passed_model_gate": passed} if hold is not None else {}),
         }
 
     async def _stage(self, stage: str, args: list[str], out: Path) -> dict[str, Any]:
@@ -448,88 +459,3 @@ def trainer_command(settings: Settings) -> list[str]:
             "gate",
         ]
     return [sys.executable, "-m", "training", "gate"]
-
-
-# ----- the evidence rule --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Items:
-    """What a stage's held-out items are, for its decision's wording."""
-
-    unit: str  # "held-out picks"
-    in_all: str  # what the held-out ones are a test_fraction of: "picks"
-    points: bool  # differences are shares, shown in points (HPS top-1), or raw (HPS scores)
-
-
-HPS_ITEMS = _Items("held-out picks", "picks", points=True)
-ADAPTER_ITEMS = _Items("held-out prompts", "prompts with picks", points=False)
-
-
-@dataclass(frozen=True)
-class _Judged:
-    reason: str | None  # None: the evidence says better
-    figures: str  # "; paired difference +84.2 points, 95% CI ..., p = ...", or ""
-    record: dict[str, Any]  # kept with the candidate and in the run's outcome
-
-
-def _judge(gate: dict[str, Any], settings: Settings, items: _Items) -> _Judged:
-    """The paired evidence's verdict at ``retrain.gate_confidence``: no reason when the
-    candidate is shown better than what serves; else why not and, when it only looks
-    better, how many held-out items (and picks in all) a decision needs. A gate file
-    without sane evidence (an older trainer's) is not enough evidence, never a crash."""
-    confidence = settings.retrain.gate_confidence
-    try:
-        evidence = Paired.from_dict(gate["paired"])
-    except (KeyError, TypeError, ValueError) as error:
-        why = "has none" if isinstance(error, KeyError) else f"is unreadable ({error})"
-        return _Judged(
-            "not enough evidence — the trainer's figures hold no paired comparison with what "
-            f"serves on the same {items.unit} (its gate file {why}: an older trainer wrote "
-            "it?); a new retrain judges it again",
-            "",
-            {"verdict": "no evidence", "confidence": confidence},
-        )
-    decision = decide(evidence, confidence)
-    p = _p(evidence.p_value)
-    low, high = evidence.interval
-    figures = (
-        f"; paired difference {_amount(evidence.mean_difference, items)}, 95% CI "
-        f"{_amount(low, items, unit=False)} to {_amount(high, items, unit=False)}, {p}"
-    )
-    counts = f"{evidence.n} {items.unit}, better on {evidence.better}, worse on {evidence.worse}"
-    record: dict[str, Any] = {"confidence": confidence, "p_value": evidence.p_value}
-    if decision.better:
-        return _Judged(None, figures, {**record, "verdict": "better"})
-    if not decision.looks_better:
-        return _Judged(
-            f"no better than what serves on the same {counts} ({p})",
-            figures,
-            {**record, "verdict": "not better"},
-        )
-    needed = decision.needed or evidence.n + 1
-    reason = f"not enough evidence — {counts} ({p})"
-    if evidence.p_value < 1 - confidence:
-        reason += f", but its 95% CI reaches {_amount(low, items)}"
-    about = "at least" if decision.at_least else "about"
-    reason += f"; a decision needs {about} {needed} {items.unit}"
-    fraction = settings.export.test_fraction
-    in_all = math.ceil(needed / fraction) if fraction > 0 else None
-    if in_all is not None:
-        reason += f" (about {in_all} {items.in_all} in all)"
-    if items is ADAPTER_ITEMS and needed > settings.retrain.eval_prompts:
-        reason += f" and PREFLOOP_RETRAIN__EVAL_PROMPTS of at least {needed}"
-    record.update(verdict="not enough evidence", needed=needed, at_least=decision.at_least)
-    if in_all is not None:
-        record["needed_in_all"] = in_all
-    return _Judged(reason, figures, record)
-
-
-def _p(value: float) -> str:
-    return "p < 0.0001" if value < 0.0001 else f"p = {value:.2g}"
-
-
-def _amount(value: float, items: _Items, *, unit: bool = True) -> str:
-    if not items.points:
-        return f"{value:+.3f}"
-    return f"{100 * value:+.1f}" + (" points" if unit else "")
