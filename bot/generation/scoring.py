@@ -17,18 +17,17 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import HPSScore, Image, ModelKind
-from bot.names import GPU_LOCK
 from bot.registry import ModelRegistry
+from bot.retrain.gpu_turn import spare_turn
 from training.hps import HPSScorer
 
 if TYPE_CHECKING:
@@ -107,7 +106,7 @@ class LiveScorer:
         """Score ``images`` (PIL, image ``k`` = index ``k``) of a recorded generation and keep
         the scores; never raises but for cancellation (a failure is logged and skipped)."""
         try:
-            async with self._lock, self._gpu_turn() as turn:
+            async with self._lock, spare_turn(self.sessions, self.shares_gpu) as turn:
                 if not turn:
                     log.info(
                         "generation %s not scored: a training stage has the GPU", generation_id
@@ -142,33 +141,6 @@ class LiveScorer:
             ]
             if rows:
                 await session.execute(insert(HPSScore).values(rows).on_conflict_do_nothing())
-
-    @asynccontextmanager
-    async def _gpu_turn(self) -> AsyncIterator[bool]:
-        """A shared GPU turn if one is free right now (see bot/retrain/gpu_turn.py); whether
-        it was. Never waits: a stage queued or running means no scoring this time."""
-        if not self.shares_gpu:
-            yield True
-            return
-        engine = self.sessions.kw["bind"]
-        async with engine.connect() as connection:
-            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            try:
-                got = bool(
-                    await connection.scalar(select(func.pg_try_advisory_lock_shared(GPU_LOCK)))
-                )
-            except BaseException:
-                await connection.invalidate()  # it may hold the lock: never back to the pool
-                raise
-            try:
-                yield got
-            finally:
-                if got:
-                    try:
-                        await connection.execute(select(func.pg_advisory_unlock_shared(GPU_LOCK)))
-                    except BaseException:
-                        await connection.invalidate()
-                        raise
 
 
 def live_scorer(platform: Platform, *, shares_gpu: bool = False) -> LiveScorer | None:

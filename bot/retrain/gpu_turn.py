@@ -31,32 +31,39 @@ def shares_gpu(settings: Settings) -> bool:
 
 
 @asynccontextmanager
-async def _holding(sessions: async_sessionmaker[AsyncSession], shared: bool) -> AsyncIterator[None]:
-    take, give = (
-        (func.pg_advisory_lock_shared, func.pg_advisory_unlock_shared)
-        if shared
-        else (func.pg_advisory_lock, func.pg_advisory_unlock)
-    )
+async def _holding(
+    sessions: async_sessionmaker[AsyncSession], shared: bool, *, wait: bool = True
+) -> AsyncIterator[bool]:
+    """Hold the GPU lock; yields whether it is held (always, unless ``wait`` is False and
+    someone else held it or waited for it)."""
+    if shared:
+        take = func.pg_advisory_lock_shared if wait else func.pg_try_advisory_lock_shared
+        give = func.pg_advisory_unlock_shared
+    else:
+        take = func.pg_advisory_lock if wait else func.pg_try_advisory_lock
+        give = func.pg_advisory_unlock
     engine = sessions.kw["bind"]
     # One connection of its own holds the lock throughout, outside any transaction (a
     # pooled connection handed back would let the next taker "re-enter" the lock).
     async with engine.connect() as connection:
         connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
         try:
-            await connection.execute(select(take(GPU_LOCK)))
+            got = await connection.scalar(select(take(GPU_LOCK)))
         except BaseException:
             # Given up while waiting: the server may have granted the lock just then, and
             # a pooled connection would keep it. Close this one instead (that frees it).
             await connection.invalidate()
             raise
+        held = wait or bool(got)  # the waiting forms return void once they hold it
         try:
-            yield
+            yield held
         finally:
-            try:
-                await connection.execute(select(give(GPU_LOCK)))
-            except BaseException:
-                await connection.invalidate()
-                raise
+            if held:
+                try:
+                    await connection.execute(select(give(GPU_LOCK)))
+                except BaseException:
+                    await connection.invalidate()
+                    raise
 
 
 @asynccontextmanager
@@ -79,3 +86,16 @@ async def generation_turn(
         return
     async with _holding(sessions, shared=True):
         yield
+
+
+@asynccontextmanager
+async def spare_turn(
+    sessions: async_sessionmaker[AsyncSession], enabled: bool
+) -> AsyncIterator[bool]:
+    """A shared GPU turn for optional work (scoring new images), only if one is free now:
+    yields whether it is. Never waits: a stage queued or running means not this time."""
+    if not enabled:
+        yield True
+        return
+    async with _holding(sessions, shared=True, wait=False) as held:
+        yield held

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bot.config import ConfigError, load_settings
-from bot.retrain.gpu_turn import generation_turn, shares_gpu, training_turn
+from bot.retrain.gpu_turn import generation_turn, shares_gpu, spare_turn, training_turn
 
 
 async def test_generation_waits_while_a_training_stage_holds_the_gpu(platform: Any) -> None:
@@ -38,6 +38,25 @@ async def test_generation_waits_while_a_training_stage_holds_the_gpu(platform: A
         assert not stage.done()
     await asyncio.wait_for(stage, 60)
     assert order[-2:] == ["second generation", "stage ran"]
+
+
+async def test_optional_work_takes_a_free_turn_and_never_waits(platform: Any) -> None:
+    """Scoring new images (a spare turn) runs beside generations, skips while a stage
+    holds the GPU, and does not keep the lock: the stage after it is not held up."""
+    platform.settings.retrain.gpus = 1
+    platform.settings.retrain.device = platform.settings.generator.device = "cuda"
+    async with (
+        generation_turn(platform.sessions, True),
+        spare_turn(platform.sessions, True) as free,
+    ):
+        assert free  # shared with a generation
+    async with training_turn(platform), spare_turn(platform.sessions, True) as free:
+        assert not free  # the stage has it: no waiting, no scoring
+    async with spare_turn(platform.sessions, False) as free:
+        assert free  # the GPU is not shared: always
+    order: list[str] = []
+    await asyncio.wait_for(_train(platform, order), 60)  # nothing left holding the lock
+    assert order == ["stage ran"]
 
 
 async def _train(platform: Any, order: list[str]) -> None:
