@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,20 +217,6 @@ class Generator:
             self.negative_prefix = serving_prefix
             self._use(self._active)
 
-    @contextlib.contextmanager
-    def adapter_off(self) -> Iterator[None]:
-        """The base model for a while: the adapter and its negative prompt switched off."""
-        if self._active is None:
-            yield
-            return
-        prefix, self.negative_prefix = self.negative_prefix, ""
-        self.pipe.disable_lora()
-        try:
-            yield
-        finally:
-            self.pipe.enable_lora()
-            self.negative_prefix = prefix
-
     def base_view(self) -> Any:
         """An object that generates like the base model, sharing this pipeline."""
         return _BaseView(self)
@@ -336,6 +322,5 @@ class _BaseView:
     def __init__(self, generator: Generator) -> None:
         self.generator = generator
 
-    def generate(self, *args: Any, **kwargs: Any) -> GeneratedImages:
-        with self.generator.adapter_off():
-            return self.generator.generate(*args, **kwargs)
+    def generate(self, prompt: str, seeds: Sequence[int], **options: Any) -> GeneratedImages:
+        return self.generator.generate_as(None, prompt, seeds, **options)
