@@ -19,7 +19,8 @@ from procrastinate import App
 from procrastinate.jobs import Job
 
 from bot.db import queries
-from bot.generation.runner import GenerationRunner, mark_failed_in
+from bot.generation.failures import mark_failed_in
+from bot.generation.runner import GenerationRunner
 from bot.generation.scoring import live_scorer
 from bot.jobs.app import build_app, one_job_worker, run_worker
 from bot.names import GENERATE_QUEUE, GENERATE_TASK, RETRAIN_TASK, RUNNER
