@@ -33,6 +33,12 @@ def _with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+async def sql(platform: Any, statement: str, **params: Any) -> Any:
+    """Run one SQL statement in a transaction of its own; its result."""
+    async with platform.engine.begin() as connection:
+        return await connection.execute(text(statement), params)
+
+
 async def count(platform: Any, table: str) -> int:
     async with platform.engine.connect() as connection:
         return int(await connection.scalar(text(f"SELECT count(*) FROM {table}")))

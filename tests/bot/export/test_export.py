@@ -17,7 +17,7 @@ from bot.domain import UserRef
 from bot.export import ExportError, Rater
 from bot.export.files import ImageSource
 from bot.export.privacy import load_secret
-from tests.support.database import make_done_generation
+from tests.support.database import make_done_generation, sql
 from tests.support.synthetic import seed_picks
 from training.data import read_preferences
 from training.presets import WORLD_SIDE
@@ -27,13 +27,8 @@ BOB = UserRef.parse("discord:222222222222222222")
 CAROL = UserRef.parse("discord:333333333333333333")
 
 
-async def _db(platform: Any, sql: str, **params: Any) -> Any:
-    async with platform.engine.begin() as connection:
-        return await connection.execute(text(sql), params)
-
-
 async def _image_shas(platform: Any, generation_id: int) -> list[str]:
-    rows = await _db(
+    rows = await sql(
         platform,
         "SELECT sha256 FROM images WHERE generation_id = :g ORDER BY index",
         g=generation_id,
@@ -116,13 +111,13 @@ async def test_every_exclusion_is_left_out_and_counted(
     await service.forget_user(UserRef.parse("discord:444"))
     await service.record_choice(forgotten_by, UserRef.parse("discord:444"), 1)  # came back
     await service.ban_user(BOB, "spam")
-    await _db(
+    await sql(
         platform, "UPDATE images SET nsfw = true WHERE generation_id = :g AND index = 1", g=unsafe
     )
-    await _db(
+    await sql(
         platform, "UPDATE images SET nsfw = true WHERE generation_id = :g AND index > 0", g=too_few
     )
-    await _db(platform, "UPDATE generations SET status = 'failed' WHERE id = :g", g=failed)
+    await sql(platform, "UPDATE generations SET status = 'failed' WHERE id = :g", g=failed)
     gone = (await service.get_generation(missing)).images[1].storage_key
     platform.storage.local_path(gone).unlink()
     dropped = (await service.get_generation(partly)).images[0].storage_key
@@ -245,7 +240,7 @@ async def test_no_id_that_discord_shows_is_published(
 
     cat = await make_done_generation(platform, generator, str(ALICE), "a red cat", n=3)
     await platform.service.record_choice(cat, ALICE, 2)
-    pick = (await _db(platform, "SELECT id FROM choices WHERE generation_id = :g", g=cat)).scalar()
+    pick = (await sql(platform, "SELECT id FROM choices WHERE generation_id = :g", g=cat)).scalar()
     first = await export("first", test_fraction=0.0)
     second = await export("second", test_fraction=0.0)
     rekeyed = platform.settings.model_copy(
@@ -449,51 +444,3 @@ async def test_parquet_reads_back_with_pyarrow_and_datasets(
     first = loaded["train"][0]
     assert 2 <= len(first["images"]) <= 4  # decoded as images, not bytes
     assert all(isinstance(image, Image.Image) for image in first["images"])
-
-
-async def test_each_image_carries_the_version_that_made_it(
-    platform: Any, generator: Any, export: Any
-) -> None:
-    import pyarrow.parquet as pq
-
-    plain = await make_done_generation(platform, generator, str(ALICE), "a red cat", n=2)
-    mixed = await make_done_generation(platform, generator, str(BOB), "a blue dog", n=3)
-    # Made into a mixed set as the worker records one: the images' own versions.
-    first = await platform.registry.register("generator_adapter", "/models/a")
-    second = await platform.registry.register("generator_adapter", "/models/b")
-    comparison = (
-        await _db(
-            platform,
-            "INSERT INTO comparisons (baseline_version_id, contender_version_id) "
-            "VALUES (:a, :b) RETURNING id",
-            a=first,
-            b=second,
-        )
-    ).scalar_one()
-    await _db(
-        platform, "UPDATE generations SET comparison_id = :c WHERE id = :g", c=comparison, g=mixed
-    )
-    for index, version in enumerate([second, None, first]):
-        await _db(
-            platform,
-            "UPDATE images SET adapter_version_id = :v WHERE generation_id = :g AND index = :k",
-            v=version,
-            g=mixed,
-            k=index,
-        )
-    await platform.service.record_choice(plain, ALICE, 0)
-    await platform.service.record_choice(mixed, BOB, 2)
-
-    hps = await export(test_fraction=0.0)
-    train = json.loads((hps.out / "preference_train.json").read_text())
-    found = {e["prompt"]: (e["image_adapter_version_ids"], e["mixed"]) for e in train}
-    assert found == {
-        "a red cat": ([None, None], False),
-        "a blue dog": ([second, None, first], True),
-    }
-    read = {e.prompt: e.image_versions for e in read_preferences(hps.out, "train", strict=True)}
-    assert read == {"a red cat": (None, None), "a blue dog": (second, None, first)}
-
-    parquet = await export("parquet", format="parquet", test_fraction=0.0)
-    rows = pq.read_table(parquet.out / "train.parquet").to_pylist()
-    assert {r["prompt"]: (r["image_adapter_version_ids"], r["mixed"]) for r in rows} == found
