@@ -207,6 +207,51 @@ class ArenaSettings(BaseModel):
     )
 
 
+class ControlSettings(BaseModel):
+    """Control sets: sets with a known answer that tell careful raters from random clickers."""
+
+    share: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of /imagine requests made as control sets (one image visibly "
+        "corrupted, never announced), for members who rate others' sets (0 = off).",
+    )
+    min_rated_others: int = Field(
+        1, ge=0, description="A member gets control sets once they voted on this many "
+        "sets of other members (0 = everyone)."
+    )
+    kinds: list[Literal["blur", "noise", "invert", "wrong_prompt"]] = Field(
+        default_factory=lambda: ["blur", "noise", "invert", "wrong_prompt"],
+        min_length=1,
+        description="The corruptions a control set's worse image is made with.",
+    )
+    wrong_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "a plain grey concrete wall",
+            "an empty white room",
+            "a close-up of gravel",
+            "a blank sheet of paper on a desk",
+        ],
+        min_length=1,
+        description="Prompts a wrong_prompt control draws its worse image from.",
+    )
+
+
+class RaterSettings(BaseModel):
+    """Rater reliability: how much each member's votes weigh in training."""
+
+    prior_careful: float = Field(
+        0.8, gt=0.0, lt=1.0, description="Share of careful raters assumed before any evidence."
+    )
+    careful_accuracy: float = Field(
+        0.95, gt=0.5, lt=1.0, description="How often a careful rater gets a control set right."
+    )
+    min_votes: int = Field(
+        2, ge=1, description="Sets with at least this many votes count for agreement."
+    )
+
+
 class RetrainSettings(BaseModel):
     """The retrain loop: when it runs, what it trains from, and what a candidate must beat."""
 
@@ -294,6 +339,8 @@ class Settings(BaseSettings):
     export: ExportSettings = Field(default_factory=ExportSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     arena: ArenaSettings = Field(default_factory=ArenaSettings)
+    controls: ControlSettings = Field(default_factory=ControlSettings)
+    raters: RaterSettings = Field(default_factory=RaterSettings)
 
     @model_validator(mode="after")
     def _people_need_mixed_sets(self) -> Settings:

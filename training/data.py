@@ -29,6 +29,10 @@ from typing import Any, Literal, TypeGuard, get_args
 log = logging.getLogger(__name__)
 
 Split = Literal["train", "test", "all"]
+# What a member said about a set: a favourite image, "No favourite" (the images are
+# equally good) or "None are good". The HPS v1 release and HPD v2 hold picks only.
+Vote = Literal["pick", "tie", "none"]
+VOTES: tuple[Vote, ...] = get_args(Vote)
 
 
 def is_split(name: str) -> TypeGuard[Split]:
@@ -40,18 +44,25 @@ MIN_IMAGES, MAX_IMAGES = 2, 4
 
 @dataclass(frozen=True)
 class Example:
-    """One instance: a prompt, its images (2-4 files) and the chosen one's index."""
+    """One instance: a prompt, its images (2-4 files) and the vote on them: the chosen
+    one's index for a pick; ``chosen`` is None for a tie or "none are good"."""
 
     id: str
     prompt: str
     images: tuple[Path, ...]
-    chosen: int
+    chosen: int | None
     user_hash: str | None = None
     split: str = "train"
     # Per image, the generator adapter (a model_versions id; None: the bare base) that
     # made it: prefloop's ``image_adapter_version_ids``. None where the data lacks it
     # (older exports, the public HPS v1 release, HPD v2).
     image_versions: tuple[int | None, ...] | None = None
+    # prefloop's extension fields (absent from the public releases: a pick, weight 1, no
+    # control): the vote's kind, the rater's reliability weight when the export was made,
+    # and, for a control set, how its known answer was made (a ControlKind value).
+    vote: Vote = "pick"
+    weight: float = 1.0
+    control: str | None = None
 
     def open_images(self) -> list[Any]:
         """The images as RGB PIL images."""

@@ -86,6 +86,36 @@ class ComparisonStatus(enum.StrEnum):
     stopped = "stopped"  # an admin stopped it
 
 
+class VoteKind(enum.StrEnum):
+    """What a member said about a set: a favourite, "No favourite" or "None are good"."""
+
+    pick = "pick"  # image ``image_index`` is their favourite
+    tie = "tie"  # "No favourite": the images are equally good
+    none = "none"  # "None are good": a strong negative signal
+
+
+class ControlKind(enum.StrEnum):
+    """How a control set got its known answer (``generations.control_kind``)."""
+
+    blur = "blur"  # image ``control_worse`` was blurred heavily by the worker
+    noise = "noise"  # ... covered in noise
+    invert = "invert"  # ... had its colours inverted
+    wrong_prompt = "wrong_prompt"  # ... was drawn from another prompt
+    marked = "marked"  # an admin marked a known worse and/or best image
+
+
+CORRUPTIONS = (ControlKind.blur, ControlKind.noise, ControlKind.invert, ControlKind.wrong_prompt)
+
+
+
+def _vote_checks() -> tuple[CheckConstraint, ...]:
+    """The vote rules of ``choices`` and ``choice_history`` (new objects for each table)."""
+    return (
+        CheckConstraint("kind IN ('pick', 'tie', 'none')", name="vote_kind"),
+        CheckConstraint("(kind = 'pick') = (image_index IS NOT NULL)", name="pick_has_index"),
+    )
+
+
 class RetrainStatus(enum.StrEnum):
     queued = "queued"
     running = "running"
@@ -144,6 +174,18 @@ class Generation(Base):
     __tablename__ = "generations"
     __table_args__ = (
         CheckConstraint("n_images BETWEEN 2 AND 4", name="n_images"),
+        CheckConstraint(
+            "control_kind IN ('blur', 'noise', 'invert', 'wrong_prompt', 'marked')",
+            name="control_kind",
+        ),
+        CheckConstraint(
+            "(control_kind IS NULL AND control_worse IS NULL AND control_best IS NULL) OR "
+            "(control_kind IS NOT NULL AND (control_worse IS NOT NULL OR control_best IS NOT NULL) "
+            "AND control_worse IS DISTINCT FROM control_best "
+            "AND (control_kind = 'marked' OR control_worse IS NOT NULL))",
+            name="control_answer",
+        ),
+        Index("ix_generations_control", "id", postgresql_where=text("control_kind IS NOT NULL")),
         Index("ix_generations_user_status", "requested_by", "status"),
         Index(
             "ix_generations_comparison",
@@ -173,6 +215,13 @@ class Generation(Base):
     comparison_id: Mapped[int | None] = mapped_column(
         ForeignKey("comparisons.id", ondelete="RESTRICT")
     )
+    # Set for a control set (migration 0007): a set with a known answer, never announced.
+    # A corruption kind: the worker made image ``control_worse`` visibly worse on purpose;
+    # ``marked``: an admin (``control_by``) marked a known worse and/or best image.
+    control_kind: Mapped[str | None] = mapped_column(String(16))
+    control_worse: Mapped[int | None] = mapped_column(SmallInteger)
+    control_best: Mapped[int | None] = mapped_column(SmallInteger)
+    control_by: Mapped[str | None] = mapped_column(Text)
     status: Mapped[GenerationStatus] = mapped_column(
         _enum(GenerationStatus, "generation_status"),
         server_default=GenerationStatus.queued.value,
@@ -224,7 +273,8 @@ class Image(Base):
 
 
 class Choice(Base):
-    """A member's current pick for a generation (one per member and generation)."""
+    """A member's current vote on a generation (one per member and generation): a pick of
+    image ``image_index``, a tie ("No favourite") or "None are good" (no image: NULL)."""
 
     __tablename__ = "choices"
     __table_args__ = (
@@ -237,25 +287,31 @@ class Choice(Base):
         ),
         Index("ix_choices_user", "user_id"),
         Index("ix_choices_chosen_at", "chosen_at"),  # incremental exports
+        *_vote_checks(),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    image_index: Mapped[int] = mapped_column(SmallInteger)
+    kind: Mapped[str] = mapped_column(String(8), server_default=VoteKind.pick.value)
+    image_index: Mapped[int | None] = mapped_column(SmallInteger)
     chosen_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class ChoiceEvent(Base):
-    """Every pick and re-pick, in order: the history behind ``choices``."""
+    """Every vote and re-vote, in order: the history behind ``choices``."""
 
     __tablename__ = "choice_history"
-    __table_args__ = (Index("ix_choice_history_generation_user", "generation_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_choice_history_generation_user", "generation_id", "user_id"),
+        *_vote_checks(),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    image_index: Mapped[int] = mapped_column(SmallInteger)
+    kind: Mapped[str] = mapped_column(String(8), server_default=VoteKind.pick.value)
+    image_index: Mapped[int | None] = mapped_column(SmallInteger)
     chosen_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

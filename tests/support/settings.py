@@ -15,6 +15,8 @@ def make_settings(data_dir: Path, database_url: str, model: Path, **sections: An
         "database_url": database_url,
         "generator": {"model": str(model), "steps": 3, "device": "cpu"},
         "worker": {"heartbeat_interval": 0.5, "stalled_after": 2.0, "shutdown_grace": 30},
+        # No surprise control sets: the tests of control sets turn them on.
+        "controls": {"share": 0.0},
     }
     for section, overrides in sections.items():
         values[section] = {**values.get(section, {}), **overrides}
