@@ -218,8 +218,10 @@ class ControlSettings(BaseModel):
         "corrupted, never announced), for members who rate others' sets (0 = off).",
     )
     min_rated_others: int = Field(
-        1, ge=0, description="A member gets control sets once they voted on this many "
-        "sets of other members (0 = everyone)."
+        1,
+        ge=0,
+        description="A member gets control sets once they voted on this many "
+        "sets of other members (0 = everyone).",
     )
     kinds: list[Literal["blur", "noise", "invert", "wrong_prompt"]] = Field(
         default_factory=lambda: ["blur", "noise", "invert", "wrong_prompt"],
