@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import text
 
+from bot.arena.versions import Version
 from bot.config import Settings
 from bot.raters.evidence import (
     CONTROL_VOTES,
@@ -43,12 +44,13 @@ async def control(platform: Any, generation: int, *, worse: int | None, best: in
 
 async def test_control_votes_are_scored_by_the_shared_rule(platform: Any) -> None:
     a, b, c, d = await add_users(platform, 4)
-    four = [None] * 4
+    four: list[Version] = [None] * 4
+    two: list[Version] = [None, None]
     blurred = await add_set(platform, a, four, {a: 1, b: 3})  # worse image: 3
     await vote(platform, blurred, c, "tie")
     await vote(platform, blurred, d, "none")
     await control(platform, blurred, worse=3, best=None)
-    marked = await add_set(platform, a, [None, None], {a: 0, b: 1})  # best image: 0
+    marked = await add_set(platform, a, two, {a: 0, b: 1})  # best image: 0
     await vote(platform, marked, d, "none")
     await control(platform, marked, worse=None, best=0)
     plain = await add_set(platform, a, four, {c: 2})  # not a control: not scored
@@ -72,11 +74,12 @@ async def test_control_votes_are_scored_by_the_shared_rule(platform: Any) -> Non
 
 async def test_agreement_on_shared_sets(platform: Any, settings: Settings) -> None:
     a, b, c, d = await add_users(platform, 4)
-    four = [None] * 4
+    four: list[Version] = [None] * 4
+    two: list[Version] = [None, None]
     shared = await add_set(platform, a, four, {a: 1, b: 1, c: 2})
     await vote(platform, shared, d, "tie")
     await add_set(platform, a, four, {a: 0})  # one voter: not shared
-    tied = await add_set(platform, a, [None, None], {})
+    tied = await add_set(platform, a, two, {})
     await vote(platform, tied, c, "tie")
     await vote(platform, tied, d, "tie")
 

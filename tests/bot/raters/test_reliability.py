@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from bot.raters.reliability import (
     reliability,
 )
 
-PRIOR = {"prior_careful": 0.8, "careful_accuracy": 0.95}
+PRIOR: dict[str, Any] = {"prior_careful": 0.8, "careful_accuracy": 0.95}
 
 
 def test_beta_distribution_function_and_interval() -> None:
