@@ -40,11 +40,13 @@ def preset(args: argparse.Namespace) -> int:
 
 def data(args: argparse.Namespace) -> int:
     """Read a dataset and say what is in it."""
-    from training.data import DatasetError, read_preferences
+    from training.data import VOTES, DatasetError, read_preferences
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        found = read_preferences(args.path, args.split, strict=args.strict)
+        found = read_preferences(
+            args.path, args.split, strict=args.strict, votes=VOTES, controls=True
+        )
     except DatasetError as error:
         print(error, file=sys.stderr)
         return 1
@@ -52,10 +54,17 @@ def data(args: argparse.Namespace) -> int:
     for example in found:
         sizes[len(example.images)] = sizes.get(len(example.images), 0) + 1
     per_split = {s: sum(e.split == s for e in found) for s in ("train", "test")}
+    kinds = {v: sum(e.vote == v for e in found) for v in VOTES}
+    weights = [e.weight for e in found]
     print(
         f"{len(found)} examples ({', '.join(f'{k} {v}' for k, v in per_split.items() if v)}); "
         f"images per example: {dict(sorted(sizes.items()))}; "
         f"{len(found.problems)} malformed entries skipped"
+    )
+    print(
+        f"votes: {', '.join(f'{k} {v}' for k, v in kinds.items())}; "
+        f"control sets {sum(e.control is not None for e in found)}; rater weights "
+        + (f"{min(weights):.2f} to {max(weights):.2f}" if weights else "none")
     )
     return 0
 

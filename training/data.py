@@ -1,7 +1,8 @@
 """Readers for preference datasets: prefloop exports, the public HPS v1 release, HPD v2.
 
 All three become :class:`Example` s: a prompt, its 2-4 image files and the index of the
-one a person chose. Accepted inputs:
+one a person chose (prefloop exports also hold ties, "none are good" votes and control
+sets: see :func:`read_preferences` for which are read). Accepted inputs:
 
 - a folder in the HPS v1 release layout (what ``prefloop export`` writes):
   ``preference_{train,test}.json`` with images under ``preference_images/``. A
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeGuard, get_args
@@ -33,6 +36,7 @@ Split = Literal["train", "test", "all"]
 # equally good) or "None are good". The HPS v1 release and HPD v2 hold picks only.
 Vote = Literal["pick", "tie", "none"]
 VOTES: tuple[Vote, ...] = get_args(Vote)
+PICKS: tuple[Vote, ...] = ("pick",)
 
 
 def is_split(name: str) -> TypeGuard[Split]:
@@ -63,6 +67,18 @@ class Example:
     vote: Vote = "pick"
     weight: float = 1.0
     control: str | None = None
+    # A control set's known answers: the index of the image known to be worse, and of
+    # the one known to be best (admin marks only); None where not known.
+    control_worse: int | None = None
+    control_best: int | None = None
+    # The generation's keyed id (prefloop's ``generation_id``): the entries of one set
+    # voted on by several members share it. None where the data lacks it.
+    generation: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What the vote said, as a nominal label: the picked index, "tie" or "none"."""
+        return str(self.chosen) if self.vote == "pick" else self.vote
 
     def open_images(self) -> list[Any]:
         """The images as RGB PIL images."""
@@ -96,6 +112,8 @@ class PreferenceData:
     examples: list[Example] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)
+    # Well-formed entries not asked for: "tie" / "none" votes, "control" sets.
+    left_out: Counter[str] = field(default_factory=Counter)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -105,13 +123,25 @@ class PreferenceData:
 
 
 def read_preferences(
-    path: str | Path, split: Split = "train", *, strict: bool = False, check_files: bool = True
+    path: str | Path,
+    split: Split = "train",
+    *,
+    strict: bool = False,
+    check_files: bool = True,
+    votes: Iterable[Vote] = PICKS,
+    controls: bool = False,
 ) -> PreferenceData:
     """Read a dataset (a folder or one JSON file) into examples.
 
     ``split`` picks the file in a folder; ``check_files`` reports entries whose image
-    files are missing instead of failing later, in the middle of training.
+    files are missing instead of failing later, in the middle of training. ``votes``
+    says which kinds of vote to keep and ``controls`` whether to keep control sets: by
+    default picks on ordinary sets only, what every consumer of picks expects; the rest
+    are counted in ``left_out``, not reported as problems.
     """
+    wanted = set(votes)
+    if unknown := wanted - set(VOTES):
+        raise ValueError(f"unknown vote kinds {sorted(unknown)}: use {', '.join(VOTES)}")
     data = PreferenceData()
     for source, split_name in _sources(Path(path), split):
         entries = _load_list(source)
@@ -126,7 +156,12 @@ def read_preferences(
                 data.problems.append(Problem(source.name, found.id, "duplicate id"))
             else:
                 seen.add(found.id)
-                data.examples.append(found)
+                if found.control is not None and not controls:
+                    data.left_out["control"] += 1
+                elif found.vote not in wanted:
+                    data.left_out[found.vote] += 1
+                else:
+                    data.examples.append(found)
         data.sources.append(source)
     if data.problems:
         shown = "\n  ".join(str(p) for p in data.problems[:20])
@@ -142,15 +177,17 @@ def read_preferences(
 
 
 def read_train_test(
-    path: str | Path, *, strict: bool = False
+    path: str | Path, *, strict: bool = False, votes: Iterable[Vote] = PICKS, controls: bool = False
 ) -> tuple[PreferenceData, PreferenceData | None]:
     """The train split and, when the dataset has one, the test split (else None).
 
-    A single JSON file is train data only: reading it as "test" too would report
-    accuracy on the training instances as held-out accuracy.
+    ``votes`` and ``controls`` choose what the train split keeps (as for
+    :func:`read_preferences`); the test split, what models are judged on, always holds
+    picks on ordinary sets. A single JSON file is train data only: reading it as "test"
+    too would report accuracy on the training instances as held-out accuracy.
     """
     path = Path(path)
-    train = read_preferences(path, "train", strict=strict)
+    train = read_preferences(path, "train", strict=strict, votes=votes, controls=controls)
     if path.is_file():
         return train, None
     try:
@@ -218,7 +255,14 @@ def _example(
         return "file_path is not a list of file names"
     if not MIN_IMAGES <= len(files) <= MAX_IMAGES:
         return f"has {len(files)} images; an instance needs {MIN_IMAGES} to {MAX_IMAGES}"
-    chosen = _chosen(entry.get("human_preference"), len(files))
+    extension = _extension(entry, len(files))
+    if isinstance(extension, str):
+        return extension
+    chosen: int | str | None = None
+    if extension["vote"] == "pick":
+        chosen = _chosen(entry.get("human_preference"), len(files))
+    elif entry.get("human_preference") is not None:
+        chosen = f"a {extension['vote']} vote has no human_preference (it has one)"
     if isinstance(chosen, str):
         return chosen
     paths = []
@@ -231,6 +275,7 @@ def _example(
     if isinstance(versions, str):
         return versions
     user_hash = entry.get("user_hash")
+    generation = entry.get("generation_id")
     return Example(
         id=_ident(entry, position),
         prompt=prompt,
@@ -239,7 +284,41 @@ def _example(
         user_hash=str(user_hash) if user_hash is not None else None,
         split=split,
         image_versions=versions,
+        generation=str(generation) if generation is not None else None,
+        **extension,
     )
+
+
+def _extension(entry: dict[str, Any], n: int) -> dict[str, Any] | str:
+    """prefloop's vote fields (absent: a pick, weight 1, no control), or why malformed."""
+    vote = entry.get("vote", "pick")
+    if vote not in VOTES:
+        return f"vote {vote!r} is not one of {', '.join(VOTES)}"
+    weight = entry.get("rater_weight", 1.0)
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, int | float)
+        or not math.isfinite(weight)
+        or weight < 0
+    ):
+        return f"rater_weight {weight!r} is not a number >= 0"
+    control = entry.get("control")
+    if control is not None and (not isinstance(control, str) or not control):
+        return f"control {control!r} is not a control kind"
+    known: dict[str, int | None] = {}
+    for name in ("control_worse", "control_best"):
+        index = entry.get(name)
+        if index is None:
+            known[name] = None
+        elif control is None:
+            return f"{name} is set on a set that is not a control"
+        elif isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+            return f"{name} {index!r} is not an index into its {n} images"
+        else:
+            known[name] = index
+    if known["control_worse"] is not None and known["control_worse"] == known["control_best"]:
+        return "control_worse and control_best are the same image"
+    return {"vote": vote, "weight": float(weight), "control": control, **known}
 
 
 def _versions(given: Any, n: int) -> tuple[int | None, ...] | str | None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from training.data import Example
+from training.hps.examples import KINDS, target
 from training.hps.loss import group_logits, preference_loss
 from training.hps.model import ClipModel
 
@@ -22,43 +23,58 @@ class Batch(NamedTuple):  # a tuple, so accelerate moves every field to the devi
     slots: Any  # [N] position of each image in the [B*K] grid
     mask: Any  # [B, K] True where an image is
     tokens: Any  # [B, context]
-    chosen: Any  # [B]
+    targets: Any  # [B, K] each instance's target distribution (see loss.py)
+    weights: Any  # [B] each instance's weight (mean 1 over the training set)
+    kinds: Any  # [B] PICK, TIE or NONE
+
+
+Item = tuple[Any, Any, list[float], float, int]
 
 
 class PreferenceDataset:
-    """Examples -> (pixels of each image, prompt tokens, chosen index)."""
+    """Examples -> (pixels of each image, prompt tokens, target, weight, kind)."""
 
-    def __init__(self, examples: Sequence[Example], clip: ClipModel) -> None:
+    def __init__(
+        self, examples: Sequence[Example], clip: ClipModel, weights: Sequence[float] | None = None
+    ) -> None:
         self.examples = list(examples)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.examples)
+        if len(self.weights) != len(self.examples):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.examples)} examples")
         self.preprocess = clip.preprocess
         self.tokenizer = clip.tokenizer
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
+    def __getitem__(self, index: int) -> Item:
         import torch
 
         example = self.examples[index]
         pixels = torch.stack([self.preprocess(image) for image in example.open_images()])
-        return pixels, self.tokenizer([example.prompt])[0], example.chosen
+        tokens = self.tokenizer([example.prompt])[0]
+        return pixels, tokens, target(example), self.weights[index], KINDS[example.vote]
 
 
-def collate(items: list[tuple[Any, Any, int]]) -> Batch:
+def collate(items: list[Item]) -> Batch:
     import torch
 
-    width = max(pixels.shape[0] for pixels, _, _ in items)
+    width = max(item[0].shape[0] for item in items)
     mask = torch.zeros(len(items), width, dtype=torch.bool)
+    targets = torch.zeros(len(items), width)
     slots: list[int] = []
-    for row, (pixels, _, _) in enumerate(items):
+    for row, (pixels, _, wanted, _, _) in enumerate(items):
         mask[row, : pixels.shape[0]] = True
+        targets[row, : len(wanted)] = torch.tensor(wanted)
         slots.extend(row * width + k for k in range(pixels.shape[0]))
     return Batch(
-        pixels=torch.cat([pixels for pixels, _, _ in items]),
+        pixels=torch.cat([item[0] for item in items]),
         slots=torch.tensor(slots),
         mask=mask,
-        tokens=torch.stack([tokens for _, tokens, _ in items]),
-        chosen=torch.tensor([chosen for _, _, chosen in items]),
+        tokens=torch.stack([item[1] for item in items]),
+        targets=targets,
+        weights=torch.tensor([item[3] for item in items], dtype=torch.float32),
+        kinds=torch.tensor([item[4] for item in items]),
     )
 
 
@@ -70,7 +86,8 @@ def batch_loss(model: Any, batch: Batch) -> Any:
     grid = torch.zeros(batch.mask.numel(), image.shape[-1], dtype=image.dtype, device=image.device)
     grid[batch.slots] = image
     grid = grid.view(*batch.mask.shape, -1)
-    return preference_loss(group_logits(text, grid, batch.mask, scale), batch.chosen)
+    logits = group_logits(text, grid, batch.mask, scale)
+    return preference_loss(logits, batch.targets, batch.weights, batch.kinds)
 
 
 def set_trainable(model: Any, vision_blocks: int, text_blocks: int) -> int:

@@ -98,12 +98,17 @@ def evaluate(
         chunk = examples[start : start + GROUPS_PER_CALL]
         scored = scorer.score_groups([(e.prompt, e.images) for e in chunk])
         for example, scores in zip(chunk, scored, strict=True):
-            t, p = credits(scores, example.chosen)
+            chosen = example.chosen
+            if chosen is None:
+                raise ValueError(
+                    f"instance {example.id} is a {example.vote} vote: accuracy is measured on picks"
+                )
+            t, p = credits(scores, chosen)
             top1.append(t)
             pairwise.append(p)
             sizes.append(len(scores))
-            picked.append(scores[example.chosen])
-            other.extend(s for i, s in enumerate(scores) if i != example.chosen)
+            picked.append(scores[chosen])
+            other.extend(s for i, s in enumerate(scores) if i != chosen)
     result = summarise(
         name or scorer.source, scorer.source, sizes, top1, pairwise, bootstrap=bootstrap, seed=seed
     )

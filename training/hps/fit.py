@@ -10,6 +10,9 @@ One entry point on one CPU, one GPU or many: ``python -m training fit-hps …``;
 ``accelerate launch -m training fit-hps …`` runs the same code data-parallel. On the CPU
 a run is deterministic for its seed, and an interrupted run resumes from its last saved
 step to the same result.
+
+What it learns from (ties, "None are good" sets, control sets, the raters' reliability
+weights) is ``FitConfig``'s objective: training/hps/examples.py.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from training.hps.batches import (
     schedule,
     set_trainable,
 )
+from training.hps.examples import Objective, training_set
 from training.hps.model import load_clip, save_checkpoint
 from training.run_folder import (
     forget_resume_point,
@@ -81,6 +85,21 @@ class FitConfig:
     save_every: int = 0  # optimizer steps between resume points; 0 = about 10 per run
     num_workers: int = 0
     cache_dir: Path | None = None
+    # What it learns from (training/hps/examples.py): ties with a uniform target, "None
+    # are good" sets as negatives, each instance weighted by its rater's reliability,
+    # control sets included.
+    ties: bool = True
+    none_as_negatives: bool = False
+    rater_weights: bool = True
+    include_controls: bool = False
+
+    def objective(self) -> Objective:
+        return Objective(
+            ties=self.ties,
+            none_as_negatives=self.none_as_negatives,
+            rater_weights=self.rater_weights,
+            include_controls=self.include_controls,
+        )
 
     def resolved(self, defaults: dict[str, Any]) -> dict[str, Any]:
         """The hyperparameters in force: given > the base model's defaults > the paper's."""
@@ -130,8 +149,14 @@ def fit_hps(
     out = Path(config.out)
     if is_finished(out):
         raise FitError(f"{out} already holds a trained model; choose a new folder")
-    if len(train) == 0:
-        raise FitError("the training data has no usable instances")
+    used = training_set(train, config.objective())
+    if not used.examples:
+        left = ", ".join(f"{n} {k}" for k, n in used.summary["left_out"].items() if n)
+        raise FitError(
+            "the training data has no usable instances" + (f" (left out: {left})" if left else "")
+        )
+    if not any(used.weights):
+        raise FitError("every instance has rater weight 0: nothing to learn from")
 
     if config.device not in ("auto", "cpu", "cuda"):
         raise FitError(
@@ -153,7 +178,7 @@ def fit_hps(
     trainable = set_trainable(model, hyper["unfreeze_vision"], hyper["unfreeze_text"])
     optimizer = torch.optim.AdamW(param_groups(model, hyper["weight_decay"]), lr=hyper["lr"])
     per_step = hyper["batch_size"] * config.grad_accum * accelerator.num_processes
-    steps_per_epoch = max(1, math.ceil(len(train) / per_step))
+    steps_per_epoch = max(1, math.ceil(len(used.examples) / per_step))
     total = max(1, math.ceil(hyper["epochs"] * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(hyper["warmup_steps"], total))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -163,7 +188,8 @@ def fit_hps(
     run = {
         "hyper": hyper,
         "seed": config.seed,
-        "instances": len(train),
+        "instances": len(used.examples),
+        "objective": asdict(config.objective()),
         "grad_accum": config.grad_accum,
         "processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
@@ -187,7 +213,8 @@ def fit_hps(
         step, losses = saved["step"], saved["losses"]
         log.info("resuming %s at step %d of %d", out, step, total)
 
-    dataset = PreferenceDataset(train.examples, clip)
+    dataset = PreferenceDataset(used.examples, clip, used.weights)
+    log.info("training on %s", _describe(used.summary))
     started = time.perf_counter()
     progress = progress_bar(total, step, accelerator.is_local_main_process, "fit hps")
     while step < total:
@@ -237,11 +264,15 @@ def fit_hps(
         "steps": total,
         "seconds": seconds,
         "trainable_parameters": trainable,
+        "instances": used.summary["used"],
+        "left_out": used.summary["left_out"],
+        "rater_weights": used.summary["weights"],
     }
     if accelerator.is_main_process:
         info = {
             "base": config.base,
-            "dataset": {"instances": len(train), "manifest_content_hash": manifest_hash(train)},
+            "dataset": {**used.summary, "manifest_content_hash": manifest_hash(train)},
+            "objective": asdict(config.objective()),
             "hyperparameters": {
                 **hyper,
                 "grad_accum": config.grad_accum,
@@ -264,6 +295,24 @@ def fit_hps(
             write_info(out, info)
     accelerator.wait_for_everyone()
     return out
+
+
+def _describe(summary: dict[str, Any]) -> str:
+    """ "120 instances (100 picks, 20 ties; left out: 5 none, 3 control); rater weights …"."""
+    used = ", ".join(f"{n} {k}" for k, n in summary["used"].items() if n)
+    left = ", ".join(f"{n} {k}" for k, n in summary["left_out"].items() if n)
+    weights = summary["weights"]
+    spread = (
+        f"rater weights {weights['min']:.2f}-{weights['max']:.2f} (mean {weights['mean']:.2f})"
+        if weights["mean"] is not None
+        else "no weights"
+    )
+    applied = "applied" if weights["applied"] else "not applied"
+    return (
+        f"{summary['instances']} instances ({used}"
+        + (f"; left out: {left}" if left else "")
+        + f"); {spread}, {applied}"
+    )
 
 
 def _save_state(
