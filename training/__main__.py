@@ -71,7 +71,7 @@ def data(args: argparse.Namespace) -> int:
 
 def fit_hps(args: argparse.Namespace) -> int:
     """Refit HPS on a dataset; print the trained model's metrics."""
-    from training.data import read_train_test
+    from training.data import VOTES, read_train_test
     from training.hps.fit import PAPER, FitConfig
     from training.hps.fit import fit_hps as fit
     from training.run_folder import read_info
@@ -83,9 +83,13 @@ def fit_hps(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum,
         seed=args.seed,
         mixed_precision=args.mixed_precision,
+        ties=args.ties,
+        rater_weights=args.rater_weights,
+        none_as_negatives=args.none_as_negatives,
+        include_controls=args.include_controls,
         **{name: getattr(args, name) for name in PAPER},
     )
-    train, test = read_train_test(args.data, strict=args.strict)
+    train, test = read_train_test(args.data, strict=args.strict, votes=VOTES, controls=True)
     out = fit(config, train, test)
     print(json.dumps(read_info(out)["metrics"], indent=2))
     return 0
@@ -183,6 +187,19 @@ def _fit_hps_options(commands: argparse._SubParsersAction[argparse.ArgumentParse
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
     fit.add_argument("--strict", action="store_true", help="refuse malformed entries")
+    # What it learns from: training/hps/examples.py (prefloop train hps --help says more).
+    for flag, default, text in (
+        ("ties", True, "ties with an even target over the set's images"),
+        ("rater-weights", True, "each vote weighted by its rater's reliability weight"),
+        ("none-as-negatives", False, '"None are good" sets pushed below picked images'),
+        ("include-controls", False, "control sets trained like ordinary ones"),
+    ):
+        fit.add_argument(
+            f"--{flag}",
+            action=argparse.BooleanOptionalAction,
+            default=default,
+            help=f"{text} (default: {'on' if default else 'off'})",
+        )
     fit.set_defaults(run=fit_hps)
 
 

@@ -76,6 +76,12 @@ class Example:
     generation: str | None = None
 
     @property
+    def set_key(self) -> tuple[object, ...]:
+        """What the entries of one set share: its generation where the export names it
+        (each voter's entry has files of its own), else its image files."""
+        return ("generation", self.generation) if self.generation else self.images
+
+    @property
     def label(self) -> str:
         """What the vote said, as a nominal label: the picked index, "tie" or "none"."""
         return str(self.chosen) if self.vote == "pick" else self.vote

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from training.evidence import paired
-from training.run_folder import is_finished, write_gate
+from training.run_folder import is_finished, read_info, write_gate
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,14 @@ def hps_stage(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Fit HPS from ``start``; evaluate it, ``active`` and the plain ``base`` on the test split."""
-    from training.data import DatasetError, read_train_test
+    from training.data import VOTES, DatasetError, read_train_test
     from training.hps import HPSScorer
     from training.hps.evaluate import evaluate, random_baseline, write_report
     from training.hps.fit import FitConfig, fit_hps
 
-    train, test = read_train_test(data)
+    # Every kind of vote: the fit's defaults choose (ties and rater weights in, "none"
+    # and control sets out: training/hps/examples.py).
+    train, test = read_train_test(data, votes=VOTES, controls=True)
     if test is None or not test.examples:
         raise DatasetError(f"{data} has no test instances: nothing to judge a new HPS by")
     model = out / "model"
@@ -63,6 +65,7 @@ def hps_stage(
     if int(os.environ.get("RANK", "0")) != 0:
         return {}  # under accelerate launch: the main process evaluates
     examples = test.examples
+    trained = read_info(model).get("dataset", {})
     results = []
     for name, source in (("candidate", str(model)), ("active", active), ("base", base)):
         if source is None:
@@ -79,7 +82,8 @@ def hps_stage(
         "stage": "hps",
         "model": str(model),
         "test_instances": len(examples),
-        "train_instances": len(train.examples),
+        "train_instances": trained.get("instances", len(train.examples)),
+        "trained_on": trained.get("used"),
         **{r.name: _figures(r) for r in results},
         "paired": _paired(credit["candidate"], credit[serving], serving, seed),
         "paired_base": _paired(credit["candidate"], credit["base"], "base", seed),
@@ -123,6 +127,7 @@ def adapt_stage(
         "against": active or "base",
         "hps": hps,
         "selected": len(done.selection.items),
+        "negatives": done.selection.negatives,
         "prompts": result.prompts,
         "seeds_per_prompt": seeds,
         "win_rate": result.win_rate,

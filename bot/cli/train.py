@@ -7,7 +7,7 @@ looks up the active HPS in the database, when there is one, to compare against i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -82,12 +82,42 @@ def train_hps(
     mixed_precision: Annotated[str, typer.Option(help="auto, no, fp16 or bf16.")] = "auto",
     device: Device = "auto",
     strict: Annotated[bool, typer.Option(help="Refuse malformed dataset entries.")] = False,
+    ties: Annotated[
+        bool,
+        typer.Option(
+            help='"No favourite" votes train with an even target over the set\'s images '
+            "(PickScore's recipe); --no-ties leaves them out."
+        ),
+    ] = True,
+    rater_weights: Annotated[
+        bool,
+        typer.Option(
+            help="Weight each vote's loss by its rater's reliability weight (the export's "
+            "rater_weight: near 0 for a proven random clicker, near 1 for a careful rater), "
+            "divided by the mean weight so the loss keeps its scale. No effect when every "
+            "weight is equal."
+        ),
+    ] = True,
+    none_as_negatives: Annotated[
+        bool,
+        typer.Option(
+            help='Train on "None are good" sets: push their images\' scores below the '
+            "batch's picked images' (left out by default)."
+        ),
+    ] = False,
+    include_controls: Annotated[
+        bool,
+        typer.Option(
+            help="Train on control sets too (left out by default: one image is "
+            "corrupted on purpose)."
+        ),
+    ] = False,
 ) -> None:
     """Refit HPS on a dataset; an interrupted run resumes when started again.
 
     On several GPUs: accelerate launch -m training fit-hps --data … --out … (same code).
     """
-    from training.data import read_train_test
+    from training.data import VOTES, read_train_test
     from training.hps.fit import FitConfig, fit_hps
     from training.run_folder import read_info
 
@@ -106,21 +136,47 @@ def train_hps(
         mixed_precision=mixed_precision,
         device=device,
         cache_dir=_cache(),
+        ties=ties,
+        rater_weights=rater_weights,
+        none_as_negatives=none_as_negatives,
+        include_controls=include_controls,
     )
     with plain_errors():
-        train, test = read_train_test(data, strict=strict)
+        train, test = read_train_test(data, strict=strict, votes=VOTES, controls=True)
         folder = fit_hps(config, train, test)
-    metrics = read_info(folder)["metrics"]
+    info = read_info(folder)
+    metrics = info["metrics"]
     held_out = (
         f"; held-out top-1 {metrics['test_top1']:.1%}"
         if metrics.get("test_top1") is not None
         else ""
     )
     console.print(
-        f"trained {folder} on {len(train)} instances in {metrics['seconds']:.0f} s: loss "
+        f"trained {folder} on {info['dataset']['instances']} instances in "
+        f"{metrics['seconds']:.0f} s: loss "
         f"{metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}{held_out}",
         markup=False,
         highlight=False,
+    )
+    console.print(_used(info["dataset"]), markup=False, highlight=False)
+
+
+def _used(dataset: dict[str, Any]) -> str:
+    """What the fit trained on: each kind used and left out, and the rater weights."""
+    used = ", ".join(f"{n} {kind}" for kind, n in dataset["used"].items() if n)
+    left = ", ".join(f"{n} {kind}" for kind, n in dataset["left_out"].items() if n)
+    weights = dataset["weights"]
+    line = f"used: {used or 'nothing'}; left out: {left or 'nothing'}"
+    if weights["mean"] is None:
+        return line
+    applied = (
+        f"applied (effective instances {weights['effective_instances']:.0f})"
+        if weights["applied"]
+        else "not applied"
+    )
+    return (
+        f"{line}; rater weights {weights['min']:.2f} to {weights['max']:.2f} "
+        f"(mean {weights['mean']:.2f}), {applied}"
     )
 
 
@@ -142,15 +198,24 @@ def eval_hps(
     bootstrap: Annotated[int, typer.Option(help="Resamples for the 95% intervals.")] = 1000,
     device: Device = "auto",
 ) -> None:
-    """Top-1 and pairwise accuracy against random, the base CLIP and the active HPS."""
-    from training.data import DatasetError, is_split, read_preferences
+    """Top-1 and pairwise accuracy against random, the base CLIP and the active HPS, and
+    the ceiling people set: how often one member's vote predicts another's on the sets
+    several voted on."""
+    from training.data import VOTES, DatasetError, is_split, read_preferences
     from training.hps import HPSScorer
-    from training.hps.evaluate import evaluate, random_baseline, write_report
+    from training.hps.evaluate import (
+        ceiling_line,
+        evaluate,
+        human_ceiling,
+        random_baseline,
+        write_report,
+    )
 
     with plain_errors():
         if not is_split(split):
             raise DatasetError(f"unknown split {split!r}: use test, train or all")
-        examples = read_preferences(data, split).examples
+        votes = read_preferences(data, split, votes=VOTES).examples
+        examples = [e for e in votes if e.vote == "pick"]
         if not examples:
             raise FileNotFoundError(f"{data} has no {split} instances to evaluate on")
         scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())
@@ -168,7 +233,10 @@ def eval_hps(
         for result, (_, source) in zip(results, models, strict=True):
             result.source = source  # as the user named it
         results.append(random_baseline(examples))
-        write_report(out, results, data=str(data))
+        ceiling = human_ceiling(votes)
+        if ceiling.picks:
+            ceiling.model_top1 = evaluate(scorer, ceiling.picks, bootstrap=0).top1
+        write_report(out, results, data=str(data), ceiling=ceiling)
     table = Table(title=f"{len(examples)} {split} instances of {data}")
     for column in ("model", "source", "top-1", "95% CI", "pairwise"):
         table.add_column(column)
@@ -178,6 +246,7 @@ def eval_hps(
             result.name, result.source, f"{result.top1:.1%}", interval, f"{result.pairwise:.1%}"
         )
     console.print(table)
+    console.print(ceiling_line(ceiling), markup=False, highlight=False)
     console.print(f"report: {out / 'report.md'}", markup=False, highlight=False)
 
 
@@ -239,9 +308,12 @@ def train_adapt(
         if selection.reused:  # an unfinished (or finished) run: the selection it started with
             line = f"using the selection in {selection.manifest}"
         else:
+            negatives = selection.negatives
             line = (
                 f"selected {selection.positives} positives and "
                 f"{len(selection.items) - selection.positives} negatives "
+                f"({negatives['hps']} by HPS, {negatives['none_vote']} from "
+                f'{selection.rejected} sets voted "None are good") '
                 f"from {selection.groups} prompt groups: {selection.manifest}"
             )
         console.print(line, markup=False, highlight=False)

@@ -265,6 +265,8 @@ def test_regularisation_pairs_are_mixed_in(
     info = read_info(out)
     assert info["selection"]["regularization"] == 3
     assert info["selection"]["items"] == len(selection)
+    negatives = sum(s.label == "negative" for s in selection)
+    assert info["selection"]["negatives"] == {"hps": negatives, "none_vote": 0}
     assert info["hyperparameters"]["regularization_ratio"] == 0.5
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from training.adapt import WEIRD
-from training.adapt.select import Selected, pool_from_folder
+from training.adapt.select import Selected, negatives_by_source, pool_from_folder
 from training.generator import model_source
 from training.presets import preset_of
 from training.run_folder import (
@@ -355,6 +355,7 @@ def adapt_generator(
             "hps": config.hps,
             "selection": {
                 "items": len(pairs),
+                "negatives": negatives_by_source(selection),
                 "regularization": len(items) - len(pairs),
                 "manifest_sha256": config.selection_hash,
             },

@@ -32,10 +32,19 @@ class Selection:
     manifest: Path
     reused: bool  # the manifest an earlier try of this adapter was started with
     groups: int  # prompt groups in the pool it was chosen from (0 when reused)
+    rejected: int = 0  # sets voted "None are good" whose images are negatives (0 when reused)
 
     @property
     def positives(self) -> int:
         return sum(s.label == "positive" for s in self.items)
+
+    @property
+    def negatives(self) -> dict[str, int]:
+        """Negatives per source: "hps" (HPS's confident worst) and "none_vote" (sets
+        people voted "None are good")."""
+        from training.adapt.select import negatives_by_source
+
+        return negatives_by_source(self.items)
 
 
 @dataclass(frozen=True)
@@ -78,11 +87,13 @@ def readapt(
     extra: Path | None = None,
     alpha: float = 2.0,
     min_group: int = 2,
+    none_votes: bool = True,
     judging: Judging | None = None,
     on_selected: Callable[[Selection], None] | None = None,
 ) -> Adaptation:
     """Select with ``hps`` from the images of ``data`` (and ``extra``), train the adapter
     ``config`` describes (into ``config.out``), and judge it when ``judging`` is given.
+    With ``none_votes`` the images of sets people voted "None are good" are negatives too.
 
     A folder trained in before, finished or not, keeps the selection in ``manifest`` it
     was started with. Without ``judging`` a finished adapter is an error (see
@@ -92,10 +103,11 @@ def readapt(
     """
     from training.adapt.lora import adapt_generator
     from training.adapt.select import (
-        pool_from_export,
         pool_from_folder,
         read_manifest,
+        rejected_negatives,
         select,
+        sets_from_export,
         write_manifest,
     )
     from training.data import DatasetError
@@ -108,13 +120,23 @@ def readapt(
         digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
         selection = Selection(items, digest, manifest, reused=True, groups=0)
     else:
-        pool = pool_from_export(data) + (pool_from_folder(extra) if extra else [])
+        sets = sets_from_export(data)
+        pool = sets.groups + (pool_from_folder(extra) if extra else [])
         scorer = scorer or _load_scorer(hps, config)
         items = select(scorer, pool, alpha=alpha, min_group=min_group)
+        if none_votes:
+            items += rejected_negatives(scorer, sets.rejected)
         if not items:
             raise DatasetError(f"HPS {hps} is confident about no image of {data}: nothing to adapt")
         digest = write_manifest(items, manifest)
-        selection = Selection(items, digest, manifest, reused=False, groups=len(pool))
+        selection = Selection(
+            items,
+            digest,
+            manifest,
+            reused=False,
+            groups=len(pool),
+            rejected=len(sets.rejected) if none_votes else 0,
+        )
     if on_selected is not None:
         on_selected(selection)
     if judging is None and scorer is not None:

@@ -6,6 +6,11 @@ negative when its probability under the softmax of the negated scores exceeds al
 (alpha = 2: twice what a uniform guess would give it). Near-blank images (the largest
 difference between neighbouring pixels below a threshold: a blacked-out or flat image)
 never take part. The selection is written as JSON Lines, so it can be read and reused.
+
+People can also say it directly: a set voted "None are good" (and neither picked nor
+tied by anyone else) gives every one of its images as a negative (``source``
+"none_vote"), without asking HPS; such sets are not in the HPS pool. Each negative
+records its source, so a run can say how many came from each.
 """
 
 from __future__ import annotations
@@ -19,9 +24,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data import Split, read_preferences
+from training.data import VOTES, Example, Split, read_preferences
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+# Where a selected image comes from: HPS's confident best and worst, or a "None are
+# good" vote.
+HPS, NONE_VOTE = "hps", "none_vote"
+SOURCES = (HPS, NONE_VOTE)
 
 
 @dataclass(frozen=True)
@@ -35,14 +46,39 @@ class Selected:
     prompt: str
     file: str
     label: str  # "positive" or "negative"
-    confidence: float  # its softmax probability in its group
+    confidence: float  # its softmax probability in its group (1 for a "none" vote)
     score: float  # its HPS
+    source: str = HPS  # HPS or NONE_VOTE (manifests from before it: HPS)
+
+
+@dataclass
+class Pool:
+    """An export's images, once per set: the sets HPS selects from, and those people
+    voted "None are good" (and nobody picked or tied)."""
+
+    groups: list[Group]
+    rejected: list[Group]
 
 
 def pool_from_export(data: Path, split: Split = "train") -> list[Group]:
-    """Every image of the export's split, picked or not, grouped by instance."""
-    examples = read_preferences(data, split).examples
-    return [Group(e.prompt, e.images) for e in examples]
+    """Every image of the export's split, picked or not, grouped by set (see
+    :func:`sets_from_export`; "None are good" sets are not in it)."""
+    return sets_from_export(data, split).groups
+
+
+def sets_from_export(data: Path, split: Split = "train") -> Pool:
+    """The export's sets, each once however many voted on it (control sets left out):
+    a set is "rejected" when someone voted "None are good" and nobody picked or tied."""
+    examples = read_preferences(data, split, votes=VOTES).examples
+    sets: dict[object, list[Example]] = defaultdict(list)
+    for example in examples:
+        sets[example.set_key].append(example)
+    pool = Pool([], [])
+    for votes in sets.values():
+        first = votes[0]
+        rejected = all(e.vote == "none" for e in votes)
+        (pool.rejected if rejected else pool.groups).append(Group(first.prompt, first.images))
+    return pool
 
 
 def pool_from_folder(folder: Path) -> list[Group]:
@@ -126,6 +162,33 @@ def select(
                         )
                     )
     return chosen
+
+
+def rejected_negatives(
+    scorer: Any, rejected: Iterable[Group], *, blank_threshold: float = 8.0
+) -> list[Selected]:
+    """Every (non-blank) image of the sets people voted "None are good", as negatives;
+    each keeps its HPS for the record."""
+    groups = []
+    for group in rejected:
+        kept = tuple(p for p in group.images if not is_blank(p, blank_threshold))
+        if kept:
+            groups.append(Group(group.prompt, kept))
+    scored = scorer.score_groups([(g.prompt, list(g.images)) for g in groups]) if groups else []
+    return [
+        Selected(group.prompt, str(image), "negative", 1.0, float(score), NONE_VOTE)
+        for group, scores in zip(groups, scored, strict=True)
+        for image, score in zip(group.images, scores, strict=True)
+    ]
+
+
+def negatives_by_source(selection: Iterable[Selected]) -> dict[str, int]:
+    """How many negatives came from each source."""
+    counts = dict.fromkeys(SOURCES, 0)
+    for item in selection:
+        if item.label == "negative":
+            counts[item.source] = counts.get(item.source, 0) + 1
+    return counts
 
 
 def write_manifest(selection: Sequence[Selected], path: Path) -> str:

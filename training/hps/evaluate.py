@@ -5,6 +5,11 @@ chance is exactly the mean of 1/k). Pairwise accuracy: the picked image scores a
 other image (a tie counts half; chance is 0.5). Both overall and by group size, with
 bootstrap 95% intervals over instances. For scale, the HPS paper's test set (2-4 images):
 HPS 43.5%, CLIP 32.9%, random 26.1% top-1.
+
+Beside them, the ceiling people set (:func:`human_ceiling`): on the sets voted by two or
+more members, how often one member's vote predicts another's (pairwise agreement, the
+paper's 42.0% for humans) and Krippendorff's alpha, with the model's top-1 on the picks
+of those same sets (training/agreement.py has the arithmetic).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.agreement import agreement
 from training.data import Example
 
 GROUPS_PER_CALL = 64  # instances scored together (their images share batches)
@@ -116,6 +122,45 @@ def evaluate(
     return result
 
 
+@dataclass
+class Ceiling:
+    """How well people agree on the sets several of them voted on."""
+
+    sets: int  # sets with 2+ votes
+    votes: int  # votes on them (picks, ties, "none")
+    pairwise: float | None  # one member's vote predicting another's (None: no such set)
+    alpha: float | None  # Krippendorff's alpha, nominal (None: undefined)
+    picks: list[Example] = field(default_factory=list, repr=False)  # the picks among them
+    model_top1: float | None = None  # the model's top-1 on those picks
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "sets": self.sets,
+            "votes": self.votes,
+            "pairwise": self.pairwise,
+            "alpha": self.alpha,
+            "picks": len(self.picks),
+            "model_top1": self.model_top1,
+        }
+
+
+def shared_sets(examples: Sequence[Example]) -> list[list[Example]]:
+    """The votes on each set that two or more members voted on (in first-seen order)."""
+    sets: dict[tuple[object, ...], list[Example]] = {}
+    for example in examples:
+        sets.setdefault(example.set_key, []).append(example)
+    return [votes for votes in sets.values() if len(votes) >= 2]
+
+
+def human_ceiling(examples: Sequence[Example]) -> Ceiling:
+    """Agreement among people on ``examples`` (every vote kind counts: a pick of image k,
+    "tie" and "none" are the categories)."""
+    shared = shared_sets(examples)
+    found = agreement([[e.label for e in votes] for votes in shared])
+    picks = [e for votes in shared for e in votes if e.vote == "pick"]
+    return Ceiling(found.units, found.labels, found.pairwise, found.alpha, picks)
+
+
 def random_baseline(examples: Sequence[Example]) -> Evaluation:
     """The exact expectation of picking uniformly at random (no interval: it is exact)."""
     sizes = [len(e.images) for e in examples]
@@ -145,12 +190,19 @@ def bootstrap_interval(values: Sequence[float], rounds: int, seed: int) -> tuple
 # ----- the report --------------------------------------------------------------------
 
 
-def write_report(out: Path, evaluations: Sequence[Evaluation], *, data: str = "") -> Path:
+def write_report(
+    out: Path,
+    evaluations: Sequence[Evaluation],
+    *,
+    data: str = "",
+    ceiling: Ceiling | None = None,
+) -> Path:
     """metrics.json, report.md and two PNG plots in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(
-        json.dumps({"data": data, "models": [e.summary() for e in evaluations]}, indent=2)
-    )
+    metrics: dict[str, Any] = {"data": data, "models": [e.summary() for e in evaluations]}
+    if ceiling is not None:
+        metrics["human_agreement"] = ceiling.summary()
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     lines = [
         "# HPS evaluation",
         "",
@@ -173,9 +225,12 @@ def write_report(out: Path, evaluations: Sequence[Evaluation], *, data: str = ""
             for k in sizes
         ]
         lines.append(f"| {e.name} | " + " | ".join(cells) + " |")
+    if ceiling is not None:
+        lines += ["", ceiling_line(ceiling)]
     lines += [
         "",
-        "For scale, the HPS paper (2-4 images): HPS 43.5%, CLIP 32.9%, random 26.1% top-1.",
+        "For scale, the HPS paper (2-4 images): HPS 43.5%, CLIP 32.9%, random 26.1% top-1;",
+        "humans agreed 42.0% of the time.",
         "",
         "![accuracy by group size](accuracy_by_size.png)",
         "![scores of picked and other images](scores.png)",
@@ -184,6 +239,23 @@ def write_report(out: Path, evaluations: Sequence[Evaluation], *, data: str = ""
     (out / "report.md").write_text("\n".join(lines))
     _plots(out, evaluations, sizes)
     return out
+
+
+def ceiling_line(ceiling: Ceiling) -> str:
+    """The ceiling in a sentence, for the report and the terminal."""
+    if ceiling.pairwise is None:
+        return "Human agreement: no set was voted by two or more members."
+    alpha = f"{ceiling.alpha:.3f}" if ceiling.alpha is not None else "undefined"
+    model = (
+        f"; the model's top-1 on their {len(ceiling.picks)} picks: {ceiling.model_top1:.1%}"
+        if ceiling.model_top1 is not None
+        else ""
+    )
+    return (
+        f"Human agreement on {ceiling.sets} sets voted by 2+ members ({ceiling.votes} votes): "
+        f"one member's vote predicts another's {ceiling.pairwise:.1%} of the time, "
+        f"Krippendorff's alpha {alpha}{model}."
+    )
 
 
 def _ci(interval: tuple[float, float] | None) -> str:

@@ -9,11 +9,14 @@ Each instance has a target distribution over its images and a weight:
 - a **tie** ("No favourite"): the target spread evenly over the images, PickScore's
   recipe for "no image is significantly better" (0.5/0.5 for a pair);
 - a **"none are good"** set, when trained on (``NONE`` rows): the set's images against
-  a reference, the mean logit of the batch's picked images (held fixed): a softmax over
-  the set's images plus that reference, with the target on the reference. Its loss,
-  ``softplus(logsumexp(images) - reference)``, pushes the set's images (the best of them
-  most) below what a picked image scores, and is small once all of them are well below.
-  A batch with no pick has no reference: its "none" rows add nothing.
+  a reference, the mean logit of the batch's picked images (each for its own prompt): a
+  softmax over the set's images plus that reference, with the target on the reference.
+  Its loss, ``softplus(logsumexp(images) - reference)``, pushes the set's images (the
+  best of them most) below what a picked image scores, and the picked images up, and is
+  small once all of them are well below. Both sides move: lowering every score alike
+  changes nothing (with the reference held fixed, all scores drifted down together and
+  the ranking of picks stopped being learned). A batch with no pick has no reference:
+  its "none" rows add nothing.
 
 The batch loss is ``sum(weight_i · loss_i) / B``; with every weight 1 and only picks it
 is HPS's mean cross-entropy, exactly.
@@ -65,7 +68,7 @@ def preference_loss(
             picks = kinds == PICK
             if bool(picks.any()):
                 picked = (logits[picks] * targets[picks].float()).sum(dim=-1)
-                reference = picked.mean().detach()
+                reference = picked.mean()
                 above = torch.logsumexp(logits, dim=-1) - reference
                 none_losses = torch.nn.functional.softplus(above)
             else:
