@@ -283,6 +283,13 @@ def train_adapt(
         float, typer.Option(help="Selection confidence: probability > alpha/n.")
     ] = 2.0,
     min_group: Annotated[int, typer.Option(help="Smallest prompt group selected from.")] = 2,
+    none_votes: Annotated[
+        bool,
+        typer.Option(
+            help='Every image of a set voted "None are good" (and neither picked nor tied '
+            "by anyone) is a negative, whatever HPS thinks of it."
+        ),
+    ] = True,
     rank: Annotated[int | None, typer.Option(help="LoRA rank (default 4).")] = None,
     lr: Annotated[float | None, typer.Option(help="Default 1e-5, constant.")] = None,
     steps: Annotated[int | None, typer.Option(help="Default 1000.")] = None,
@@ -296,7 +303,8 @@ def train_adapt(
     mixed_precision: Annotated[str, typer.Option(help="auto, no, fp16 or bf16.")] = "auto",
     device: Device = "auto",
 ) -> None:
-    """Select HPS-confident positives and negatives, then fine-tune a LoRA on them.
+    """Select HPS-confident positives and negatives (and the images of sets voted "None
+    are good"), then fine-tune a LoRA on them.
 
     On several GPUs: accelerate launch -m training adapt --selection OUT/selection.jsonl …
     """
@@ -342,6 +350,7 @@ def train_adapt(
             extra=extra,
             alpha=alpha,
             min_group=min_group,
+            none_votes=none_votes,
             on_selected=selected,
         )
     folder = done.adapter
