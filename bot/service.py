@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.arena.mixing import draw
 from bot.arena.store import ArenaService
 from bot.config import Settings
+from bot.controls.draw import draw as draw_control
 from bot.db import queries, reports
 from bot.db.models import (
     AdminAction,
@@ -69,8 +70,9 @@ class Swept:
 class CollectionService:
     """prompt -> images -> pick, and the data requests around it."""
 
-    # Draws which requests become mixed sets; tests give an instance a seeded one.
+    # Draw which requests become mixed sets and control sets; tests give an instance seeded ones.
     mixing_rng: random.Random = random.SystemRandom()
+    control_rng: random.Random = random.SystemRandom()
 
     def __init__(
         self,
@@ -151,6 +153,13 @@ class CollectionService:
             if mixed is not None:  # images from two versions (see bot/arena/mixing.py)
                 seeds = params["seeds"] = mixed.seeds
                 params["versions"] = mixed.versions
+            control = None  # a set is mixed, or a control set (bot/controls/draw.py), or plain
+            if mixed is None:
+                control = await draw_control(
+                    session, member.id, len(seeds), self.settings.controls, self.control_rng
+                )
+            if control is not None:
+                params["control"] = control.to_params()
             generation = Generation(
                 prompt=prompt,
                 negative_prompt=negative,
@@ -159,6 +168,7 @@ class CollectionService:
                 requested_by=member.id,
                 delivery=delivery,
                 comparison_id=mixed.comparison_id if mixed else None,
+                **(control.columns() if control else {}),
             )
             session.add(generation)
             await session.flush()

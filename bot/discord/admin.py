@@ -10,6 +10,7 @@ from discord import app_commands
 
 from bot.arena.leaderboard import leaderboard, report_folder, write_report
 from bot.arena.versions import label, parse
+from bot.controls.marking import control_sets, mark, unmark
 from bot.discord import render
 from bot.discord.protocol import bot_of
 
@@ -225,6 +226,55 @@ async def arena_status(interaction: discord.Interaction) -> None:
     await _authorise(interaction, "arena-status")
     status = await bot_of(interaction).service.arena.status()
     await _done(interaction, "arena-status", render.arena_status(status))
+
+
+control = app_commands.Group(
+    name="control",
+    description="Control sets: sets with a known worse or best image, which score raters",
+    parent=admin,
+)
+
+
+@control.command(name="mark", description="Mark a finished set's known worse and/or best image.")
+@app_commands.describe(
+    generation="The generation id",
+    worse="The image number (1-4) known to be worse",
+    best="The image number (1-4) known to be best",
+)
+async def control_mark(
+    interaction: discord.Interaction,
+    generation: int,
+    worse: app_commands.Range[int, 1, 4] | None = None,
+    best: app_commands.Range[int, 1, 4] | None = None,
+) -> None:
+    await _authorise(interaction, "control-mark", str(generation))
+    bot = bot_of(interaction)
+    marked = await mark(
+        bot.service.sessions,
+        generation,
+        worse=None if worse is None else worse - 1,
+        best=None if best is None else best - 1,
+        actor=str(bot.member(interaction.user)),
+    )
+    text = f"Marked {marked.describe(render.escape)}. Votes already cast on it now count."
+    await _done(interaction, "control-mark", text, target=str(generation), worse=worse, best=best)
+
+
+@control.command(name="unmark", description="Remove an admin's mark from a set.")
+@app_commands.describe(generation="The generation id")
+async def control_unmark(interaction: discord.Interaction, generation: int) -> None:
+    await _authorise(interaction, "control-unmark", str(generation))
+    before = await unmark(bot_of(interaction).service.sessions, generation)
+    text = f"Unmarked #{generation}; it was {before.describe(render.escape)}."
+    await _done(interaction, "control-unmark", text, target=str(generation))
+
+
+@control.command(name="list", description="The latest control sets and how their votes scored.")
+async def control_list(interaction: discord.Interaction) -> None:
+    await _authorise(interaction, "control-list")
+    found = await control_sets(bot_of(interaction).service.sessions, limit=10)
+    text = "\n".join(s.describe(render.escape) for s in found) or "No control sets yet."
+    await _done(interaction, "control-list", text)
 
 
 @admin.command(name="leaderboard", description="Generator versions rated by members' picks.")
