@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from bot.cli import arena, config, db, export, members, models, retrain, serve, store, train
+from bot.cli import arena, config, db, export, members, models, raters, retrain, serve, store, train
 
 app = typer.Typer(
     help="prefloop: people's picks between generated images -> better image models.",
@@ -28,6 +28,7 @@ commands = (
     members.forget,
     members.ban,
     members.unban,
+    raters.raters,
     export.export,
     train.score,
     retrain.retrain,

@@ -55,8 +55,20 @@ async def _done(interaction: discord.Interaction, action: str, text: str, **deta
 @admin.command(name="stats", description="Counts of members, generations, images and picks.")
 async def admin_stats(interaction: discord.Interaction) -> None:
     await _authorise(interaction, "stats")
-    text = render.admin_stats(await bot_of(interaction).service.stats())
+    service = bot_of(interaction).service
+    text = render.admin_stats(await service.stats())
+    text += "\n" + render.dataset_agreement(await service.raters.dataset_agreement())
     await _done(interaction, "stats", text)
+
+
+@admin.command(name="rater", description="A member's reliability as a rater (only you see it).")
+@app_commands.describe(user="Whose votes to judge")
+async def admin_rater(interaction: discord.Interaction, user: discord.User) -> None:
+    target = f"discord:{user.id}"
+    await _authorise(interaction, "rater", target)
+    bot = bot_of(interaction)
+    view = await bot.service.raters.rater(bot.member(user))
+    await _done(interaction, "rater", render.rater(view, user.mention), target=target)
 
 
 @admin.command(name="ban", description="Stop a member from generating and picking.")
