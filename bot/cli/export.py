@@ -124,6 +124,11 @@ def render_export(done: ExportResult) -> str:
             f"rater weights: {raters['raters']} raters, mean {raters['mean_weight']:.2f}, "
             f"{100 * raters['below_half']:.0f}% below 0.5"
         )
+    agreement = done.manifest["agreement"]
+    if agreement["overall"]["units"]:
+        from bot.raters.agreement import summary
+
+        lines.append(f"agreement: {summary(agreement)}")
     lines.extend(f"warning: {w}" for w in done.warnings)
     return "\n".join(lines)
 

@@ -38,6 +38,7 @@ from bot.export.picks import (
 )
 from bot.export.privacy import IdHasher, NameMatcher, UserHasher, load_secret, normalise
 from bot.export.selection import RaterWeights, Selection, Tally, Votes
+from bot.raters.agreement import dataset_agreement_sync
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,13 @@ def is_format(name: str) -> TypeGuard[Format]:
     return name in get_args(Format)
 
 
+AGREEMENT_RULE = (
+    "over every ordinary (not control) finished set with votes from two members or more "
+    "in the database when the export read it (not only this export's window): pairwise "
+    "agreement and Krippendorff's alpha (nominal) of the votes' categories (the picked "
+    "image, tie or none), overall and per UTC week by when the set was requested; 'picks' "
+    "the same over picks alone, the ceiling to hold a model's top-1 accuracy against"
+)
 MISSING_LISTED = 100  # missing files named in the manifest (all are counted)
 
 
@@ -143,6 +151,7 @@ def run_export(
             conn, window = open_snapshot(url, since)
             with conn:
                 weights = RaterWeights(conn, settings)  # on the snapshot the votes come from
+                agreement = dataset_agreement_sync(conn)
                 writer = (HpsWriter if options.format == "hps" else ParquetWriter)(staging, source)
                 excluded: Counter[str] = Counter()
                 tally = Tally(selection)
@@ -194,6 +203,7 @@ def run_export(
                 "votes": tally.votes(),
                 "controls": tally.controls(),
                 "raters": weights.summary(),
+                "agreement": {**agreement, "rule": AGREEMENT_RULE},
             }
             layout.write_manifest(staging, manifest)
             if stop is not None and stop.is_set():

@@ -102,6 +102,7 @@ async def test_the_hps_layout_keeps_the_releases_content_and_counts_the_rest(
     assert done.manifest["counts"]["picks_read"] == 4
     assert done.manifest["schema_version"] == 3
     assert "left out: 1 ties, 1 none, 1 control votes" in render_export(done)
+    assert done.manifest["agreement"]["overall"]["units"] == 0  # no set has two voters
 
     everything = await export("all", votes="all", controls=True, test_fraction=0.0)
 
@@ -174,6 +175,11 @@ async def test_a_rater_who_fails_control_sets_weighs_less(
     assert raters["raters"] == 3 and raters["below_half"] == pytest.approx(1 / 3)
     assert raters["mean_weight"] == pytest.approx(sum(weight.values()) / 3, abs=1e-5)
     assert raters["prior_careful"] == platform.settings.raters.prior_careful
+    overall = done.manifest["agreement"]["overall"]  # the shared set: 1, 1 and 0
+    assert (overall["units"], overall["labels"]) == (1, 3)
+    assert overall["pairwise"] == pytest.approx(1 / 3)
+    assert [week["units"] for week in done.manifest["agreement"]["weeks"]] == [1]
+    assert "agreement: pairwise 33.3%" in render_export(done)
     assert done.manifest["controls"]["votes"] == 6 and done.manifest["controls"]["sets"] == 3
     assert done.manifest["votes"]["left_out"]["control"] == 6
 
