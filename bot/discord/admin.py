@@ -138,16 +138,22 @@ async def admin_rollback(
     format="hps: the HPS v1 release layout; parquet: one file per split, images embedded",
     rater="requester: the pick of the member who asked (the paper); all: every member's",
     incremental="Only the picks made since the last export of this kind",
+    votes="picks, or all (ties and 'none are good' too); default: picks for hps, all for parquet",
+    controls="Include votes on control sets (flagged); default: no for hps, yes for parquet",
 )
 async def admin_export(
     interaction: discord.Interaction,
     format: Literal["hps", "parquet"] = "hps",
     rater: Literal["requester", "all"] = "requester",
     incremental: bool = False,
+    votes: Literal["picks", "all"] | None = None,
+    controls: bool | None = None,
 ) -> None:
     await _authorise(interaction, "export")
     bot = bot_of(interaction)
-    queued = await bot.service.request_export(format=format, rater=rater, incremental=incremental)
+    queued = await bot.service.request_export(
+        format=format, rater=rater, incremental=incremental, votes=votes, controls=controls
+    )
     text = (
         f"Export queued as job {queued.job_id}: {'new ' if incremental else ''}picks "
         f"({rater}) in the {format} layout, into `{queued.out}`. `/admin status` shows "
@@ -160,6 +166,8 @@ async def admin_export(
         format=format,
         rater=rater,
         incremental=incremental,
+        votes=votes,
+        controls=controls,
         job_id=queued.job_id,
     )
 
