@@ -48,6 +48,7 @@ from bot.export.tasks import QueuedExport, request_export
 from bot.names import GENERATE_QUEUE, GENERATE_TASK
 from bot.picks.record import gone, record_choice
 from bot.picks.rules import PromptRules
+from bot.raters.store import RaterService
 from bot.registry import ModelRegistry
 from bot.retrain.triggers import RetrainRequest, request_retrain, runs
 from bot.storage import Storage
@@ -87,6 +88,7 @@ class CollectionService:
         self.rules = PromptRules(settings)
         self.registry = registry or ModelRegistry(sessions)  # trained models and which serve
         self.arena = ArenaService(sessions, settings, self.registry)  # comparisons of versions
+        self.raters = RaterService(sessions, settings)  # reliability and agreement, for admins
 
     # ----- submit -------------------------------------------------------------------
 

@@ -118,16 +118,20 @@ def stats(user: UserOption = None, json_output: bool = typer.Option(False, "--js
     """The dataset's size, the active models and your own numbers."""
     from dataclasses import asdict
 
+    from bot.raters.agreement import summary
+
     settings = cli_settings()
 
     async def go(platform: Platform) -> None:
         numbers = await platform.service.stats(member(user))
+        agreement = await platform.service.raters.dataset_agreement()  # the whole dataset's
         if json_output:
-            console.print_json(json.dumps(asdict(numbers)))
+            console.print_json(json.dumps({**asdict(numbers), "agreement": agreement}))
             return
         table = Table(show_header=False, box=None)
         for name, value in asdict(numbers).items():
             table.add_row(name.replace("_", " "), str(value))
+        table.add_row("agreement", summary(agreement))
         console.print(table)
 
     run_command(with_platform(settings, go))

@@ -56,8 +56,20 @@ async def _done(interaction: discord.Interaction, action: str, text: str, **deta
 @admin.command(name="stats", description="Counts of members, generations, images and picks.")
 async def admin_stats(interaction: discord.Interaction) -> None:
     await _authorise(interaction, "stats")
-    text = render.admin_stats(await bot_of(interaction).service.stats())
+    service = bot_of(interaction).service
+    text = render.admin_stats(await service.stats())
+    text += "\n" + render.dataset_agreement(await service.raters.dataset_agreement())
     await _done(interaction, "stats", text)
+
+
+@admin.command(name="rater", description="A member's reliability as a rater (only you see it).")
+@app_commands.describe(user="Whose votes to judge")
+async def admin_rater(interaction: discord.Interaction, user: discord.User) -> None:
+    target = f"discord:{user.id}"
+    await _authorise(interaction, "rater", target)
+    bot = bot_of(interaction)
+    view = await bot.service.raters.rater(bot.member(user))
+    await _done(interaction, "rater", render.rater(view, user.mention), target=target)
 
 
 @admin.command(name="ban", description="Stop a member from generating and picking.")
@@ -127,16 +139,22 @@ async def admin_rollback(
     format="hps: the HPS v1 release layout; parquet: one file per split, images embedded",
     rater="requester: the pick of the member who asked (the paper); all: every member's",
     incremental="Only the picks made since the last export of this kind",
+    votes="picks, or all (ties and 'none are good' too); default: picks for hps, all for parquet",
+    controls="Include votes on control sets (flagged); default: no for hps, yes for parquet",
 )
 async def admin_export(
     interaction: discord.Interaction,
     format: Literal["hps", "parquet"] = "hps",
     rater: Literal["requester", "all"] = "requester",
     incremental: bool = False,
+    votes: Literal["picks", "all"] | None = None,
+    controls: bool | None = None,
 ) -> None:
     await _authorise(interaction, "export")
     bot = bot_of(interaction)
-    queued = await bot.service.request_export(format=format, rater=rater, incremental=incremental)
+    queued = await bot.service.request_export(
+        format=format, rater=rater, incremental=incremental, votes=votes, controls=controls
+    )
     text = (
         f"Export queued as job {queued.job_id}: {'new ' if incremental else ''}picks "
         f"({rater}) in the {format} layout, into `{queued.out}`. `/admin status` shows "
@@ -149,6 +167,8 @@ async def admin_export(
         format=format,
         rater=rater,
         incremental=incremental,
+        votes=votes,
+        controls=controls,
         job_id=queued.job_id,
     )
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.domain import GenerationView, QueueStatus, RetrainRunView, Stats
+from bot.raters.agreement import summary as agreement_summary
+from bot.raters.agreement import week_line
 from bot.registry import VersionView
 
 if TYPE_CHECKING:
     from bot.arena.leaderboard import Leaderboard
     from bot.arena.store import ArenaStatus
+    from bot.raters.store import RaterView
 
 HELP = (
     "**prefloop** draws 2–4 images of your prompt; click **Pick** under the one you like "
@@ -227,3 +230,19 @@ def arena_status(status: ArenaStatus) -> str:
 def leaderboard(board: Leaderboard) -> str:
     """The ranking with intervals, head-to-head and the live agreement, as text."""
     return _fit(board.lines())
+
+
+# ----- raters (admins only: members never see another member's weight) ------------------
+
+
+def dataset_agreement(found: dict[str, Any], weeks: int = 4) -> str:
+    """The dataset's agreement (bot.raters.agreement), with the last ``weeks`` weeks."""
+    lines = [f"agreement on sets voted by 2+ members: {agreement_summary(found)}"]
+    recent = found["weeks"][-weeks:][::-1]
+    lines += [f"• {week_line(week)}" for week in recent]
+    return "\n".join(lines)
+
+
+def rater(view: RaterView, who: str) -> str:
+    """One rater's weight and the evidence behind it; ``who``: a mention of them."""
+    return _fit(view.lines(f"{who} ({view.member})"))

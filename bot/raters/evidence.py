@@ -30,6 +30,9 @@ from bot.raters.reliability import ControlResult, Evidence, Population, SharedVo
 #: The category of a vote, for agreement: the picked image's index, or the vote's kind.
 CATEGORY = "CASE WHEN c.kind = 'pick' THEN c.image_index::text ELSE c.kind END"
 
+#: The sets whose votes show agreement (of ``generations g``): ordinary (not control) and done.
+ORDINARY_SET = "g.control_kind IS NULL AND g.status = 'done'"
+
 CONTROL_VOTES = """
 SELECT c.user_id, c.generation_id,
        CASE WHEN c.kind = 'pick'
@@ -54,7 +57,7 @@ WITH votes AS (
            count(*) OVER (PARTITION BY c.generation_id, {CATEGORY}) AS same
       FROM choices c
       JOIN generations g ON g.id = c.generation_id
-     WHERE g.control_kind IS NULL AND g.status = 'done'
+     WHERE {ORDINARY_SET}
 )
 SELECT user_id, generation_id, (same - 1)::float / (voters - 1) AS agreement,
        1.0 / n_images AS chance
