@@ -125,7 +125,7 @@ SELECT c.id, c.generation_id, c.image_index, c.chosen_at,
               array_agg(nsfw ORDER BY index) AS nsfw,
               array_agg(adapter_version_id ORDER BY index) AS versions
          FROM images WHERE generation_id = c.generation_id) i ON true
- WHERE c.chosen_at < %(cutoff)s
+ WHERE c.kind = 'pick' AND c.chosen_at < %(cutoff)s
    AND (%(since)s::timestamptz IS NULL OR c.chosen_at >= %(since)s::timestamptz)
    {rater}
  ORDER BY c.id
@@ -154,7 +154,8 @@ def count_deferred(conn: psycopg.Connection, window: Window, rater: Rater) -> in
         else ""
     )
     row = conn.execute(
-        f"SELECT count(*) FROM choices c WHERE c.chosen_at >= %s {only_requester}",
+        f"SELECT count(*) FROM choices c WHERE c.kind = 'pick' AND c.chosen_at >= %s "
+        f"{only_requester}",
         (window.cutoff,),
     ).fetchone()
     return int(row[0]) if row else 0
