@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -207,6 +207,9 @@ class ArenaSettings(BaseModel):
     )
 
 
+Corruption = Literal["blur", "noise", "invert", "wrong_prompt"]
+
+
 class ControlSettings(BaseModel):
     """Control sets: sets with a known answer that tell careful raters from random clickers."""
 
@@ -218,11 +221,13 @@ class ControlSettings(BaseModel):
         "corrupted, never announced), for members who rate others' sets (0 = off).",
     )
     min_rated_others: int = Field(
-        1, ge=0, description="A member gets control sets once they voted on this many "
-        "sets of other members (0 = everyone)."
+        1,
+        ge=0,
+        description="A member gets control sets once they voted on this many "
+        "sets of other members (0 = everyone).",
     )
-    kinds: list[Literal["blur", "noise", "invert", "wrong_prompt"]] = Field(
-        default_factory=lambda: ["blur", "noise", "invert", "wrong_prompt"],
+    kinds: list[Corruption] = Field(
+        default_factory=lambda: list(get_args(Corruption)),
         min_length=1,
         description="The corruptions a control set's worse image is made with.",
     )

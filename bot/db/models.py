@@ -107,7 +107,6 @@ class ControlKind(enum.StrEnum):
 CORRUPTIONS = (ControlKind.blur, ControlKind.noise, ControlKind.invert, ControlKind.wrong_prompt)
 
 
-
 def _vote_checks() -> tuple[CheckConstraint, ...]:
     """The vote rules of ``choices`` and ``choice_history`` (new objects for each table)."""
     return (

@@ -1,0 +1,111 @@
+"""The evidence queries: control votes scored by the shared rule, agreement on shared sets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+
+from bot.arena.versions import Version
+from bot.config import Settings
+from bot.raters.evidence import (
+    CONTROL_VOTES,
+    gather,
+    load_population,
+    load_population_sync,
+    shared_votes_sql,
+)
+from tests.support.arena_rows import add_set, add_users
+from tests.support.database import sql
+
+
+async def vote(platform: Any, generation: int, user: int, kind: str) -> None:
+    await sql(
+        platform,
+        "INSERT INTO choices (generation_id, user_id, kind) VALUES (:g, :u, :k)",
+        g=generation,
+        u=user,
+        k=kind,
+    )
+
+
+async def control(platform: Any, generation: int, *, worse: int | None, best: int | None) -> None:
+    await sql(
+        platform,
+        "UPDATE generations SET control_kind = :kind, control_worse = :worse, "
+        "control_best = :best WHERE id = :g",
+        g=generation,
+        kind="blur" if best is None else "marked",
+        worse=worse,
+        best=best,
+    )
+
+
+async def test_control_votes_are_scored_by_the_shared_rule(platform: Any) -> None:
+    a, b, c, d = await add_users(platform, 4)
+    four: list[Version] = [None] * 4
+    two: list[Version] = [None, None]
+    blurred = await add_set(platform, a, four, {a: 1, b: 3})  # worse image: 3
+    await vote(platform, blurred, c, "tie")
+    await vote(platform, blurred, d, "none")
+    await control(platform, blurred, worse=3, best=None)
+    marked = await add_set(platform, a, two, {a: 0, b: 1})  # best image: 0
+    await vote(platform, marked, d, "none")
+    await control(platform, marked, worse=None, best=0)
+    plain = await add_set(platform, a, four, {c: 2})  # not a control: not scored
+    assert plain
+
+    async with platform.sessions() as session:
+        rows = {
+            (row.user_id, row.generation_id): (row.correct, float(row.chance))
+            for row in (await session.execute(text(CONTROL_VOTES))).all()
+        }
+    assert rows == {
+        (a, blurred): (True, 0.75),
+        (b, blurred): (False, 0.75),  # picked the blurred image
+        (c, blurred): (False, 0.75),  # a tie, though one image is visibly worse
+        (d, blurred): (None, 0.75),  # "none are good": not scored without a known best
+        (a, marked): (True, 0.5),
+        (b, marked): (False, 0.5),
+        (d, marked): (False, 0.5),  # "none", though a best image is known
+    }
+
+
+async def test_agreement_on_shared_sets(platform: Any, settings: Settings) -> None:
+    a, b, c, d = await add_users(platform, 4)
+    four: list[Version] = [None] * 4
+    two: list[Version] = [None, None]
+    shared = await add_set(platform, a, four, {a: 1, b: 1, c: 2})
+    await vote(platform, shared, d, "tie")
+    await add_set(platform, a, four, {a: 0})  # one voter: not shared
+    tied = await add_set(platform, a, two, {})
+    await vote(platform, tied, c, "tie")
+    await vote(platform, tied, d, "tie")
+
+    async with platform.sessions() as session:
+        found = {
+            (row.user_id, row.generation_id): (round(row.agreement, 4), float(row.chance))
+            for row in (await session.execute(text(shared_votes_sql(2)))).all()
+        }
+    third = round(1 / 3, 4)
+    assert found == {
+        (a, shared): (third, 0.25),
+        (b, shared): (third, 0.25),
+        (c, shared): (0.0, 0.25),
+        (d, shared): (0.0, 0.25),
+        (c, tied): (1.0, 0.5),
+        (d, tied): (1.0, 0.5),
+    }
+    # The async and the export's psycopg path fit the same weights.
+    async with platform.sessions() as session:
+        fitted = await load_population(session, settings)
+    with psycopg.connect(settings.database_url or "") as conn:
+        again = load_population_sync(conn, settings)
+    assert fitted == again
+    assert set(fitted.raters) == {a, b, c, d}
+
+
+def test_gather_drops_unscored_votes() -> None:
+    evidence = gather([(1, 10, True, 0.75), (1, 11, None, 0.75), (2, 10, False, 0.5)], [])
+    assert [(e.rater, len(e.controls), len(e.shared)) for e in evidence] == [(1, 1, 0), (2, 1, 0)]
