@@ -30,19 +30,21 @@ from bot.db.models import (
     GenerationStatus,
     Image,
     User,
+    VoteKind,
 )
 from bot.domain import (
     Forgotten,
     GenerationOptions,
     GenerationView,
     ImageView,
-    PickResult,
     QueueStatus,
     Refusal,
     RetrainRunView,
     Stats,
     Submitted,
     UserRef,
+    Vote,
+    VoteResult,
 )
 from bot.export.tasks import QueuedExport, request_export
 from bot.names import GENERATE_QUEUE, GENERATE_TASK
@@ -198,15 +200,15 @@ class CollectionService:
                 details={"waiting": waiting},
             )
 
-    # ----- pick ---------------------------------------------------------------------
+    # ----- vote ---------------------------------------------------------------------
 
-    async def record_choice(self, generation_id: int, user: UserRef, index: int) -> PickResult:
-        """Record that ``user`` prefers image ``index`` (0-based) of a generation.
-
-        Idempotent: the same pick again changes nothing; another image replaces the pick
-        and the history keeps both. One statement, a member's first click included.
-        """
-        return await record_choice(self.sessions, generation_id, user, index)
+    async def record_choice(
+        self, generation_id: int, user: UserRef, vote: int | VoteKind | Vote
+    ) -> VoteResult:
+        """Record ``user``'s vote: an int picks that image (0-based), ``VoteKind.tie`` is
+        "No favourite", ``VoteKind.none`` "None are good". Idempotent; a change is kept
+        in the history (see bot/picks/record.py)."""
+        return await record_choice(self.sessions, generation_id, user, vote)
 
     # ----- look ---------------------------------------------------------------------
 
