@@ -264,7 +264,10 @@ class RetrainSettings(BaseModel):
         None, description="Cron expression (UTC) for periodic retrains; unset = off."
     )
     new_picks: int | None = Field(
-        None, ge=1, description="Retrain once this many picks arrived since the last run."
+        None,
+        ge=1,
+        description="Retrain once this many picks arrived since the last run (votes that "
+        'pick an image; "No favourite" and "None are good" do not count).',
     )
     hps_base: str | None = Field(
         None,

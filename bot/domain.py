@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot.db.models import Frontend, GenerationStatus, RetrainRun, RetrainStatus
+from bot.db.models import Frontend, GenerationStatus, RetrainRun, RetrainStatus, VoteKind
 
 MAX_MEMBER_ID = 100  # users.external_id is varchar(100)
 
@@ -80,13 +80,58 @@ class Submitted:
 
 
 @dataclass(frozen=True)
-class PickResult:
+class Vote:
+    """What a member says about a set: a pick of image ``index`` (0-based), "No
+    favourite" (``tie``: the images are equally good) or "None are good" (``none``)."""
+
+    kind: VoteKind
+    index: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind == VoteKind.pick) != (self.index is not None):
+            raise ValueError(f"a {self.kind} vote with image index {self.index}")
+
+    @classmethod
+    def of(cls, vote: int | VoteKind | Vote) -> Vote:
+        """``vote`` as a Vote: an int is the (0-based) index of the picked image."""
+        if isinstance(vote, Vote):
+            return vote
+        if isinstance(vote, VoteKind):
+            if vote == VoteKind.pick:
+                raise Refusal("Say which image you pick (1 to 4).", code="bad_index")
+            return cls(vote)
+        return cls(VoteKind.pick, vote)
+
+    @classmethod
+    def parse(cls, text: str) -> Vote:
+        """What a member typed: an image number as shown (1, 2 …), ``tie`` or ``none``."""
+        word = text.strip().casefold()
+        if word in (VoteKind.tie.value, VoteKind.none.value):
+            return cls(VoteKind(word))
+        if word.isascii() and word.isdigit():
+            return cls(VoteKind.pick, int(word) - 1)
+        raise Refusal(
+            f"{text!r} is not a vote: give an image number (1 to 4), `tie` (no favourite: "
+            "no image is better than the others) or `none` (none of them are good).",
+            code="bad_vote",
+        )
+
+    def __str__(self) -> str:
+        if self.index is not None:
+            return f"image {self.index + 1}"
+        return "“No favourite”" if self.kind == VoteKind.tie else "“None are good”"
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    """What recording a vote did; ``previous`` is the member's vote before (None: none)."""
+
     generation_id: int
-    index: int
-    previous: int | None
+    vote: Vote
+    previous: Vote | None
     changed: bool
     is_requester: bool
-    pickers: int
+    pickers: int  # members who voted on the set (any kind), this one included
 
 
 @dataclass(frozen=True)
@@ -121,7 +166,7 @@ class GenerationView:
     withheld: int = 0  # images the safety checker flagged
     delivery: dict[str, Any] | None = None  # where the front end answers (its own data)
     delivered: bool = False  # the front end has shown the result
-    pickers: int = 0  # members who picked an image
+    pickers: int = 0  # members who voted on it (a pick, "No favourite" or "None are good")
     comparison_id: int | None = None  # a mixed set: its images come from two versions
 
 
@@ -132,12 +177,16 @@ class Stats:
     generations: dict[str, int]
     images: int
     flagged_images: int
-    picks: int
-    requester_picks: int
-    repicks: int
+    picks: int  # current votes that pick an image
+    ties: int  # current "No favourite" votes
+    nones: int  # current "None are good" votes
+    requester_picks: int  # picks by the member who asked for the set
+    repicks: int  # re-votes: changes of a vote (of any kind) since its first
     active_models: dict[str, str]  # kind -> where it is stored (for admins and the CLI)
     member_generations: int | None = None
     member_picks: int | None = None
+    member_ties: int | None = None
+    member_nones: int | None = None
     active_versions: dict[str, int] = field(default_factory=dict)  # kind -> registry id
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.arena.mixing import draw
 from bot.arena.store import ArenaService
 from bot.config import Settings
+from bot.controls.draw import draw as draw_control
 from bot.db import queries, reports
 from bot.db.models import (
     AdminAction,
@@ -29,24 +30,27 @@ from bot.db.models import (
     GenerationStatus,
     Image,
     User,
+    VoteKind,
 )
 from bot.domain import (
     Forgotten,
     GenerationOptions,
     GenerationView,
     ImageView,
-    PickResult,
     QueueStatus,
     Refusal,
     RetrainRunView,
     Stats,
     Submitted,
     UserRef,
+    Vote,
+    VoteResult,
 )
 from bot.export.tasks import QueuedExport, request_export
 from bot.names import GENERATE_QUEUE, GENERATE_TASK
 from bot.picks.record import gone, record_choice
 from bot.picks.rules import PromptRules
+from bot.raters.store import RaterService
 from bot.registry import ModelRegistry
 from bot.retrain.triggers import RetrainRequest, request_retrain, runs
 from bot.storage import Storage
@@ -69,8 +73,9 @@ class Swept:
 class CollectionService:
     """prompt -> images -> pick, and the data requests around it."""
 
-    # Draws which requests become mixed sets; tests give an instance a seeded one.
+    # Draw which requests become mixed sets and control sets; tests give an instance seeded ones.
     mixing_rng: random.Random = random.SystemRandom()
+    control_rng: random.Random = random.SystemRandom()
 
     def __init__(
         self,
@@ -85,6 +90,7 @@ class CollectionService:
         self.rules = PromptRules(settings)
         self.registry = registry or ModelRegistry(sessions)  # trained models and which serve
         self.arena = ArenaService(sessions, settings, self.registry)  # comparisons of versions
+        self.raters = RaterService(sessions, settings)  # reliability and agreement, for admins
 
     # ----- submit -------------------------------------------------------------------
 
@@ -151,6 +157,13 @@ class CollectionService:
             if mixed is not None:  # images from two versions (see bot/arena/mixing.py)
                 seeds = params["seeds"] = mixed.seeds
                 params["versions"] = mixed.versions
+            control = None  # a set is mixed, or a control set (bot/controls/draw.py), or plain
+            if mixed is None:
+                control = await draw_control(
+                    session, member.id, len(seeds), self.settings.controls, self.control_rng
+                )
+            if control is not None:
+                params["control"] = control.to_params()
             generation = Generation(
                 prompt=prompt,
                 negative_prompt=negative,
@@ -159,6 +172,7 @@ class CollectionService:
                 requested_by=member.id,
                 delivery=delivery,
                 comparison_id=mixed.comparison_id if mixed else None,
+                **(control.columns() if control else {}),
             )
             session.add(generation)
             await session.flush()
@@ -186,15 +200,15 @@ class CollectionService:
                 details={"waiting": waiting},
             )
 
-    # ----- pick ---------------------------------------------------------------------
+    # ----- vote ---------------------------------------------------------------------
 
-    async def record_choice(self, generation_id: int, user: UserRef, index: int) -> PickResult:
-        """Record that ``user`` prefers image ``index`` (0-based) of a generation.
-
-        Idempotent: the same pick again changes nothing; another image replaces the pick
-        and the history keeps both. One statement, a member's first click included.
-        """
-        return await record_choice(self.sessions, generation_id, user, index)
+    async def record_choice(
+        self, generation_id: int, user: UserRef, vote: int | VoteKind | Vote
+    ) -> VoteResult:
+        """Record ``user``'s vote: an int picks that image (0-based), ``VoteKind.tie`` is
+        "No favourite", ``VoteKind.none`` "None are good". Idempotent; a change is kept
+        in the history (see bot/picks/record.py)."""
+        return await record_choice(self.sessions, generation_id, user, vote)
 
     # ----- look ---------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ The held-out top-1 of a refit HPS is measured once, on data it was chosen for; t
 figure follows the picks as they come. A pick counts when the active HPS scored every
 image its set showed (the worker writes ``hps_scores`` at generation time): the HPS
 agrees when the picked image has the highest score, and ties share the credit as in
-training/hps/evaluate.py (two images tied at the top: half a hit).
+training/hps/evaluate.py (two images tied at the top: half a hit). Only picks count
+("No favourite" and "None are good" name no image for a top-1 to agree with), and
+control sets (bot/controls) do not: one of their images was made worse on purpose.
 
 The retrain loop's ``agreement`` trigger (bot/retrain/tasks.py) asks for a retrain when
 the figure over a full window falls below ``retrain.agreement_below``, once per HPS
@@ -69,9 +71,10 @@ _SCORED_PICKS = text(
            array_agg(i.index ORDER BY i.index), array_agg(s.score ORDER BY i.index)
       FROM choices c
       JOIN users u ON u.id = c.user_id
+      JOIN generations g ON g.id = c.generation_id
       JOIN images i ON i.generation_id = c.generation_id AND NOT i.nsfw
       LEFT JOIN hps_scores s ON s.image_id = i.id AND s.hps_version_id = :hps
-     WHERE NOT u.banned AND u.forgotten_at IS NULL
+     WHERE c.kind = 'pick' AND NOT u.banned AND u.forgotten_at IS NULL AND g.control_kind IS NULL
      GROUP BY c.id, c.chosen_at, c.image_index
     HAVING count(s.score) = count(*) AND count(*) >= 2 AND bool_or(i.index = c.image_index)
      ORDER BY c.chosen_at DESC, c.id DESC

@@ -1,10 +1,12 @@
-"""What members' picks on mixed sets say: one outcome per pick, the picked version's win.
+"""What members' votes on mixed sets say: one outcome per vote, a comparison of two versions.
 
 A mixed set shows images of two versions; a member's pick of an image of version W is a
 win of W over the set's other version L (a score of 1 for W). Images of the picked
-version are equal in this reading: the pick compares versions, not images. Flagged
-images are shown to no one and the pick cannot point at one; a set whose remaining
-images all come from one version compares nothing and gives no outcome.
+version are equal in this reading: the pick compares versions, not images. "No
+favourite" (a tie) and "None are good" say neither version is better: a draw, a score
+of 0.5 (the winner and loser of a draw are just the set's two versions). Flagged images
+are shown to no one and a pick cannot point at one; a set whose remaining images all
+come from one version compares nothing and gives no outcome.
 """
 
 from __future__ import annotations
@@ -20,28 +22,36 @@ from bot.arena.versions import Version
 
 @dataclass(frozen=True)
 class Outcome:
-    """One member's pick on a mixed set, read as a comparison of two versions."""
+    """One member's vote on a mixed set, read as a comparison of two versions."""
 
     comparison_id: int
     generation_id: int
     prompt: str
-    rater: int  # users.id of the member who picked
-    by_requester: bool  # the member who asked for the set picked
+    rater: int  # users.id of the member who voted
+    by_requester: bool  # the member who asked for the set voted
     winner: Version
     loser: Version
-    score: float  # the winner's: 1 for a pick (0.5 would be a tie)
+    score: float  # the winner's: 1 for a pick, 0.5 for a tie or "none" (a draw)
     chosen_at: datetime
 
 
+# A pick's "picked" image is the one it names; a tie's or a "none" vote's is the set's
+# first shown image, so that "other" is the set's other version and the draw is between
+# the two.
 _OUTCOMES = text(
     """
     SELECT g.comparison_id, g.id, g.prompt, c.user_id, c.user_id = g.requested_by,
-           picked.adapter_version_id, other.adapter_version_id, c.chosen_at
+           picked.adapter_version_id, other.adapter_version_id, c.chosen_at,
+           CASE WHEN c.kind = 'pick' THEN 1.0 ELSE 0.5 END
       FROM choices c
       JOIN generations g ON g.id = c.generation_id
       JOIN users u ON u.id = c.user_id
-      JOIN images picked ON picked.generation_id = c.generation_id
-                        AND picked.index = c.image_index
+      JOIN LATERAL (
+           SELECT i.adapter_version_id FROM images i
+            WHERE i.generation_id = g.id
+              AND CASE WHEN c.kind = 'pick' THEN i.index = c.image_index ELSE NOT i.nsfw END
+            ORDER BY i.index
+            LIMIT 1) picked ON true
       JOIN LATERAL (
            SELECT i.adapter_version_id FROM images i
             WHERE i.generation_id = g.id AND NOT i.nsfw
@@ -56,22 +66,22 @@ _OUTCOMES = text(
 
 
 async def outcomes(session: AsyncSession, comparison_id: int | None = None) -> list[Outcome]:
-    """Every current pick on a mixed set (of one comparison, or of all), oldest first.
+    """Every current vote on a mixed set (of one comparison, or of all), oldest first.
 
-    Banned and forgotten members' picks do not count.
+    Banned and forgotten members' votes do not count.
     """
     rows = await session.execute(_OUTCOMES, {"comparison": comparison_id})
     return [
-        Outcome(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], 1.0, row[7])
+        Outcome(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], float(row[8]), row[7])
         for row in rows
     ]
 
 
 def one_per_set(found: list[Outcome]) -> list[Outcome]:
     """One outcome per mixed set, in the order sets were first judged: the requester's
-    pick when they made one, else the earliest other pick.
+    vote when they made one, else the earliest other vote.
 
-    Several members may pick on one set and their votes are not independent; a
+    Several members may vote on one set and their votes are not independent; a
     sequential test counts each set once (see bot/arena/sequential.py).
     """
     chosen: dict[int, Outcome] = {}

@@ -6,10 +6,11 @@ half a win for each side, i.e. the fit maximises
 
     sum_m  w_m * [ s_m * log sigmoid(t_a - t_b) + (1 - s_m) * log sigmoid(t_b - t_a) ]
 
-(the "score as a fractional win" reading, as Elo does). Why not Davidson's tie model:
-picks on mixed sets never tie (a member picks one image), so its extra tie parameter
-would be fit from no data at all; the fractional reading needs none, and counts a tie
-the way the people's gate (bot/arena/sequential.py) does, half a win.
+(the "score as a fractional win" reading, as Elo does). A "No favourite" or "None are
+good" vote on a mixed set is such a tie (bot/arena/outcomes.py). Why not Davidson's tie
+model: its extra tie parameter would mix "equally good" with "equally bad" and be fit
+from few votes; the fractional reading needs none, and counts a tie the way the
+people's gate (bot/arena/sequential.py) does, half a win.
 
 The fit is Newton's method on that log-likelihood plus a weak Gaussian prior on the
 log-strengths (``prior_sd``): without it a version that won every match would have an

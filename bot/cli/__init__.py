@@ -8,7 +8,20 @@ from __future__ import annotations
 
 import typer
 
-from bot.cli import arena, config, db, export, members, models, retrain, serve, store, train
+from bot.cli import (
+    arena,
+    config,
+    controls,
+    db,
+    export,
+    members,
+    models,
+    raters,
+    retrain,
+    serve,
+    store,
+    train,
+)
 
 app = typer.Typer(
     help="prefloop: people's picks between generated images -> better image models.",
@@ -28,6 +41,7 @@ commands = (
     members.forget,
     members.ban,
     members.unban,
+    raters.raters,
     export.export,
     train.score,
     retrain.retrain,
@@ -44,6 +58,7 @@ app.add_typer(train.train_app, name="train")
 app.add_typer(train.eval_app, name="eval")
 app.add_typer(models.models_app, name="models")
 app.add_typer(arena.arena_app, name="arena")
+app.add_typer(controls.control_app, name="control")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``prefloop export``: the picks as a dataset."""
+"""``prefloop export``: the votes as a dataset."""
 
 from __future__ import annotations
 
@@ -37,14 +37,31 @@ def export(
         float | None, typer.Option(help="Share of prompts in the test split (default: settings).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Split seed (default: settings).")] = None,
+    votes: Annotated[
+        str | None,
+        typer.Option(
+            help="picks, or all (ties and 'none are good' too). "
+            "Default: picks for hps (the release's content), all for parquet."
+        ),
+    ] = None,
+    controls: Annotated[
+        bool | None,
+        typer.Option(
+            "--controls/--no-controls",
+            help="Include votes on control sets (flagged). Default: no for hps, yes for parquet.",
+        ),
+    ] = None,
 ) -> None:
-    """Export the picks as a dataset: HPS v1 layout or Parquet, split by prompt."""
+    """Export the votes as a dataset: HPS v1 layout or Parquet, split by prompt."""
     from bot.export import ExportOptions, Rater, export_dataset, is_format
+    from bot.export.selection import is_votes
 
     if not is_format(format):
         fail(f"unknown format {format!r}: use hps or parquet")
     if rater not in ("requester", "all"):
         fail(f"unknown rater {rater!r}: use requester or all")
+    if votes is not None and not is_votes(votes):
+        fail(f"unknown votes {votes!r}: use picks or all")
     options = ExportOptions(
         out=out,
         format=format,
@@ -53,6 +70,8 @@ def export(
         incremental=incremental,
         test_fraction=test_fraction,
         seed=seed,
+        votes=votes,
+        controls=controls,
     )
     settings = cli_settings()
 
@@ -75,15 +94,21 @@ def render_export(done: ExportResult) -> str:
     """What an export wrote and what it left out, in a few lines."""
     counts = done.manifest["counts"]
     split = counts["instances"]
+    votes = done.manifest["votes"]
     lines = [
-        f"exported {done.instances} picks (train {split['train']}, test {split['test']}) "
+        f"exported {done.instances} {done.noun} (train {split['train']}, test {split['test']}) "
         f"with {counts['images']} images to {done.out} in {done.seconds:.2f} s",
     ]
-    left_out = {k: v for k, v in counts["excluded"].items() if v}
-    if left_out:
+    written = votes["written"]
+    if written["tie"] or written["none"] or done.manifest["controls"]["written"]:
         lines.append(
-            "left out: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in left_out.items())
+            f"votes: {written['pick']} picks, {written['tie']} ties, {written['none']} none; "
+            f"{done.manifest['controls']['written']} on control sets"
         )
+    left_out = [f"{v} {k.replace('_', ' ')}" for k, v in counts["excluded"].items() if v]
+    left_out += [f"{v} {UNWANTED[k]}" for k, v in votes["left_out"].items() if v]
+    if left_out:
+        lines.append("left out: " + ", ".join(left_out))
     missing = done.manifest["missing_files"]
     if missing["count"]:
         lines.append(
@@ -93,5 +118,20 @@ def render_export(done: ExportResult) -> str:
         lines.append(
             f"{counts['deferred_to_next_export']} recent picks are left for the next export"
         )
+    raters = done.manifest["raters"]
+    if raters["raters"]:
+        lines.append(
+            f"rater weights: {raters['raters']} raters, mean {raters['mean_weight']:.2f}, "
+            f"{100 * raters['below_half']:.0f}% below 0.5"
+        )
+    agreement = done.manifest["agreement"]
+    if agreement["overall"]["units"]:
+        from bot.raters.agreement import summary
+
+        lines.append(f"agreement: {summary(agreement)}")
     lines.extend(f"warning: {w}" for w in done.warnings)
     return "\n".join(lines)
+
+
+#: How ``render_export`` names the votes the selection left out.
+UNWANTED = {"tie": "ties", "none": "none", "control": "control votes"}

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from bot.cli.support import cli_settings, console, err, member, with_platform
+from bot.cli.support import cli_settings, console, err, member, plain_errors, with_platform
 from bot.cli.support import run as run_command
 
 if TYPE_CHECKING:
-    from bot.domain import GenerationView
+    from bot.domain import GenerationView, Vote
     from bot.runtime import Platform
 
 UserOption = Annotated[
@@ -83,25 +83,57 @@ async def _wait_and_show(platform: Platform, generation_id: int, *, wait_seconds
 
 def pick(
     generation: Annotated[int, typer.Argument(help="Generation id.")],
-    image: Annotated[int, typer.Argument(help="Image number as printed, 1-4.")],
+    vote: Annotated[
+        str,
+        typer.Argument(
+            help="Image number as printed (1-4), `tie` (no favourite: no image is better "
+            "than the others) or `none` (none are good).",
+            metavar="K|tie|none",
+        ),
+    ],
     user: UserOption = None,
 ) -> None:
-    """Record your favourite image of a generation (again to change it)."""
+    """Vote on a generation: your favourite image, `tie` or `none` (again to change it)."""
+    from bot.domain import Vote
+
+    with plain_errors():  # a bad vote is refused before anything starts
+        choice = Vote.parse(vote)
     settings = cli_settings()
 
     async def go(platform: Platform) -> None:
-        result = await platform.service.record_choice(generation, member(user), image - 1)
-        if not result.changed:
-            console.print(f"image {image} was already your pick for generation {generation}")
-        elif result.previous is None:
-            console.print(f"you picked image {image} of generation {generation}")
-        else:
-            console.print(
-                f"you changed your pick for generation {generation} "
-                f"from image {result.previous + 1} to image {image}"
-            )
+        result = await platform.service.record_choice(generation, member(user), choice)
+        console.print(voted(generation, result.vote, result.previous, result.changed))
 
     run_command(with_platform(settings, go))
+
+
+def voted(generation: int, vote: Vote, previous: Vote | None, changed: bool) -> str:
+    """What `prefloop pick` says it recorded."""
+
+    def name(v: Vote) -> str:
+        if v.index is not None:
+            return f"image {v.index + 1}"
+        return "no favourite" if v.kind == "tie" else "none are good"
+
+    if not changed:
+        if vote.index is not None:
+            return f"image {vote.index + 1} was already your pick for generation {generation}"
+        return f"you already said {name(vote)} for generation {generation}"
+    if previous is None:
+        if vote.index is not None:
+            return f"you picked image {vote.index + 1} of generation {generation}"
+        meaning = (
+            "no image is better than the others" if vote.kind == "tie" else "none of them are good"
+        )
+        return f"you said {name(vote)} for generation {generation}: {meaning}"
+    if previous.index is not None and vote.index is not None:
+        return (
+            f"you changed your pick for generation {generation} "
+            f"from image {previous.index + 1} to image {vote.index + 1}"
+        )
+    return (
+        f"you changed your vote for generation {generation} from {name(previous)} to {name(vote)}"
+    )
 
 
 def show(generation: Annotated[int, typer.Argument(help="Generation id.")]) -> None:
@@ -118,16 +150,20 @@ def stats(user: UserOption = None, json_output: bool = typer.Option(False, "--js
     """The dataset's size, the active models and your own numbers."""
     from dataclasses import asdict
 
+    from bot.raters.agreement import summary
+
     settings = cli_settings()
 
     async def go(platform: Platform) -> None:
         numbers = await platform.service.stats(member(user))
+        agreement = await platform.service.raters.dataset_agreement()  # the whole dataset's
         if json_output:
-            console.print_json(json.dumps(asdict(numbers)))
+            console.print_json(json.dumps({**asdict(numbers), "agreement": agreement}))
             return
         table = Table(show_header=False, box=None)
         for name, value in asdict(numbers).items():
             table.add_row(name.replace("_", " "), str(value))
+        table.add_row("agreement", summary(agreement))
         console.print(table)
 
     run_command(with_platform(settings, go))

@@ -15,6 +15,7 @@ from bot.db.models import (
     GenerationStatus,
     Image,
     User,
+    VoteKind,
 )
 from bot.domain import QueueStatus, Stats, UserRef
 from bot.registry import active_versions
@@ -24,8 +25,13 @@ def _count(model: type[Base], *where: SQLColumnExpression[bool]) -> ScalarSelect
     return select(func.count()).select_from(model).where(*where).scalar_subquery()
 
 
+def _votes(kind: VoteKind, *where: SQLColumnExpression[bool]) -> ScalarSelect[int]:
+    return _count(Choice, Choice.kind == kind.value, *where)
+
+
 async def dataset_stats(session: AsyncSession, user: UserRef | None = None) -> Stats:
-    """Members, generations by status, images, picks, active models; ``user``'s own too."""
+    """Members, generations by status, images, votes of each kind, active models;
+    ``user``'s own too."""
     by_status = dict(
         (
             await session.execute(
@@ -37,16 +43,19 @@ async def dataset_stats(session: AsyncSession, user: UserRef | None = None) -> S
         select(func.count())
         .select_from(Choice)
         .join(Generation, Generation.id == Choice.generation_id)
-        .where(Generation.requested_by == Choice.user_id)
+        .where(Generation.requested_by == Choice.user_id, Choice.kind == VoteKind.pick.value)
         .scalar_subquery()
     )
-    members, banned, images, flagged, picks, events, requester = (
+    members, banned, images, flagged, picks, ties, nones, votes, events, requester = (
         await session.execute(
             select(
                 _count(User),
                 _count(User, User.banned),
                 _count(Image),
                 _count(Image, Image.nsfw),
+                _votes(VoteKind.pick),
+                _votes(VoteKind.tie),
+                _votes(VoteKind.none),
                 _count(Choice),
                 _count(ChoiceEvent),
                 requester_picks,
@@ -54,7 +63,9 @@ async def dataset_stats(session: AsyncSession, user: UserRef | None = None) -> S
         )
     ).one()
     active = await active_versions(session)
-    mine = await _member_numbers(session, user) if user else (None, None)
+    mine: tuple[int | None, ...] = (None,) * 4
+    if user:
+        mine = await _member_numbers(session, user)
     return Stats(
         members=members,
         banned=banned,
@@ -62,28 +73,36 @@ async def dataset_stats(session: AsyncSession, user: UserRef | None = None) -> S
         images=images,
         flagged_images=flagged,
         picks=picks,
+        ties=ties,
+        nones=nones,
         requester_picks=requester,
-        repicks=events - picks,
+        repicks=events - votes,
         active_models={version.kind: version.uri for version in active},
         member_generations=mine[0],
         member_picks=mine[1],
+        member_ties=mine[2],
+        member_nones=mine[3],
         active_versions={version.kind: version.id for version in active},
     )
 
 
-async def _member_numbers(session: AsyncSession, user: UserRef) -> tuple[int, int]:
+async def _member_numbers(session: AsyncSession, user: UserRef) -> tuple[int, int, int, int]:
+    """The member's prompts, picks, ties and "none" votes (zeros for a stranger)."""
     member = await queries.find_user(session, user.frontend, user.external_id)
     if member is None:
-        return 0, 0
-    generations, picks = (
+        return 0, 0, 0, 0
+    mine = Choice.user_id == member.id
+    generations, picks, ties, nones = (
         await session.execute(
             select(
                 _count(Generation, Generation.requested_by == member.id),
-                _count(Choice, Choice.user_id == member.id),
+                _votes(VoteKind.pick, mine),
+                _votes(VoteKind.tie, mine),
+                _votes(VoteKind.none, mine),
             )
         )
     ).one()
-    return int(generations), int(picks)
+    return int(generations), int(picks), int(ties), int(nones)
 
 
 async def queue_status(session: AsyncSession, stalled_after: float) -> QueueStatus:

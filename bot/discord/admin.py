@@ -10,6 +10,7 @@ from discord import app_commands
 
 from bot.arena.leaderboard import leaderboard, report_folder, write_report
 from bot.arena.versions import label, parse
+from bot.controls.marking import control_sets, mark, unmark
 from bot.discord import render
 from bot.discord.protocol import bot_of
 
@@ -55,8 +56,20 @@ async def _done(interaction: discord.Interaction, action: str, text: str, **deta
 @admin.command(name="stats", description="Counts of members, generations, images and picks.")
 async def admin_stats(interaction: discord.Interaction) -> None:
     await _authorise(interaction, "stats")
-    text = render.admin_stats(await bot_of(interaction).service.stats())
+    service = bot_of(interaction).service
+    text = render.admin_stats(await service.stats())
+    text += "\n" + render.dataset_agreement(await service.raters.dataset_agreement())
     await _done(interaction, "stats", text)
+
+
+@admin.command(name="rater", description="A member's reliability as a rater (only you see it).")
+@app_commands.describe(user="Whose votes to judge")
+async def admin_rater(interaction: discord.Interaction, user: discord.User) -> None:
+    target = f"discord:{user.id}"
+    await _authorise(interaction, "rater", target)
+    bot = bot_of(interaction)
+    view = await bot.service.raters.rater(bot.member(user))
+    await _done(interaction, "rater", render.rater(view, user.mention), target=target)
 
 
 @admin.command(name="ban", description="Stop a member from generating and picking.")
@@ -126,16 +139,22 @@ async def admin_rollback(
     format="hps: the HPS v1 release layout; parquet: one file per split, images embedded",
     rater="requester: the pick of the member who asked (the paper); all: every member's",
     incremental="Only the picks made since the last export of this kind",
+    votes="picks, or all (ties and 'none are good' too); default: picks for hps, all for parquet",
+    controls="Include votes on control sets (flagged); default: no for hps, yes for parquet",
 )
 async def admin_export(
     interaction: discord.Interaction,
     format: Literal["hps", "parquet"] = "hps",
     rater: Literal["requester", "all"] = "requester",
     incremental: bool = False,
+    votes: Literal["picks", "all"] | None = None,
+    controls: bool | None = None,
 ) -> None:
     await _authorise(interaction, "export")
     bot = bot_of(interaction)
-    queued = await bot.service.request_export(format=format, rater=rater, incremental=incremental)
+    queued = await bot.service.request_export(
+        format=format, rater=rater, incremental=incremental, votes=votes, controls=controls
+    )
     text = (
         f"Export queued as job {queued.job_id}: {'new ' if incremental else ''}picks "
         f"({rater}) in the {format} layout, into `{queued.out}`. `/admin status` shows "
@@ -148,6 +167,8 @@ async def admin_export(
         format=format,
         rater=rater,
         incremental=incremental,
+        votes=votes,
+        controls=controls,
         job_id=queued.job_id,
     )
 
@@ -225,6 +246,55 @@ async def arena_status(interaction: discord.Interaction) -> None:
     await _authorise(interaction, "arena-status")
     status = await bot_of(interaction).service.arena.status()
     await _done(interaction, "arena-status", render.arena_status(status))
+
+
+control = app_commands.Group(
+    name="control",
+    description="Control sets: sets with a known worse or best image, which score raters",
+    parent=admin,
+)
+
+
+@control.command(name="mark", description="Mark a finished set's known worse and/or best image.")
+@app_commands.describe(
+    generation="The generation id",
+    worse="The image number (1-4) known to be worse",
+    best="The image number (1-4) known to be best",
+)
+async def control_mark(
+    interaction: discord.Interaction,
+    generation: int,
+    worse: app_commands.Range[int, 1, 4] | None = None,
+    best: app_commands.Range[int, 1, 4] | None = None,
+) -> None:
+    await _authorise(interaction, "control-mark", str(generation))
+    bot = bot_of(interaction)
+    marked = await mark(
+        bot.service.sessions,
+        generation,
+        worse=None if worse is None else worse - 1,
+        best=None if best is None else best - 1,
+        actor=str(bot.member(interaction.user)),
+    )
+    text = f"Marked {marked.describe(render.escape)}. Votes already cast on it now count."
+    await _done(interaction, "control-mark", text, target=str(generation), worse=worse, best=best)
+
+
+@control.command(name="unmark", description="Remove an admin's mark from a set.")
+@app_commands.describe(generation="The generation id")
+async def control_unmark(interaction: discord.Interaction, generation: int) -> None:
+    await _authorise(interaction, "control-unmark", str(generation))
+    before = await unmark(bot_of(interaction).service.sessions, generation)
+    text = f"Unmarked #{generation}; it was {before.describe(render.escape)}."
+    await _done(interaction, "control-unmark", text, target=str(generation))
+
+
+@control.command(name="list", description="The latest control sets and how their votes scored.")
+async def control_list(interaction: discord.Interaction) -> None:
+    await _authorise(interaction, "control-list")
+    found = await control_sets(bot_of(interaction).service.sessions, limit=10)
+    text = "\n".join(s.describe(render.escape) for s in found) or "No control sets yet."
+    await _done(interaction, "control-list", text)
 
 
 @admin.command(name="leaderboard", description="Generator versions rated by members' picks.")

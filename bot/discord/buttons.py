@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 import discord
 
+from bot.db.models import VoteKind
 from bot.discord import render
 from bot.discord.protocol import bot_of
-from bot.domain import Refusal, Submitted
+from bot.domain import Refusal, Submitted, UserRef, Vote
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,27 @@ def answers_failures(callback: Callback[ButtonT]) -> Callback[ButtonT]:
 
 
 PICK = r"pf:pick:(?P<gen>\d+):(?P<idx>[0-3])"
+TIE = r"pf:tie:(?P<gen>\d+)"
+NONE = r"pf:none:(?P<gen>\d+)"
 REROLL = r"pf:reroll:(?P<gen>\d+)"
 FORGET = r"pf:forget:(?P<user>\d+)"
+VOTE_ROW = 1  # "No favourite" and "None are good" sit under the Pick buttons and Reroll
+
+
+async def vote(interaction: discord.Interaction, generation_id: int, choice: Vote) -> None:
+    """Record the clicking member's vote; answer them privately in plain words, and update
+    the public count of members who voted when theirs is a first vote."""
+    bot = bot_of(interaction)
+    member: UserRef = bot.member(interaction.user)
+    try:
+        result = await bot.service.record_choice(generation_id, member, choice)
+    except Refusal as refusal:
+        await interaction.response.send_message(refusal.message, ephemeral=True)
+        return
+    text = render.voted(result.vote, result.previous, result.changed)
+    await interaction.response.send_message(text, ephemeral=True)
+    if result.changed and result.previous is None and interaction.message is not None:
+        await bot.delivery.refresh_pickers(generation_id, interaction.message)
 
 
 class PickButton(discord.ui.DynamicItem[ViewButton], template=PICK):
@@ -76,18 +96,59 @@ class PickButton(discord.ui.DynamicItem[ViewButton], template=PICK):
 
     @answers_failures
     async def callback(self, interaction: discord.Interaction) -> None:
-        bot = bot_of(interaction)
-        try:
-            result = await bot.service.record_choice(
-                self.generation_id, bot.member(interaction.user), self.index
+        await vote(interaction, self.generation_id, Vote(VoteKind.pick, self.index))
+
+
+class TieButton(discord.ui.DynamicItem[ViewButton], template=TIE):
+    """ "No favourite": the clicking member finds no image better than the others."""
+
+    def __init__(self, generation_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="No favourite",
+                emoji="🤝",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"pf:tie:{generation_id}",
+                row=VOTE_ROW,
             )
-        except Refusal as refusal:
-            await interaction.response.send_message(refusal.message, ephemeral=True)
-            return
-        text = render.picked(result.index, result.previous, result.changed)
-        await interaction.response.send_message(text, ephemeral=True)
-        if result.changed and result.previous is None and interaction.message is not None:
-            await bot.delivery.refresh_pickers(self.generation_id, interaction.message)
+        )
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> TieButton:
+        return cls(int(match["gen"]))
+
+    @answers_failures
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await vote(interaction, self.generation_id, Vote(VoteKind.tie))
+
+
+class NoneButton(discord.ui.DynamicItem[ViewButton], template=NONE):
+    """ "None are good": the clicking member finds every image of the set bad."""
+
+    def __init__(self, generation_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="None are good",
+                emoji="👎",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"pf:none:{generation_id}",
+                row=VOTE_ROW,
+            )
+        )
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> NoneButton:
+        return cls(int(match["gen"]))
+
+    @answers_failures
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await vote(interaction, self.generation_id, Vote(VoteKind.none))
 
 
 class RerollButton(discord.ui.DynamicItem[ViewButton], template=REROLL):
@@ -127,7 +188,7 @@ class ForgetButton(discord.ui.DynamicItem[ViewButton], template=FORGET):
     def __init__(self, user_id: int) -> None:
         super().__init__(
             discord.ui.Button(
-                label="Delete my prompts and picks",
+                label="Delete my prompts and votes",
                 style=discord.ButtonStyle.danger,
                 custom_id=f"pf:forget:{user_id}",
             )
@@ -149,21 +210,26 @@ class ForgetButton(discord.ui.DynamicItem[ViewButton], template=FORGET):
         done = await bot.service.forget_user(bot.member(interaction.user))
         await interaction.response.edit_message(
             content=f"Done: deleted {done.generations} prompts (with their images) and "
-            f"{done.picks} picks. You can keep using prefloop; new picks are recorded anew.",
+            f"{done.picks} votes. You can keep using prefloop; new votes are recorded anew.",
             view=None,
         )
         await bot.delivery.take_down(done.deliveries)
 
 
-DYNAMIC_ITEMS = (PickButton, RerollButton, ForgetButton)
+DYNAMIC_ITEMS = (PickButton, TieButton, NoneButton, RerollButton, ForgetButton)
 
 
 def result_view(generation_id: int, indexes: Sequence[int]) -> discord.ui.View:
-    """Pick buttons for the images shown (by their index), then Reroll."""
+    """Pick buttons for the images shown (by their index) and Reroll on the first row
+    (at most 4 + 1 of Discord's 5 a row); "No favourite" and "None are good" on the
+    second, when there is an image to vote on."""
     buttons = discord.ui.View(timeout=None)
     for index in indexes:
         buttons.add_item(PickButton(generation_id, index))
     buttons.add_item(RerollButton(generation_id))
+    if indexes:
+        buttons.add_item(TieButton(generation_id))
+        buttons.add_item(NoneButton(generation_id))
     return buttons
 
 

@@ -46,7 +46,7 @@ async def imagine(
     await bot.delivery.start(interaction, submit)
 
 
-@app_commands.command(description="Your picks, the dataset's size and the active models.")
+@app_commands.command(description="Your votes, the dataset's size and the active models.")
 async def stats(interaction: discord.Interaction) -> None:
     bot = bot_of(interaction)
     numbers = await bot.service.stats(bot.member(interaction.user))
@@ -54,10 +54,10 @@ async def stats(interaction: discord.Interaction) -> None:
     await interaction.response.send_message(text, ephemeral=True)
 
 
-@app_commands.command(name="forget-me", description="Delete your prompts and picks.")
+@app_commands.command(name="forget-me", description="Delete your prompts and votes.")
 async def forget_me(interaction: discord.Interaction) -> None:
     await interaction.response.send_message(
-        "This deletes every prompt you asked for (with its images) and every pick you made. "
+        "This deletes every prompt you asked for (with its images) and every vote you made. "
         "It cannot be undone.",
         view=forget_view(interaction.user.id),
         ephemeral=True,

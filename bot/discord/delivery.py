@@ -357,9 +357,9 @@ class Deliverer:
         return files
 
     async def refresh_pickers(self, generation_id: int, message: discord.Message) -> None:
-        """Update the public count of members who picked (never who picked what).
+        """Update the public count of members who voted (never who voted what).
 
-        Under the generation's lock, so concurrent first picks cannot leave an older
+        Under the generation's lock, so concurrent first votes cannot leave an older
         count on the message."""
         async with self._lock(generation_id):
             view = await self._generation(generation_id)
@@ -372,7 +372,7 @@ class Deliverer:
             try:
                 await message.edit(content=content, allowed_mentions=only_pings(requester))
             except discord.HTTPException as error:
-                log.info("pick count of generation %s not updated: %s", generation_id, error)
+                log.info("vote count of generation %s not updated: %s", generation_id, error)
 
     async def take_down(self, notes: list[dict[str, Any]]) -> int:
         """Delete every message posted about deleted generations (a member asked to be

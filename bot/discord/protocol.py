@@ -30,7 +30,7 @@ class Deliveries(Protocol):
         ...
 
     async def refresh_pickers(self, generation_id: int, message: discord.Message) -> None:
-        """Update the public count of members who picked under a result."""
+        """Update the public count of members who voted under a result."""
         ...
 
     async def take_down(self, notes: list[dict[str, Any]]) -> int:

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from bot.domain import GenerationView, QueueStatus, RetrainRunView, Stats
+from bot.db.models import VoteKind
+from bot.domain import GenerationView, QueueStatus, RetrainRunView, Stats, Vote
+from bot.raters.agreement import summary as agreement_summary
+from bot.raters.agreement import week_line
 from bot.registry import VersionView
 
 if TYPE_CHECKING:
     from bot.arena.leaderboard import Leaderboard
     from bot.arena.store import ArenaStatus
+    from bot.raters.store import RaterView
 
 HELP = (
     "**prefloop** draws 2–4 images of your prompt; click **Pick** under the one you like "
-    "best. Your picks teach the models what people prefer (Human Preference Score).\n"
+    "best. Your votes teach the models what people prefer (Human Preference Score).\n"
     "• `/imagine prompt:<text> [count:2-4] [negative:<text>] [seed:<n>]` — new images\n"
-    "• **Pick k** — your favourite (click another to change it); **Reroll** — new seeds\n"
+    "• **Pick k** — your favourite; **No favourite** — no image is better than the others; "
+    "**None are good** — none of them is any good. Click another to change your vote.\n"
+    "• **Reroll** — the same prompt with new seeds\n"
     "• `/stats` — your numbers and the dataset's\n"
-    "• `/forget-me` — delete your prompts and picks\n"
-    "Anyone who sees a message may pick; picks are stored under a hashed id in exports."
+    "• `/forget-me` — delete your prompts and votes\n"
+    "Anyone who sees a message may vote; votes are stored under a hashed id in exports."
 )
 
 
@@ -91,9 +97,10 @@ def made_by(view: GenerationView) -> str:
 
 
 def pickers(count: int) -> str:
+    """How many members voted on a set (a pick, "No favourite" or "None are good")."""
     if count == 0:
-        return "No one has picked yet."
-    return "1 member has picked." if count == 1 else f"{count} members have picked."
+        return "No one has voted yet."
+    return "1 member has voted." if count == 1 else f"{count} members have voted."
 
 
 def result(view: GenerationView, requester_mention: str) -> str:
@@ -113,13 +120,33 @@ def failed(view: GenerationView, requester_mention: str) -> str:
     return f"❌ **{_short(view.prompt)}** — for {requester_mention}: {reason}"
 
 
-def picked(index: int, previous: int | None, changed: bool) -> str:
-    k = index + 1
+_SAID = {
+    VoteKind.tie: "no image is better than the others",
+    VoteKind.none: "none of these are good",
+}
+
+
+def voted(vote: Vote, previous: Vote | None, changed: bool) -> str:
+    """The private answer to a member's vote: what was recorded, in plain words."""
+    if vote.index is not None:
+        k = vote.index + 1
+        if not changed:
+            return f"Image {k} is already your pick."
+        if previous is None:
+            return f"You picked image {k}; click another to change your pick."
+        if previous.index is not None:
+            return f"You changed your pick from image {previous.index + 1} to image {k}."
+        return f"You changed your vote from {previous} to a pick: image {k}."
+    said = _SAID[vote.kind]
     if not changed:
-        return f"Image {k} is already your pick."
+        return f"You already said {said}."
     if previous is None:
-        return f"You picked image {k}; click another to change your pick."
-    return f"You changed your pick from image {previous + 1} to image {k}."
+        return f"You said {said}; click a Pick button or {_other(vote)} to change your vote."
+    return f"You changed your vote from {previous} to {vote}: you said {said}."
+
+
+def _other(vote: Vote) -> str:
+    return "“None are good”" if vote.kind == VoteKind.tie else "“No favourite”"
 
 
 def stats(numbers: Stats, base_model: str | None = None) -> str:
@@ -130,9 +157,11 @@ def stats(numbers: Stats, base_model: str | None = None) -> str:
     done = numbers.generations.get("done", 0)
     return (
         f"**You**: {numbers.member_generations or 0} prompts, "
-        f"{numbers.member_picks or 0} picks\n"
+        f"{numbers.member_picks or 0} picks, {numbers.member_ties or 0} “No favourite”, "
+        f"{numbers.member_nones or 0} “None are good”\n"
         f"**Dataset**: {done} finished generations, {numbers.images} images, "
-        f"{numbers.picks} picks by {numbers.members} members\n"
+        f"{numbers.picks} picks, {numbers.ties} “No favourite”, {numbers.nones} “None are "
+        f"good” by {numbers.members} members\n"
         f"**Active models**: {models}"
     )
 
@@ -142,7 +171,8 @@ def admin_stats(numbers: Stats) -> str:
     return (
         f"members {numbers.members} (banned {numbers.banned}); generations: {statuses}; "
         f"images {numbers.images} (flagged {numbers.flagged_images}); picks {numbers.picks} "
-        f"(by requesters {numbers.requester_picks}, re-picks {numbers.repicks})"
+        f"(by requesters {numbers.requester_picks}), no favourite {numbers.ties}, none are "
+        f"good {numbers.nones}; re-votes {numbers.repicks}"
     )
 
 
@@ -227,3 +257,19 @@ def arena_status(status: ArenaStatus) -> str:
 def leaderboard(board: Leaderboard) -> str:
     """The ranking with intervals, head-to-head and the live agreement, as text."""
     return _fit(board.lines())
+
+
+# ----- raters (admins only: members never see another member's weight) ------------------
+
+
+def dataset_agreement(found: dict[str, Any], weeks: int = 4) -> str:
+    """The dataset's agreement (bot.raters.agreement), with the last ``weeks`` weeks."""
+    lines = [f"agreement on sets voted by 2+ members: {agreement_summary(found)}"]
+    recent = found["weeks"][-weeks:][::-1]
+    lines += [f"• {week_line(week)}" for week in recent]
+    return "\n".join(lines)
+
+
+def rater(view: RaterView, who: str) -> str:
+    """One rater's weight and the evidence behind it; ``who``: a mention of them."""
+    return _fit(view.lines(f"{who} ({view.member})"))

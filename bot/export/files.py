@@ -6,7 +6,10 @@ reason a pick could not be written (its image files are gone) or None:
 - :class:`HpsWriter`: the HPS v1 release layout, ``preference_images/{id}_{k}.{ext}``
   and ``preference_{train,test}.json``, written as streams; ``file_path`` entries carry
   the folder (``"preference_images/{id}_{k}.png"``), as the release's own JSON does.
-- :class:`ParquetWriter`: ``{train,test}.parquet``, one row per pick, images embedded.
+- :class:`ParquetWriter`: ``{train,test}.parquet``, one row per vote, images embedded.
+
+Both write prefloop's vote fields (:func:`extension`): the vote's kind, the rater's
+weight and the control flags.
 """
 
 from __future__ import annotations
@@ -105,19 +108,40 @@ def suffix(picture: Picture) -> str:
     return picture.key.rsplit(".", 1)[-1] if "." in picture.key else "png"
 
 
+def position(kept: list[Picture], index: int | None) -> int | None:
+    """Where the image ``index`` (of the generation) is among the written images."""
+    for k, picture in enumerate(kept):
+        if picture.index == index:
+            return k
+    return None
+
+
+def extension(candidate: Candidate, kept: list[Picture]) -> dict[str, Any]:
+    """prefloop's vote fields: kind, the rater's weight and the control flags (indexes into
+    the written images, like ``human_preference``)."""
+    return {
+        "vote": candidate.vote,
+        "rater_weight": round(candidate.rater_weight, 6),
+        "control": candidate.control,
+        "control_worse": position(kept, candidate.control_worse),
+        "control_best": position(kept, candidate.control_best),
+    }
+
+
 def record(
-    candidate: Candidate, names: list[str], chosen: int, kept: list[Picture], contain_name: bool
+    candidate: Candidate, names: list[str], kept: list[Picture], contain_name: bool
 ) -> dict[str, Any]:
     """One instance as the HPS layout writes it (the first six fields are HPS v1's).
 
     ``file_path`` holds paths relative to the export folder, ``preference_images/…``, as
     the HPS v1 release's JSON does (its readers join the dataset folder with each).
+    ``human_preference`` is null for a tie or "none are good".
     """
     return {
         "id": candidate.id,
         "prompt": candidate.prompt,
         "file_path": [f"{IMAGES}/{name}" for name in names],
-        "human_preference": chosen,
+        "human_preference": position(kept, candidate.chosen),
         "user_hash": candidate.user_hash,
         "contain_name": contain_name,
         "generation_id": candidate.generation,
@@ -129,6 +153,7 @@ def record(
         "mixed": candidate.mixed,
         "rater_is_requester": candidate.rater_is_requester,
         "created_at": candidate.created_at.isoformat(),
+        **extension(candidate, kept),
     }
 
 
@@ -157,7 +182,6 @@ class HpsWriter:
     def add(self, candidate: Candidate, split: str, contain_name: bool) -> Reason | None:
         names: list[str] = []
         kept: list[Picture] = []
-        chosen = -1
         suffixes = []
         for picture in candidate.pictures:
             ext = suffix(picture)
@@ -166,8 +190,6 @@ class HpsWriter:
                 if picture.index == candidate.chosen:
                     return self._undo(names, Reason.missing_file)
                 continue
-            if picture.index == candidate.chosen:
-                chosen = len(names)
             names.append(name)
             kept.append(picture)
             suffixes.append(ext)
@@ -175,9 +197,7 @@ class HpsWriter:
             return self._undo(names, Reason.missing_file)
         file = self.files[split]
         file.write(",\n" if self.counts[split] else "[\n")
-        file.write(
-            json.dumps(record(candidate, names, chosen, kept, contain_name), ensure_ascii=False)
-        )
+        file.write(json.dumps(record(candidate, names, kept, contain_name), ensure_ascii=False))
         self.counts[split] += 1
         self.image_count += len(kept)
         self._ids += bytes.fromhex(candidate.id)
@@ -265,6 +285,11 @@ def parquet_schema() -> Any:
         ("mixed", pa.bool_(), {"dtype": "bool", "_type": "Value"}),
         ("created_at", utc, {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}),
         ("requested_at", utc, {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"}),
+        ("vote", pa.string(), {"dtype": "string", "_type": "Value"}),
+        ("rater_weight", pa.float64(), {"dtype": "float64", "_type": "Value"}),
+        ("control", pa.string(), {"dtype": "string", "_type": "Value"}),
+        ("control_worse", pa.int8(), {"dtype": "int8", "_type": "Value"}),
+        ("control_best", pa.int8(), {"dtype": "int8", "_type": "Value"}),
     ]
     # The `datasets` library reads this to decode `images` as PIL images.
     features = {name: feature for name, _, feature in fields}
@@ -294,15 +319,12 @@ class ParquetWriter:
     def add(self, candidate: Candidate, split: str, contain_name: bool) -> Reason | None:
         images: list[dict[str, Any]] = []
         kept: list[Picture] = []
-        chosen = -1
         for picture in candidate.pictures:
             data = self.source.read(picture.key)
             if data is None:
                 if picture.index == candidate.chosen:
                     return Reason.missing_file
                 continue
-            if picture.index == candidate.chosen:
-                chosen = len(images)
             images.append(
                 {"bytes": data, "path": f"{candidate.id}_{len(images)}.{suffix(picture)}"}
             )
@@ -316,7 +338,7 @@ class ParquetWriter:
                 "prompt": candidate.prompt,
                 "images": images,
                 "image_ids": [f"{candidate.generation}_{p.index}" for p in kept],
-                "human_preference": chosen,
+                "human_preference": position(kept, candidate.chosen),
                 "user_hash": candidate.user_hash,
                 "contain_name": contain_name,
                 "rater_is_requester": candidate.rater_is_requester,
@@ -327,6 +349,7 @@ class ParquetWriter:
                 "mixed": candidate.mixed,
                 "created_at": candidate.created_at,
                 "requested_at": candidate.requested_at,
+                **extension(candidate, kept),
             }
         )
         self.counts[split] += 1

@@ -38,7 +38,7 @@ LOCK = ".prefloop-export.lock"
 PARTIAL = "prefloop-partial"  # .OUT.prefloop-partial-*: an export being written
 OLD = "prefloop-old"  # .OUT.prefloop-old-*: an earlier export, renamed aside to replace it
 PRODUCER = "prefloop"
-SCHEMA_VERSION = 2  # 2: keyed ids, file_path under preference_images/
+SCHEMA_VERSION = 3  # 2: keyed ids, file_path under preference_images/; 3: vote fields
 SPLIT_RULE = (
     "a prompt is in the test split when the first 8 bytes of "
     "sha256(f'{seed}\\0{normalised prompt}'), read as a big-endian integer and divided by "

@@ -1,8 +1,10 @@
-"""Which picks an export holds: one read-only snapshot, streamed in pick order.
+"""Which votes an export holds: one read-only snapshot, streamed in vote order.
 
-Every pick in the window is read once and either becomes a :class:`Candidate` or is left
-out with a :class:`Reason`; the counts of both go into the manifest. Rows stream from a
-server-side cursor, so memory does not grow with the number of picks.
+Every vote in the window (a pick, a tie or "none are good", on an ordinary or a control
+set) is read once and either becomes a :class:`Candidate` or is left out with a
+:class:`Reason`; the counts of both go into the manifest. Which kinds of vote, and whether
+control sets, are written is decided afterwards (:mod:`bot.export.selection`). Rows
+stream from a server-side cursor, so memory does not grow with the number of votes.
 """
 
 from __future__ import annotations
@@ -49,10 +51,10 @@ class Picture:
 class Candidate:
     """A pick that qualifies; its images still have to be found in the store."""
 
-    id: str  # the pick's keyed id (IdHasher): stable across exports made with one key
+    id: str  # the vote's keyed id (IdHasher): stable across exports made with one key
     generation: str  # the generation's keyed id
     prompt: str
-    chosen: int  # index (in the generation) of the picked image
+    chosen: int | None  # index (in the generation) of the picked image; None: tie or none
     pictures: list[Picture]  # safe images, in generation order
     user_hash: str
     rater_is_requester: bool
@@ -61,6 +63,12 @@ class Candidate:
     generator_version: str | None
     adapter_version_id: int | None  # the adapter serving when the set was made
     mixed: bool = False  # a mixed set: its images come from two versions (see pictures)
+    vote: str = "pick"  # a VoteKind value: pick, tie or none
+    rater: int = 0  # the voter's database id: for their weight, never written
+    rater_weight: float = 1.0  # the voter's reliability weight (set by the export)
+    control: str | None = None  # a control set: how its known answer was made (ControlKind)
+    control_worse: int | None = None  # index (in the generation) of the known-worse image
+    control_best: int | None = None  # … of the known-best image (admin marks only)
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,8 @@ SELECT c.id, c.generation_id, c.image_index, c.chosen_at,
        r.frontend::text, r.external_id, c.user_id = g.requested_by,
        r.banned OR q.banned, r.forgotten_at IS NOT NULL OR q.forgotten_at IS NOT NULL,
        i.indexes, i.keys, i.shas, i.seeds, i.nsfw,
-       i.versions, g.comparison_id IS NOT NULL
+       i.versions, g.comparison_id IS NOT NULL,
+       c.kind, c.user_id, g.control_kind, g.control_worse, g.control_best
   FROM choices c
   JOIN generations g ON g.id = c.generation_id
   JOIN users r ON r.id = c.user_id
@@ -135,7 +144,7 @@ SELECT c.id, c.generation_id, c.image_index, c.chosen_at,
 def stream_picks(
     conn: psycopg.Connection, window: Window, rater: Rater, batch: int = 2000
 ) -> Iterator[tuple[Any, ...]]:
-    """Every pick in the window, in id order, through a server-side cursor."""
+    """Every vote in the window, in id order, through a server-side cursor."""
     only_requester = "AND c.user_id = g.requested_by" if rater is Rater.requester else ""
     with conn.cursor(name="prefloop_export") as cursor:
         cursor.itersize = batch
@@ -147,7 +156,7 @@ def stream_picks(
 
 
 def count_deferred(conn: psycopg.Connection, window: Window, rater: Rater) -> int:
-    """Picks visible now but stamped after the cutoff: they go in the next export."""
+    """Votes visible now but stamped after the cutoff: they go in the next export."""
     only_requester = (
         "AND c.user_id = (SELECT requested_by FROM generations WHERE id = c.generation_id)"
         if rater is Rater.requester
@@ -161,7 +170,7 @@ def count_deferred(conn: psycopg.Connection, window: Window, rater: Rater) -> in
 
 
 def classify(row: tuple[Any, ...], hasher: UserHasher, ids: IdHasher) -> Candidate | Reason:
-    """Keep a pick (as a candidate, under keyed ids) or say why it is left out."""
+    """Keep a vote (as a candidate, under keyed ids) or say why it is left out."""
     (
         pick_id,
         generation_id,
@@ -184,6 +193,11 @@ def classify(row: tuple[Any, ...], hasher: UserHasher, ids: IdHasher) -> Candida
         nsfw,
         versions,
         mixed,
+        vote,
+        rater,
+        control,
+        control_worse,
+        control_best,
     ) = row
     if banned:
         return Reason.banned_member
@@ -214,4 +228,9 @@ def classify(row: tuple[Any, ...], hasher: UserHasher, ids: IdHasher) -> Candida
         generator_version=generator_version,
         adapter_version_id=adapter_id,
         mixed=bool(mixed),
+        vote=vote,
+        rater=rater,
+        control=control,
+        control_worse=control_worse,
+        control_best=control_best,
     )

@@ -37,6 +37,8 @@ from bot.export.picks import (
     stream_picks,
 )
 from bot.export.privacy import IdHasher, NameMatcher, UserHasher, load_secret, normalise
+from bot.export.selection import RaterWeights, Selection, Tally, Votes
+from bot.raters.agreement import dataset_agreement_sync
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,13 @@ def is_format(name: str) -> TypeGuard[Format]:
     return name in get_args(Format)
 
 
+AGREEMENT_RULE = (
+    "over every ordinary (not control) finished set with votes from two members or more "
+    "in the database when the export read it (not only this export's window): pairwise "
+    "agreement and Krippendorff's alpha (nominal) of the votes' categories (the picked "
+    "image, tie or none), overall and per UTC week by when the set was requested; 'picks' "
+    "the same over picks alone, the ceiling to hold a model's top-1 accuracy against"
+)
 MISSING_LISTED = 100  # missing files named in the manifest (all are counted)
 
 
@@ -58,6 +67,8 @@ class ExportOptions:
     rater: Rater = Rater.requester
     since: datetime | None = None
     incremental: bool = False  # start where the last export of this format and rater ended
+    votes: Votes | None = None  # picks or all; None: the format's default (hps picks)
+    controls: bool | None = None  # write votes on control sets; None: the format's default
     test_fraction: float | None = None  # None: the settings' value
     seed: int | None = None
 
@@ -73,6 +84,11 @@ class ExportResult:
     @property
     def instances(self) -> int:
         return sum(self.manifest["counts"]["instances"].values())
+
+    @property
+    def noun(self) -> str:
+        """What its instances are: picks, or votes (of every kind)."""
+        return "picks" if self.manifest["votes"]["votes"] == "picks" else "votes"
 
 
 async def export_dataset(
@@ -123,9 +139,10 @@ def run_export(
     hasher = UserHasher(key)
     ids = IdHasher(key)  # Discord shows generation ids publicly: publish keyed ones
     names = NameMatcher.from_file(settings.export.person_names_file)
+    selection = Selection.of(options.format, options.votes, options.controls)
     since = options.since
     if options.incremental:
-        since = last_cutoff(url, options.format, options.rater) or since
+        since = last_cutoff(url, options.format, options.rater, selection) or since
 
     with layout.claimed(out, replace=not options.incremental) as staging:
         source = ImageSource(storage, loop)
@@ -133,8 +150,11 @@ def run_export(
         try:
             conn, window = open_snapshot(url, since)
             with conn:
+                weights = RaterWeights(conn, settings)  # on the snapshot the votes come from
+                agreement = dataset_agreement_sync(conn)
                 writer = (HpsWriter if options.format == "hps" else ParquetWriter)(staging, source)
                 excluded: Counter[str] = Counter()
+                tally = Tally(selection)
                 read = 0
                 prompts = {"train": array("q"), "test": array("q")}  # keys, to count distinct
                 for row in stream_picks(conn, window, options.rater):
@@ -145,6 +165,12 @@ def run_export(
                     if isinstance(found, Reason):
                         excluded[found] += 1
                         continue
+                    tally.seen(found)
+                    unwanted = selection.left_out(found)
+                    if unwanted:
+                        tally.left_out[unwanted] += 1
+                        continue
+                    found.rater_weight = weights.weight(found.rater)
                     text = normalise(found.prompt)  # once: split, names and counting use it
                     split = layout.split_of(text, seed, fraction, normalised=True)
                     missing = writer.add(found, split, names(text, normalised=True))
@@ -152,6 +178,8 @@ def run_export(
                         excluded[missing] += 1
                     else:
                         prompts[split].append(_prompt_key(text))
+                        tally.wrote(found)
+                        weights.written.add(found.rater)
                 deferred = count_deferred(conn, window, options.rater)
             written = writer.close()
             files = [(p.relative_to(staging).as_posix(), layout.file_sha256(p)) for p in written]
@@ -171,6 +199,12 @@ def run_export(
                 prompts,
                 digest,
             )
+            manifest |= {
+                "votes": tally.votes(),
+                "controls": tally.controls(),
+                "raters": weights.summary(),
+                "agreement": {**agreement, "rule": AGREEMENT_RULE},
+            }
             layout.write_manifest(staging, manifest)
             if stop is not None and stop.is_set():
                 raise layout.ExportError("the export was cancelled")
@@ -182,7 +216,7 @@ def run_export(
             raise
     result = ExportResult(out, manifest, time.perf_counter() - started)
     try:
-        record_export(url, options, out, window, manifest)
+        record_export(url, options, selection, out, window, manifest)
     except psycopg.Error as error:
         result.recorded = False
         result.warnings.append(
@@ -224,7 +258,7 @@ def _manifest(
     layout_name = (
         "HPS v1 release: preference_images/{id}_{k}.{ext}, preference_{train,test}.json"
         if options.format == "hps"
-        else "Parquet: train.parquet, test.parquet (one row per pick, images embedded)"
+        else "Parquet: train.parquet, test.parquet (one row per vote, images embedded)"
     )
     return {
         "producer": layout.PRODUCER,
@@ -284,18 +318,29 @@ def _manifest(
     }
 
 
-def last_cutoff(url: str, format: str, rater: str) -> datetime | None:
-    """Where the last recorded export of this format and rater ended."""
+def last_cutoff(url: str, format: str, rater: str, selection: Selection) -> datetime | None:
+    """Where the last recorded export of this format, rater and selection ended.
+
+    A series of one selection never skips the votes another one left out. Exports
+    recorded without a selection were made before ties and control sets existed: they
+    hold every vote of their window, so they start any series.
+    """
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT max(cutoff) FROM dataset_exports WHERE format = %s AND rater = %s",
-            (format, str(rater)),
+            "SELECT max(cutoff) FROM dataset_exports WHERE format = %s AND rater = %s "
+            "AND (counts -> 'selection' IS NULL OR counts -> 'selection' = %s)",
+            (format, str(rater), Jsonb(selection.as_dict())),
         ).fetchone()
     return row[0] if row else None
 
 
 def record_export(
-    url: str, options: ExportOptions, out: Path, window: Any, manifest: dict[str, Any]
+    url: str,
+    options: ExportOptions,
+    selection: Selection,
+    out: Path,
+    window: Any,
+    manifest: dict[str, Any],
 ) -> None:
     with psycopg.connect(url) as conn:
         conn.execute(
@@ -308,7 +353,7 @@ def record_export(
                 window.since,
                 window.cutoff,
                 window.snapshot_at,
-                Jsonb(manifest["counts"]),
+                Jsonb({**manifest["counts"], "selection": selection.as_dict()}),
                 manifest["content_hash"]["sha256"],
             ),
         )

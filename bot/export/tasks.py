@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.db import queries
+from bot.export.layout import ExportError
 from bot.export.picks import Rater
 from bot.export.run import ExportOptions, export_dataset
+from bot.export.selection import is_votes
 from bot.names import EXPORT_LOCK, EXPORT_TASK, MAINTENANCE_QUEUE, PLATFORM
 from bot.storage import Storage
 
@@ -63,10 +65,25 @@ async def request_export(
     format: str = "hps",
     rater: str = "requester",
     incremental: bool = False,
+    votes: str | None = None,
+    controls: bool | None = None,
 ) -> QueuedExport:
-    """Queue an export job; exports run one at a time (procrastinate lock)."""
+    """Queue an export job; exports run one at a time (procrastinate lock).
+
+    ``votes`` (picks or all) and ``controls`` None take the format's defaults (see
+    :mod:`bot.export.selection`).
+    """
     out = export_folder(settings, format, rater)
-    args = {"out": str(out), "format": format, "rater": rater, "incremental": incremental}
+    args: dict[str, Any] = {
+        "out": str(out),
+        "format": format,
+        "rater": rater,
+        "incremental": incremental,
+    }
+    if votes is not None:
+        args["votes"] = votes
+    if controls is not None:
+        args["controls"] = controls
     async with sessions.begin() as session:
         job_id = await queries.defer_job(
             session, task=EXPORT_TASK, queue=MAINTENANCE_QUEUE, args=args, lock=EXPORT_LOCK
@@ -78,14 +95,20 @@ async def run_export_job(
     database_url: str, storage: Storage, settings: Settings, **args: Any
 ) -> str:
     """The body of an export job: write it, and say what was written."""
+    votes = args.get("votes")
+    if votes is not None and not is_votes(votes):
+        raise ExportError(f"unknown votes {votes!r}: use picks or all")
+    controls = args.get("controls")
     options = ExportOptions(
         out=Path(args["out"]),
         format=args.get("format", "hps"),
         rater=Rater(args.get("rater", "requester")),
         incremental=bool(args.get("incremental", False)),
+        votes=votes,
+        controls=None if controls is None else bool(controls),
     )
     done = await export_dataset(database_url, storage, settings, options)
-    summary = f"exported {done.instances} picks to {done.out} in {done.seconds:.1f} s"
+    summary = f"exported {done.instances} {done.noun} to {done.out} in {done.seconds:.1f} s"
     log.info("%s", summary)
     for warning in done.warnings:
         log.warning("%s", warning)

@@ -19,8 +19,11 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.controls.corrupt import corrupt
+from bot.controls.plan import ControlPlan
 from bot.db import queries
 from bot.db.models import (
+    ControlKind,
     Generation,
     GenerationStatus,
     Image,
@@ -191,7 +194,9 @@ class GenerationRunner:
 
         A plain set is one batched call by the serving version. A mixed set (its
         ``params["versions"]``) is one call per version, each on the same loaded pipeline
-        with that version's adapter switched on; progress counts the steps of all.
+        with that version's adapter switched on; progress counts the steps of all. A
+        control set (``params["control"]``) is a plain set whose image ``worse`` is then
+        made worse (:meth:`_worse`).
         A thread cannot be cancelled: without the stop, a worker told to quit would wait
         for the whole call (minutes on a CPU) after its shutdown grace, however short.
         """
@@ -224,16 +229,18 @@ class GenerationRunner:
         }
         seeds: list[int] = params["seeds"]
         wanted: list[int | None] | None = params.get("versions")
+        control = ControlPlan.from_params(params)
 
         def plain() -> Made:
+            nonlocal done_before
             made = self.generator.generate(work.prompt, seeds, **options)
-            n = len(made.images)
-            return Made(
-                made.images,
-                made.nsfw,
-                [self.adapter_version] * n,
-                [self.generator.version] * n,
-            )
+            images, nsfw = list(made.images), list(made.nsfw)
+            if control is not None:
+                done_before += steps * control.extra_calls  # a wrong prompt's call follows
+                k = control.worse
+                images[k], nsfw[k] = self._worse(control, images[k], nsfw[k], seeds[k], options)
+            n = len(images)
+            return Made(images, nsfw, [self.adapter_version] * n, [self.generator.version] * n)
 
         def mixed(versions: list[int | None], folders: dict[int | None, str | None]) -> Made:
             nonlocal done_before
@@ -262,6 +269,18 @@ class GenerationRunner:
                 return await asyncio.to_thread(mixed, wanted, folders)
             finally:
                 stop.set()  # still running only if we were cancelled: it ends at its next step
+
+    def _worse(
+        self, control: ControlPlan, image: Any, flagged: bool, seed: int, options: dict[str, Any]
+    ) -> tuple[Any, bool]:
+        """A control set's worse image, in the pipeline's thread: ``image`` corrupted, or,
+        for a wrong prompt, the image of that prompt from the same seed (with its own flag).
+        """
+        if control.kind != ControlKind.wrong_prompt:
+            return corrupt(image, control.kind, seed), flagged
+        assert control.prompt is not None  # a wrong_prompt plan always has one
+        made = self.generator.generate(control.prompt, [seed], **options)
+        return made.images[0], made.nsfw[0]
 
     async def _folders(self, versions: list[int | None]) -> dict[int | None, str | None]:
         """Each version's adapter folder (None: the bare base), loaded before the calls.
@@ -373,9 +392,12 @@ class GenerationRunner:
 
 
 def total_steps(params: dict[str, Any]) -> int:
-    """A job's pipeline steps: one call's, times the versions of a mixed set."""
+    """A job's pipeline steps: one call's, times the versions of a mixed set, plus the
+    wrong prompt's call of a control set."""
     versions = params.get("versions")
     calls = len(set(versions)) if versions else 1
+    control = ControlPlan.from_params(params)
+    calls += control.extra_calls if control else 0
     return int(params["steps"]) * calls
 
 

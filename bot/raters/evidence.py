@@ -3,12 +3,10 @@
 The queries take no bound parameters, so the async service (SQLAlchemy) and the export
 (a psycopg snapshot) run the very same SQL and fit the very same weights.
 
-- A vote on a control set is **right** when it picks an image other than the known-worse
-  one and, where a best image is known, that one. A tie ("No favourite") is wrong: one
-  image is visibly worse. "None are good" is wrong only when a best image is known (the
-  others may really all be bad), otherwise it is not scored. A random click on a Pick
-  button is right with chance (n - 1) / n when only the worse image is known, 1 / n when
-  the best one is.
+- A vote on a control set is scored by bot/controls/scoring.py (the one rule: a pick of
+  an image other than the known-worse one, and the known-best one where there is one, is
+  right; a tie is wrong; "None are good" counts only where a best image is known), with a
+  random clicker's chance of being right.
 - A **shared set** is an ordinary (not control) set with at least ``min_votes`` voters;
   each vote's agreement is the share of the set's other votes in the same category
   (pick k, tie or none), against a chance agreement of 1 / n.
@@ -25,27 +23,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
+from bot.controls.scoring import CONTROL_VOTES_SQL
 from bot.raters.reliability import ControlResult, Evidence, Population, SharedVote, fit_population
 
 #: The category of a vote, for agreement: the picked image's index, or the vote's kind.
 CATEGORY = "CASE WHEN c.kind = 'pick' THEN c.image_index::text ELSE c.kind END"
 
-CONTROL_VOTES = """
-SELECT c.user_id, c.generation_id,
-       CASE WHEN c.kind = 'pick'
-                 THEN (g.control_worse IS NULL OR c.image_index <> g.control_worse)
-                  AND (g.control_best IS NULL OR c.image_index = g.control_best)
-            WHEN c.kind = 'tie' THEN false
-            WHEN g.control_best IS NOT NULL THEN false
-       END AS correct,
-       CASE WHEN g.control_best IS NOT NULL THEN 1.0 / g.n_images
-            ELSE (g.n_images - 1.0) / g.n_images
-       END AS chance
-  FROM choices c
-  JOIN generations g ON g.id = c.generation_id
- WHERE g.control_kind IS NOT NULL
- ORDER BY c.user_id, c.generation_id
-"""
+#: The sets whose votes show agreement (of ``generations g``): ordinary (not control) and done.
+ORDINARY_SET = "g.control_kind IS NULL AND g.status = 'done'"
+
+#: Every vote on a control set, scored by the one rule (bot/controls/scoring.py).
+CONTROL_VOTES = CONTROL_VOTES_SQL
 
 SHARED_VOTES = f"""
 WITH votes AS (
@@ -54,7 +42,7 @@ WITH votes AS (
            count(*) OVER (PARTITION BY c.generation_id, {CATEGORY}) AS same
       FROM choices c
       JOIN generations g ON g.id = c.generation_id
-     WHERE g.control_kind IS NULL AND g.status = 'done'
+     WHERE {ORDINARY_SET}
 )
 SELECT user_id, generation_id, (same - 1)::float / (voters - 1) AS agreement,
        1.0 / n_images AS chance

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, update
 
 from bot.config import Settings
-from bot.db.models import Choice, RetrainRun, RetrainStatus
+from bot.db.models import Choice, RetrainRun, RetrainStatus, VoteKind
 from bot.export.run import ExportOptions, export_dataset
 from bot.retrain import people
 from bot.retrain.evidence import ADAPTER_ITEMS, HPS_ITEMS, judge
@@ -405,7 +405,8 @@ class Retrain:
 
     async def _picks(self) -> int:
         async with self.platform.sessions() as session:
-            return int(await session.scalar(select(func.count()).select_from(Choice)) or 0)
+            picks = select(func.count()).select_from(Choice).where(Choice.kind == VoteKind.pick)
+            return int(await session.scalar(picks) or 0)
 
     async def _say(self, summary: str, *, warning: bool = False) -> None:
         (log.warning if warning else log.info)("%s", summary)

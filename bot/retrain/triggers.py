@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import queries
-from bot.db.models import Choice, RetrainRun, RetrainStatus
+from bot.db.models import Choice, RetrainRun, RetrainStatus, VoteKind
 from bot.domain import RetrainRunView
 from bot.names import MAINTENANCE_QUEUE, RETRAIN_LOCK, RETRAIN_TASK
 
@@ -85,10 +85,14 @@ async def runs(sessions: async_sessionmaker[AsyncSession], limit: int = 10) -> l
 
 
 async def picks_since_last_run(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Picks recorded after the last run began (all picks when none has run)."""
+    """Picks recorded after the last run began (all picks when none has run).
+
+    Votes that pick an image only: "No favourite" and "None are good" are kept, but the
+    HPS preference data a retrain starts from is picks.
+    """
     async with sessions() as session:
         last = await session.scalar(select(func.max(RetrainRun.created_at)))
-        query = select(func.count()).select_from(Choice)
+        query = select(func.count()).select_from(Choice).where(Choice.kind == VoteKind.pick)
         if last is not None:
             query = query.where(Choice.chosen_at > last)
         return int(await session.scalar(query) or 0)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.config import load_settings
-from bot.domain import GenerationOptions, Refusal, UserRef
+from bot.domain import GenerationOptions, Refusal, UserRef, Vote
 from bot.picks.rules import PromptRules
 from tests.support.aio import eventually
 from tests.support.database import count, make_done_generation
@@ -202,11 +202,11 @@ async def test_pick_repick_and_double_click(platform: Any, generator: Any) -> No
     assert first.changed and first.previous is None and first.is_requester and first.pickers == 1
 
     again = await platform.service.record_choice(gen, ALICE, 2)
-    assert not again.changed and again.previous == 2
+    assert not again.changed and again.previous == Vote.of(2)
     assert await count(platform, "choice_history") == 1
 
     changed = await platform.service.record_choice(gen, ALICE, 0)
-    assert changed.changed and changed.previous == 2
+    assert changed.changed and changed.previous == Vote.of(2)
     assert await count(platform, "choices") == 1
     assert [index for _, index in await _history(platform)] == [2, 0]
 
@@ -247,7 +247,7 @@ async def test_a_members_first_click_creates_them_and_records_the_pick(
     stats = await platform.service.stats(BOB)
     assert stats.members == 2 and stats.picks == 1 and stats.member_picks == 1
     again = await platform.service.record_choice(gen, BOB, 2)  # now a known member
-    assert not again.changed and again.previous == 2 and again.pickers == 1
+    assert not again.changed and again.previous == Vote.of(2) and again.pickers == 1
 
 
 async def test_concurrent_first_clicks_of_one_member_create_one_member(

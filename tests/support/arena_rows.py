@@ -69,7 +69,7 @@ async def add_set(
     platform: Any,
     requester: int,
     versions: list[Version],
-    picks: dict[int, int],
+    picks: dict[int, int | str],
     *,
     comparison_id: int | None = None,
     prompt: str = "a red cat",
@@ -77,7 +77,8 @@ async def add_set(
     scores: dict[int, list[float]] | None = None,
 ) -> int:
     """A done generation whose image k comes from ``versions[k]``; ``picks``: user -> image
-    index (picked in dict order, a second apart); ``scores``: HPS version -> per image."""
+    index, or "tie" / "none" (voted in dict order, a second apart); ``scores``: HPS version
+    -> per image."""
     async with platform.sessions.begin() as session:
         generation = Generation(
             prompt=prompt,
@@ -116,7 +117,8 @@ async def add_set(
                 Choice(
                     generation_id=generation.id,
                     user_id=user,
-                    image_index=index,
+                    kind=index if isinstance(index, str) else "pick",
+                    image_index=None if isinstance(index, str) else index,
                     chosen_at=at + timedelta(seconds=n + 1),
                 )
             )

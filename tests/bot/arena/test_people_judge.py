@@ -34,7 +34,7 @@ from training.run_folder import write_info
 NOISE = 1.0  # a rater's noise, in redness units (the adapters below move it by 1-4)
 MEASURED = 20  # prompts the truth is measured on
 RATERS = [UserRef.parse(f"cli:rater{k}") for k in range(6)]
-MAX_SETS = 120  # per run: the gate must decide well before
+MAX_SETS = 400  # per run: an always-valid test needs ~150-250 sets to reject a 39% win rate
 
 
 class Population:

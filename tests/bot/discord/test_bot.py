@@ -41,7 +41,13 @@ async def test_imagine_progress_images_buttons_and_a_pick(bot_platform: Any, fak
         for attachment in final.attachments:
             with Image.open(io.BytesIO(attachment.data)) as image:
                 assert image.format == "PNG" and image.size == (WORLD_SIDE, WORLD_SIDE)
-        assert final.custom_ids() == ["pf:pick:1:0", "pf:pick:1:1", "pf:reroll:1"]
+        assert final.custom_ids() == [
+            "pf:pick:1:0",
+            "pf:pick:1:1",
+            "pf:reroll:1",
+            "pf:tie:1",
+            "pf:none:1",
+        ]
         assert f"<@{ALICE}>" in final.content and "a local model, no adapter" in final.content
         assert bot_platform.settings.generator.model not in final.content  # a server path
         texts = [revision.content for revision in final.revisions]
@@ -52,7 +58,7 @@ async def test_imagine_progress_images_buttons_and_a_pick(bot_platform: Any, fak
         click = await fake.click(final.id, "pf:pick:1:1", user_id=ALICE)
         assert "You picked image 2" in await private(fake, click, ALICE)
         assert not private_text(click, BOB)  # nobody else sees it
-        await fake.wait_for(lambda: "1 member has picked" in fake.message(final.id).content)
+        await fake.wait_for(lambda: "1 member has voted" in fake.message(final.id).content)
 
     stats = await bot_platform.service.stats()
     assert stats.picks == 1 and stats.requester_picks == 1
@@ -72,7 +78,7 @@ async def test_repick_double_click_and_another_member(bot_platform: Any, fake: A
         assert "already your pick" in await click("pf:pick:1:0", ALICE)
         assert "from image 1 to image 3" in await click("pf:pick:1:2", ALICE)
         assert "You picked image 2" in await click("pf:pick:1:1", BOB)
-        await fake.wait_for(lambda: "2 members have picked" in fake.message(final.id).content)
+        await fake.wait_for(lambda: "2 members have voted" in fake.message(final.id).content)
 
     async with bot_platform.engine.connect() as conn:
         picks = (
@@ -228,7 +234,7 @@ async def test_progress_is_edited_at_most_every_interval_and_picks_stayprivate(
         await private(fake, click, BOB)
         public = await fake.wait_for(
             lambda: (
-                "1 member has picked" in fake.message(final.id).content and fake.message(final.id)
+                "1 member has voted" in fake.message(final.id).content and fake.message(final.id)
             )
         )
     times = [r.at for r in final.revisions if "generating, step" in r.content]

@@ -177,7 +177,13 @@ async def test_images_reach_the_channel_when_the_interaction_expired(
             )
             await fake.wait_for(lambda: "images are in a new message" in it.original.content)
     assert len(posted) == 1 and f"<@{ALICE}>" in posted[0].content
-    assert posted[0].custom_ids() == ["pf:pick:1:0", "pf:pick:1:1", "pf:reroll:1"]
+    assert posted[0].custom_ids() == [
+        "pf:pick:1:0",
+        "pf:pick:1:1",
+        "pf:reroll:1",
+        "pf:tie:1",
+        "pf:none:1",
+    ]
     tried_webhook = [r for r in fake.requests if r.path.startswith("/webhooks") and r.files]
     assert bool(tried_webhook) == (how == "discord says so")
 
@@ -212,8 +218,9 @@ async def test_when_the_database_fails_a_click_gets_an_apology(
             raise ConnectionRefusedError("database unreachable")
 
         monkeypatch.setattr(bot_platform.service, "record_choice", unreachable)
-        click = await fake.click(final.id, "pf:pick:1:0", user_id=BOB)
-        assert "cannot reach its database" in await private(fake, click, BOB)
+        for button in ("pf:pick:1:0", "pf:tie:1", "pf:none:1"):
+            click = await fake.click(final.id, button, user_id=BOB)
+            assert "cannot reach its database" in await private(fake, click, BOB)
         monkeypatch.setattr(bot_platform.service, "submit_prompt", unreachable)
         refused = await imagine(fake, BOB, "a dog", count=2)
         await fake.wait_for(lambda: "could not queue your prompt" in refused.original.content)

@@ -94,7 +94,7 @@ async def test_prompts_ping_no_one_and_show_as_typed(bot_platform: Any, fake: An
             final = await fake.wait_for(lambda: final_message(it), timeout=SLOW)
         pick = await fake.click(final.id, "pf:pick:1:0", user_id=BOB)
         await private(fake, pick, BOB)
-        await fake.wait_for(lambda: "1 member has picked" in fake.message(final.id).content)
+        await fake.wait_for(lambda: "1 member has voted" in fake.message(final.id).content)
     texts = [revision.content for revision in fake.message(final.id).revisions]
     for live in ("@everyone", f"<@{BOB}>", f"<@&{ROLE}>", "](https", "**loud"):
         assert not [t for t in texts if live in t], live

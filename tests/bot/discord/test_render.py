@@ -9,10 +9,10 @@ from typing import Any
 
 from PIL import Image
 
-from bot.db.models import Frontend
+from bot.db.models import Frontend, VoteKind
 from bot.discord import render
 from bot.discord.uploads import fit_for_upload
-from bot.domain import GenerationView, Stats, UserRef
+from bot.domain import GenerationView, Stats, UserRef, Vote
 
 
 def _noise_png(side: int) -> bytes:
@@ -39,9 +39,38 @@ def test_large_images_become_jpegs_under_the_limit() -> None:
 
 
 def test_pick_confirmations_say_what_happened() -> None:
-    assert render.picked(2, None, True) == "You picked image 3; click another to change your pick."
-    assert render.picked(0, 2, True) == "You changed your pick from image 3 to image 1."
-    assert render.picked(0, 0, False) == "Image 1 is already your pick."
+    pick = Vote.of
+    assert render.voted(pick(2), None, True) == (
+        "You picked image 3; click another to change your pick."
+    )
+    assert render.voted(pick(0), pick(2), True) == "You changed your pick from image 3 to image 1."
+    assert render.voted(pick(0), pick(0), False) == "Image 1 is already your pick."
+
+
+def test_tie_and_none_confirmations_say_what_the_member_said() -> None:
+    tie, none = Vote(VoteKind.tie), Vote(VoteKind.none)
+    assert render.voted(tie, None, True) == (
+        "You said no image is better than the others; click a Pick button or "
+        "“None are good” to change your vote."
+    )
+    assert render.voted(none, None, True).startswith("You said none of these are good; ")
+    assert render.voted(tie, tie, False) == "You already said no image is better than the others."
+    assert render.voted(none, none, False) == "You already said none of these are good."
+    assert render.voted(tie, Vote.of(1), True) == (
+        "You changed your vote from image 2 to “No favourite”: you said no image is better "
+        "than the others."
+    )
+    assert render.voted(none, tie, True) == (
+        "You changed your vote from “No favourite” to “None are good”: you said none of "
+        "these are good."
+    )
+    assert render.voted(Vote.of(3), none, True) == (
+        "You changed your vote from “None are good” to a pick: image 4."
+    )
+    assert "No favourite" in render.HELP and "None are good" in render.HELP
+    assert render.pickers(0) == "No one has voted yet." and "2 members have voted" in (
+        render.pickers(2)
+    )
 
 
 def test_prompts_cannot_break_the_markdown() -> None:
@@ -108,6 +137,8 @@ def test_stats_show_registry_ids_not_where_models_are_stored() -> None:
         images=0,
         flagged_images=0,
         picks=0,
+        ties=0,
+        nones=0,
         requester_picks=0,
         repicks=0,
         active_models={"hps": "/srv/models/hps-3", "generator_adapter": "/srv/adapters/5"},
@@ -116,3 +147,28 @@ def test_stats_show_registry_ids_not_where_models_are_stored() -> None:
     text = render.stats(numbers, base_model="/srv/models/sd")
     assert "generator a local model, generator_adapter #5, hps #3" in text
     assert "/srv" not in text
+
+
+def test_stats_count_each_kind_of_vote() -> None:
+    numbers = Stats(
+        members=3,
+        banned=0,
+        generations={"done": 2},
+        images=6,
+        flagged_images=0,
+        picks=4,
+        ties=2,
+        nones=1,
+        requester_picks=3,
+        repicks=5,
+        active_models={},
+        member_generations=1,
+        member_picks=2,
+        member_ties=1,
+        member_nones=0,
+    )
+    mine = render.stats(numbers)
+    assert "1 prompts, 2 picks, 1 “No favourite”, 0 “None are good”" in mine
+    assert "4 picks, 2 “No favourite”, 1 “None are good” by 3 members" in mine
+    admin = render.admin_stats(numbers)
+    assert "picks 4 (by requesters 3), no favourite 2, none are good 1; re-votes 5" in admin

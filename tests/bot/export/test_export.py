@@ -62,6 +62,7 @@ async def test_round_trip_from_picks_to_training_examples(
         generation = cat if example.prompt == "a red cat" else dog
         assert [_sha(p) for p in example.images] == await _image_shas(platform, generation)
         assert example.images[0].parent == done.out / "preference_images"
+        assert example.chosen is not None and example.vote == "pick"
         assert example.open_images()[example.chosen].size == (WORLD_SIDE, WORLD_SIDE)
     train = json.loads((done.out / "preference_train.json").read_text())
     assert {e["prompt"]: e["contain_name"] for e in train} == {

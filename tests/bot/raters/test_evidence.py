@@ -58,14 +58,14 @@ async def test_control_votes_are_scored_by_the_shared_rule(platform: Any) -> Non
 
     async with platform.sessions() as session:
         rows = {
-            (row.user_id, row.generation_id): (row.correct, float(row.chance))
+            (row.user_id, row.generation_id): (row.correct, row.chance)
             for row in (await session.execute(text(CONTROL_VOTES))).all()
         }
     assert rows == {
         (a, blurred): (True, 0.75),
         (b, blurred): (False, 0.75),  # picked the blurred image
         (c, blurred): (False, 0.75),  # a tie, though one image is visibly worse
-        (d, blurred): (None, 0.75),  # "none are good": not scored without a known best
+        (d, blurred): (None, None),  # "none are good": not scored without a known best
         (a, marked): (True, 0.5),
         (b, marked): (False, 0.5),
         (d, marked): (False, 0.5),  # "none", though a best image is known
