@@ -207,6 +207,7 @@ def eval_hps(
         ceiling_line,
         evaluate,
         human_ceiling,
+        judged,
         random_baseline,
         write_report,
     )
@@ -215,7 +216,7 @@ def eval_hps(
         if not is_split(split):
             raise DatasetError(f"unknown split {split!r}: use test, train or all")
         votes = read_preferences(data, split, votes=VOTES).examples
-        examples = [e for e in votes if e.vote == "pick"]
+        examples = judged(votes)
         if not examples:
             raise FileNotFoundError(f"{data} has no {split} instances to evaluate on")
         scorer = HPSScorer.load(hps, device=device, cache_dir=_cache())

@@ -180,13 +180,15 @@ class Retrain:
                 self.platform.database_url,
                 self.platform.storage,
                 self.settings,
-                ExportOptions(out=out),
+                # Every kind of vote (control sets stay out): HPS trains ties with an
+                # even target, the adapter takes "None are good" sets as negatives.
+                ExportOptions(out=out, votes="all"),
             )
         except Exception as error:
             raise StageFailed(f"export: {error}") from error
         if done.instances == 0:
-            raise StageFailed("export: there are no picks to train on yet")
-        await self._update(progress=f"exported {done.instances} picks")
+            raise StageFailed("export: there are no votes to train on yet")
+        await self._update(progress=f"exported {done.instances} votes")
         return out
 
     async def _hps(self, data: Path) -> dict[str, Any]:

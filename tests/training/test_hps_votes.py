@@ -179,3 +179,33 @@ def test_none_as_negatives_lowers_what_people_rejected_below_picked_images(
     print(f"defective minus picked images, mean HPS: {plain:.2f} -> {trained:.2f}; {top1}")
     assert trained < plain - 1.0
     assert top1[True] >= 0.9  # and the picks are learned as well
+
+
+def test_held_out_accuracy_is_measured_on_picks_of_ordinary_sets(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A test split with every kind of vote (what the retrain loop exports) is judged on
+    its picks: ties and "none" name no image to rank first, a control set was spoiled on
+    purpose. The fit's held-out figure and the retrain gate both read it."""
+    from tests.support.colours import colour_dataset
+    from training.gate import hps_stage
+    from training.hps.evaluate import judged
+
+    data = colour_dataset(tmp_path / "ds", train=16, test=8)
+    test_file = data / "preference_test.json"
+    picks = json.loads(test_file.read_text())
+    others = [
+        {**picks[0], "id": "tie", "human_preference": None, "vote": "tie"},
+        {**picks[1], "id": "none", "human_preference": None, "vote": "none"},
+        {**picks[2], "id": "control", "control": "blur", "control_worse": 1},
+    ]
+    test_file.write_text(json.dumps([*picks, *others]))
+    test = read_preferences(data, "test", votes=VOTES, controls=True)
+    assert len(test) == len(picks) + 3
+    assert [e.id for e in judged(test.examples)] == [str(e["id"]) for e in picks]
+
+    cache = tmp_path_factory.getbasetemp() / "models"
+    gate = hps_stage(data, tmp_path / "run", start="tiny", base="tiny", active=None, cache=cache)
+    assert gate["test_instances"] == len(picks)
+    info = json.loads((tmp_path / "run" / "model" / "prefloop.json").read_text())
+    assert "test_top1" in info["metrics"]

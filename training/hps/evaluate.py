@@ -48,6 +48,12 @@ class Evaluation:
         return data
 
 
+def judged(examples: Sequence[Example]) -> list[Example]:
+    """The instances accuracy is measured on: picks on ordinary sets. A tie or "None are
+    good" names no image to rank first, and a control set's answer was made on purpose."""
+    return [e for e in examples if e.vote == "pick" and e.control is None]
+
+
 def credits(scores: Sequence[float], chosen: int) -> tuple[float, float]:
     """(top-1 credit, pairwise credit) of one instance; a NaN score is a miss."""
     if any(math.isnan(s) for s in scores):

@@ -286,11 +286,12 @@ def fit_hps(
         }
         save_checkpoint(clip, out, info)  # saved first: evaluation cannot lose the model
         forget_resume_point(out)
-        if test is not None and len(test):
-            from training.hps.evaluate import evaluate
+        from training.hps.evaluate import evaluate, judged
+
+        if test is not None and (held_out := judged(test.examples)):
             from training.hps.scorer import HPSScorer
 
-            result = evaluate(HPSScorer(clip), test.examples, bootstrap=0)
+            result = evaluate(HPSScorer(clip), held_out, bootstrap=0)
             metrics.update(test_top1=result.top1, test_pairwise=result.pairwise)
             write_info(out, info)
     accelerator.wait_for_everyone()

@@ -269,7 +269,7 @@ async def test_no_picks_fail_the_export_stage_clearly(
 ) -> None:
     _use(platform, monkeypatch, WIN)
     run = await _run(platform)
-    assert run.status == "failed" and run.error == "export: there are no picks to train on yet"
+    assert run.status == "failed" and run.error == "export: there are no votes to train on yet"
     assert run.outcome == {}
 
 
