@@ -30,6 +30,17 @@ async def add_member(platform: Any, member: str) -> int:
         return row.id
 
 
+async def add_vote(platform: Any, generation: int, user: int, kind: str) -> None:
+    """A "tie" or "none" vote of ``user`` (a users.id) on a set, as a row."""
+    await sql(
+        platform,
+        "INSERT INTO choices (generation_id, user_id, kind) VALUES (:g, :u, :k)",
+        g=generation,
+        u=user,
+        k=kind,
+    )
+
+
 async def mark_control(platform: Any, generation: int, worse: int = WORSE) -> None:
     await sql(
         platform,

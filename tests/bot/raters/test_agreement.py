@@ -13,19 +13,10 @@ from bot.config import Settings
 from bot.raters.agreement import dataset_agreement, dataset_agreement_sync, summary
 from tests.support.arena_rows import add_set, add_users
 from tests.support.database import sql
+from tests.support.raters import add_vote
 
 FOUR: list[Version] = [None] * 4
 TWO: list[Version] = [None, None]
-
-
-async def vote(platform: Any, generation: int, user: int, kind: str) -> None:
-    await sql(
-        platform,
-        "INSERT INTO choices (generation_id, user_id, kind) VALUES (:g, :u, :k)",
-        g=generation,
-        u=user,
-        k=kind,
-    )
 
 
 async def test_agreement_overall_per_week_and_on_picks(platform: Any, settings: Settings) -> None:
@@ -33,12 +24,12 @@ async def test_agreement_overall_per_week_and_on_picks(platform: Any, settings: 
     # The week of Monday 2025-12-29: [1, 1, 2] and [0, tie] (requested late on the Sunday).
     await add_set(platform, a, FOUR, {a: 1, b: 1, c: 2}, at=datetime(2026, 1, 1, tzinfo=UTC))
     tied = await add_set(platform, a, TWO, {a: 0}, at=datetime(2026, 1, 4, 23, 30, tzinfo=UTC))
-    await vote(platform, tied, b, "tie")
+    await add_vote(platform, tied, b, "tie")
     # The week of 2026-01-05: [3, 3, none, none].
     monday = datetime(2026, 1, 5, 0, 30, tzinfo=UTC)
     later = await add_set(platform, b, FOUR, {a: 3, b: 3}, at=monday)
-    await vote(platform, later, c, "none")
-    await vote(platform, later, d, "none")
+    await add_vote(platform, later, c, "none")
+    await add_vote(platform, later, d, "none")
     # Left out: a set with one voter, and a control set (its answer is known).
     await add_set(platform, a, FOUR, {a: 0}, at=monday)
     blurred = await add_set(platform, a, FOUR, {a: 0, b: 1, c: 2}, at=monday)

@@ -18,16 +18,7 @@ from bot.raters.evidence import (
 )
 from tests.support.arena_rows import add_set, add_users
 from tests.support.database import sql
-
-
-async def vote(platform: Any, generation: int, user: int, kind: str) -> None:
-    await sql(
-        platform,
-        "INSERT INTO choices (generation_id, user_id, kind) VALUES (:g, :u, :k)",
-        g=generation,
-        u=user,
-        k=kind,
-    )
+from tests.support.raters import add_vote
 
 
 async def control(platform: Any, generation: int, *, worse: int | None, best: int | None) -> None:
@@ -47,11 +38,11 @@ async def test_control_votes_are_scored_by_the_shared_rule(platform: Any) -> Non
     four: list[Version] = [None] * 4
     two: list[Version] = [None, None]
     blurred = await add_set(platform, a, four, {a: 1, b: 3})  # worse image: 3
-    await vote(platform, blurred, c, "tie")
-    await vote(platform, blurred, d, "none")
+    await add_vote(platform, blurred, c, "tie")
+    await add_vote(platform, blurred, d, "none")
     await control(platform, blurred, worse=3, best=None)
     marked = await add_set(platform, a, two, {a: 0, b: 1})  # best image: 0
-    await vote(platform, marked, d, "none")
+    await add_vote(platform, marked, d, "none")
     await control(platform, marked, worse=None, best=0)
     plain = await add_set(platform, a, four, {c: 2})  # not a control: not scored
     assert plain
@@ -77,11 +68,11 @@ async def test_agreement_on_shared_sets(platform: Any, settings: Settings) -> No
     four: list[Version] = [None] * 4
     two: list[Version] = [None, None]
     shared = await add_set(platform, a, four, {a: 1, b: 1, c: 2})
-    await vote(platform, shared, d, "tie")
+    await add_vote(platform, shared, d, "tie")
     await add_set(platform, a, four, {a: 0})  # one voter: not shared
     tied = await add_set(platform, a, two, {})
-    await vote(platform, tied, c, "tie")
-    await vote(platform, tied, d, "tie")
+    await add_vote(platform, tied, c, "tie")
+    await add_vote(platform, tied, d, "tie")
 
     async with platform.sessions() as session:
         found = {
