@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, literal, select, update
@@ -54,20 +52,9 @@ from bot.raters.store import RaterService
 from bot.registry import ModelRegistry
 from bot.retrain.triggers import RetrainRequest, request_retrain, runs
 from bot.storage import Storage
+from bot.sweep import Swept, sweep_store
 
 log = logging.getLogger(__name__)
-
-SWEEP_BATCH = 1000  # store keys checked against the images table per query
-
-
-@dataclass
-class Swept:
-    """What a sweep of the image store found: files no row references, and what went."""
-
-    files: int = 0  # files in the store
-    unreferenced: int = 0  # of those, older than the grace age and referenced by no row
-    deleted: int = 0  # of those, deleted (0 in a dry run)
-    examples: list[str] = field(default_factory=list)  # the first few unreferenced keys
 
 
 class CollectionService:
@@ -332,42 +319,10 @@ class CollectionService:
     async def sweep_store(
         self, *, grace_minutes: float | None = None, dry_run: bool = False
     ) -> Swept:
-        """Delete store files that no image row references, written over the grace age ago.
-
-        They are what a crash or a lost race leaves behind (a job stopped between storing
-        and recording its images, a forget whose file delete failed). Files written in the
-        last ``grace_minutes`` (default: the setting) are left alone: a running job stores
-        its images before it records them, and storing bytes already there marks the file
-        fresh. Each file is re-checked for its age as it is deleted.
-        """
-        grace = (
-            self.settings.storage.sweep_grace_minutes if grace_minutes is None else grace_minutes
+        """Delete store files no image row references (bot/sweep.py: :func:`sweep_store`)."""
+        return await sweep_store(
+            self.sessions, self.storage, self.settings, grace_minutes=grace_minutes, dry_run=dry_run
         )
-        cutoff = datetime.now(UTC) - timedelta(minutes=grace)
-        swept = Swept()
-        batch: list[str] = []
-        async for found in self.storage.files():
-            swept.files += 1
-            if found.written_at < cutoff:
-                batch.append(found.key)
-            if len(batch) >= SWEEP_BATCH:
-                await self._sweep_batch(batch, cutoff, dry_run, swept)
-                batch = []
-        await self._sweep_batch(batch, cutoff, dry_run, swept)
-        return swept
-
-    async def _sweep_batch(
-        self, keys: list[str], cutoff: datetime, dry_run: bool, swept: Swept
-    ) -> None:
-        async with self.sessions() as session:
-            used = await queries.referenced_keys(session, keys)
-        for key in (k for k in keys if k not in used):
-            swept.unreferenced += 1
-            if len(swept.examples) < 5:
-                swept.examples.append(key)
-            if not dry_run and await self.storage.delete_if_older(key, cutoff):
-                swept.deleted += 1
-                log.info("swept %s: no row references it", key)
 
     async def ban_user(self, user: UserRef, reason: str | None = None) -> None:
         """Stop a member from submitting and picking (their past data stays)."""

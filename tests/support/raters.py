@@ -55,7 +55,7 @@ async def careful_and_clicker(
 ) -> None:
     """``controls`` control sets and ``shared`` ordinary sets voted on by everyone."""
     for k in range(controls):
-        picks = {**{member: k % WORSE for member in careful}, clicker: WORSE}
+        picks: dict[int, int | str] = {**{member: k % WORSE for member in careful}, clicker: WORSE}
         await mark_control(platform, await add_set(platform, careful[0], FOUR, picks))
     for k in range(shared):
         picks = {**{member: k % 4 for member in careful}, clicker: (k + 1) % 4}
