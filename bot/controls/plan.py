@@ -43,8 +43,3 @@ class ControlPlan:
         if not found:
             return None
         return cls(ControlKind(found["kind"]), int(found["worse"]), found.get("prompt"))
-
-    @property
-    def extra_calls(self) -> int:
-        """Pipeline calls besides the set's own: the wrong prompt's image is one more."""
-        return 1 if self.kind == ControlKind.wrong_prompt else 0

@@ -196,7 +196,7 @@ class GenerationRunner:
         ``params["versions"]``) is one call per version, each on the same loaded pipeline
         with that version's adapter switched on; progress counts the steps of all. A
         control set (``params["control"]``) is a plain set whose image ``worse`` is then
-        made worse (:meth:`_worse`).
+        made worse (:meth:`_worse`; a wrong prompt's extra call shows no progress).
         A thread cannot be cancelled: without the stop, a worker told to quit would wait
         for the whole call (minutes on a CPU) after its shutdown grace, however short.
         """
@@ -219,6 +219,12 @@ class GenerationRunner:
             last_sent = now
             asyncio.run_coroutine_threadsafe(self._progress(work, step, total), loop)
 
+        def unseen(step: int, _: int) -> None:
+            """A control set's extra call: stoppable, but it shows the member nothing (a
+            progress total longer than a plain set's would give the control away)."""
+            if stop.is_set():
+                raise PipelineStopped(f"generation {work.generation_id} was cancelled")
+
         options = {
             "negative_prompt": work.negative_prompt,
             "steps": params["steps"],
@@ -232,13 +238,12 @@ class GenerationRunner:
         control = ControlPlan.from_params(params)
 
         def plain() -> Made:
-            nonlocal done_before
             made = self.generator.generate(work.prompt, seeds, **options)
             images, nsfw = list(made.images), list(made.nsfw)
             if control is not None:
-                done_before += steps * control.extra_calls  # a wrong prompt's call follows
                 k = control.worse
-                images[k], nsfw[k] = self._worse(control, images[k], nsfw[k], seeds[k], options)
+                quiet = {**options, "on_step": unseen}
+                images[k], nsfw[k] = self._worse(control, images[k], nsfw[k], seeds[k], quiet)
             n = len(images)
             return Made(images, nsfw, [self.adapter_version] * n, [self.generator.version] * n)
 
@@ -392,12 +397,10 @@ class GenerationRunner:
 
 
 def total_steps(params: dict[str, Any]) -> int:
-    """A job's pipeline steps: one call's, times the versions of a mixed set, plus the
-    wrong prompt's call of a control set."""
+    """A job's pipeline steps as members see them: one call's, times the versions of a
+    mixed set (a control set's extra call is not shown: it would give the set away)."""
     versions = params.get("versions")
     calls = len(set(versions)) if versions else 1
-    control = ControlPlan.from_params(params)
-    calls += control.extra_calls if control else 0
     return int(params["steps"]) * calls
 
 

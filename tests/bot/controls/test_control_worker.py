@@ -129,8 +129,23 @@ async def test_a_retried_control_job_makes_the_same_images(platform: Any, genera
         assert [i.sha256 for i in again.images] == first, kind
 
 
-def test_a_wrong_prompt_control_counts_its_extra_call_in_the_progress() -> None:
+async def test_a_wrong_prompt_control_shows_the_progress_of_a_plain_set(
+    platform: Any, generator: Any, monkeypatch: Any
+) -> None:
+    """Its extra pipeline call must not show: a longer total would give the set away."""
+    controls = platform.settings.controls
+    controls.share, controls.min_rated_others, controls.kinds = 1.0, 0, ["wrong_prompt"]
+    runner = GenerationRunner(platform.sessions, platform.storage, generator, progress_interval=0)
+    shown: list[tuple[int, int]] = []
+
+    async def progress(work: Any, step: int, total: int) -> None:
+        shown.append((step, total))
+
+    monkeypatch.setattr(runner, "_progress", progress)
+    submitted = await platform.service.submit_prompt(ALICE, "a red cat", 2)
+    assert await runner.run(submitted.generation_id) == "done"
+    steps = (await _row(platform, submitted.generation_id)).params["steps"]
+    assert shown and {total for _, total in shown} == {steps}
+    assert max(step for step, _ in shown) == steps
     plan = ControlPlan(ControlKind.wrong_prompt, 1, "an empty white room")
-    assert total_steps({"steps": 3, "seeds": [1, 2], "control": plan.to_params()}) == 6
-    blur = ControlPlan(ControlKind.blur, 1)
-    assert total_steps({"steps": 3, "seeds": [1, 2], "control": blur.to_params()}) == 3
+    assert total_steps({"steps": 3, "seeds": [1, 2], "control": plan.to_params()}) == 3
