@@ -155,8 +155,10 @@ async def admin_export(
     queued = await bot.service.request_export(
         format=format, rater=rater, incremental=incremental, votes=votes, controls=controls
     )
+    every_vote = votes == "all" or (votes is None and format == "parquet")  # its default
     text = (
-        f"Export queued as job {queued.job_id}: {'new ' if incremental else ''}picks "
+        f"Export queued as job {queued.job_id}: {'new ' if incremental else ''}"
+        f"{'votes of every kind' if every_vote else 'picks'} "
         f"({rater}) in the {format} layout, into `{queued.out}`. `/admin status` shows "
         "the last finished export."
     )
