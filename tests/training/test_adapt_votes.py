@@ -59,6 +59,7 @@ def _export(folder: Path) -> Path:
     entry("n3", "g3", "a disputed set", **none)
     entry("t3", "g3", "a disputed set", vote="tie", human_preference=None)
     entry("c4", "g4", "a control", **none, control="marked", control_best=1)
+    entry("u5", "g5", "a set a random clicker rejected", **none, rater_weight=0.05)
     (folder / "preference_train.json").write_text(json.dumps(entries))
     (folder / "preference_test.json").write_text("[]")
     return folder
@@ -66,9 +67,14 @@ def _export(folder: Path) -> Path:
 
 def test_sets_voted_none_are_negatives_and_each_set_counts_once(tmp_path: Path) -> None:
     pool = sets_from_export(_export(tmp_path))
-    # One group per set however many voted; the disputed set (a tie too) stays with HPS;
-    # control sets are no part of it.
-    assert [g.prompt for g in pool.groups] == ["a picked set", "a disputed set"]
+    # One group per set however many voted; the disputed set (a tie too) stays with HPS,
+    # and so does one rejected only by a rater known to click at random; control sets are
+    # no part of it.
+    assert [g.prompt for g in pool.groups] == [
+        "a picked set",
+        "a disputed set",
+        "a set a random clicker rejected",
+    ]
     assert [g.prompt for g in pool.rejected] == ["a rejected set"]
 
     chosen = select(FixedScores(), pool.groups) + rejected_negatives(FixedScores(), pool.rejected)
@@ -85,6 +91,7 @@ def test_sets_voted_none_are_negatives_and_each_set_counts_once(tmp_path: Path) 
     assert sorted(Path(s.file).name for s in chosen if s.label == "positive") == [
         "n3_0.png",
         "p1_0.png",
+        "u5_0.png",
     ]
     # Negatives are captioned "Weird image. " + prompt, whatever their source.
     weird = dict(captions(chosen))
@@ -93,8 +100,8 @@ def test_sets_voted_none_are_negatives_and_each_set_counts_once(tmp_path: Path) 
     manifest = tmp_path / "selection.jsonl"
     digest = write_manifest(chosen, manifest)
     assert read_manifest(manifest) == chosen  # the source survives the manifest
-    selection = Selection(chosen, digest, manifest, reused=False, groups=2, rejected=1)
-    assert selection.negatives == {HPS: 0, NONE_VOTE: 4} and selection.positives == 2
+    selection = Selection(chosen, digest, manifest, reused=False, groups=3, rejected=1)
+    assert selection.negatives == {HPS: 0, NONE_VOTE: 4} and selection.positives == 3
 
 
 def test_manifests_from_before_the_source_field_read_as_hps(tmp_path: Path) -> None:

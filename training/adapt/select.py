@@ -66,9 +66,16 @@ def pool_from_export(data: Path, split: Split = "train") -> list[Group]:
     return sets_from_export(data, split).groups
 
 
+#: A "None are good" set becomes negatives only when one of its voters is at least this
+#: likely careful (``rater_weight``): a rater whose control sets and agreement mark them
+#: a random clicker does not get to reject images. Below it, HPS judges the set.
+MIN_NONE_WEIGHT = 0.5
+
+
 def sets_from_export(data: Path, split: Split = "train") -> Pool:
     """The export's sets, each once however many voted on it (control sets left out):
-    a set is "rejected" when someone voted "None are good" and nobody picked or tied."""
+    a set is "rejected" when someone voted "None are good", nobody picked or tied, and
+    a voter's reliability weight is at least :data:`MIN_NONE_WEIGHT`."""
     examples = read_preferences(data, split, votes=VOTES).examples
     sets: dict[object, list[Example]] = defaultdict(list)
     for example in examples:
@@ -76,7 +83,9 @@ def sets_from_export(data: Path, split: Split = "train") -> Pool:
     pool = Pool([], [])
     for votes in sets.values():
         first = votes[0]
-        rejected = all(e.vote == "none" for e in votes)
+        rejected = (
+            all(e.vote == "none" for e in votes) and max(e.weight for e in votes) >= MIN_NONE_WEIGHT
+        )
         (pool.rejected if rejected else pool.groups).append(Group(first.prompt, first.images))
     return pool
 

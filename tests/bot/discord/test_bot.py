@@ -152,7 +152,8 @@ async def test_admin_commands_are_checked_on_our_side_and_audited(
             "admin", {"format": "parquet", "incremental": True}, subcommand="export", user_id=ADMIN
         )
         answer = await private(fake, export, ADMIN)
-        assert "Export queued as job" in answer and "new votes of every kind (requester) in the parquet" in answer
+        assert "Export queued as job" in answer
+        assert "new votes of every kind (requester) in the parquet" in answer
         folder = answer.split("`")[1]
         async with running(serve_maintenance(bot_platform)):  # what `prefloop run` runs
             await eventually(lambda: asyncio.to_thread(Path(folder, "manifest.json").exists))
