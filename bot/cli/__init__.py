@@ -13,6 +13,7 @@ from bot.cli import (
     config,
     controls,
     db,
+    evaluate,
     export,
     members,
     models,
@@ -55,7 +56,7 @@ app.add_typer(db.db_app, name="db")
 app.add_typer(serve.discord_app, name="discord")
 app.add_typer(store.store_app, name="store")
 app.add_typer(train.train_app, name="train")
-app.add_typer(train.eval_app, name="eval")
+app.add_typer(evaluate.eval_app, name="eval")
 app.add_typer(models.models_app, name="models")
 app.add_typer(arena.arena_app, name="arena")
 app.add_typer(controls.control_app, name="control")
