@@ -32,8 +32,6 @@ CATEGORY = "CASE WHEN c.kind = 'pick' THEN c.image_index::text ELSE c.kind END"
 #: The sets whose votes show agreement (of ``generations g``): ordinary (not control) and done.
 ORDINARY_SET = "g.control_kind IS NULL AND g.status = 'done'"
 
-#: Every vote on a control set, scored by the one rule (bot/controls/scoring.py).
-CONTROL_VOTES = CONTROL_VOTES_SQL
 
 SHARED_VOTES = f"""
 WITH votes AS (
@@ -83,13 +81,13 @@ def fit(evidence: list[Evidence], settings: Settings) -> Population:
 
 async def load_population(session: AsyncSession, settings: Settings) -> Population:
     """Every rater's reliability, read through an async SQLAlchemy session."""
-    controls = (await session.execute(text(CONTROL_VOTES))).all()
+    controls = (await session.execute(text(CONTROL_VOTES_SQL))).all()
     shared = (await session.execute(text(shared_votes_sql(settings.raters.min_votes)))).all()
     return fit(gather(controls, shared), settings)
 
 
 def load_population_sync(conn: psycopg.Connection[Any], settings: Settings) -> Population:
     """The same, through a psycopg connection (the export's snapshot)."""
-    controls = conn.execute(CONTROL_VOTES).fetchall()
+    controls = conn.execute(CONTROL_VOTES_SQL).fetchall()
     shared = conn.execute(shared_votes_sql(settings.raters.min_votes)).fetchall()
     return fit(gather(controls, shared), settings)

@@ -1,4 +1,7 @@
-"""The evidence queries: control votes scored by the shared rule, agreement on shared sets."""
+"""The evidence queries: agreement on shared sets, and one fit for the service and the export.
+
+(Votes on control sets are scored by bot/controls/scoring.py: tests/bot/controls/test_scoring.py.)
+"""
 
 from __future__ import annotations
 
@@ -10,57 +13,13 @@ from sqlalchemy import text
 from bot.arena.versions import Version
 from bot.config import Settings
 from bot.raters.evidence import (
-    CONTROL_VOTES,
     gather,
     load_population,
     load_population_sync,
     shared_votes_sql,
 )
 from tests.support.arena_rows import add_set, add_users
-from tests.support.database import sql
 from tests.support.raters import add_vote
-
-
-async def control(platform: Any, generation: int, *, worse: int | None, best: int | None) -> None:
-    await sql(
-        platform,
-        "UPDATE generations SET control_kind = :kind, control_worse = :worse, "
-        "control_best = :best WHERE id = :g",
-        g=generation,
-        kind="blur" if best is None else "marked",
-        worse=worse,
-        best=best,
-    )
-
-
-async def test_control_votes_are_scored_by_the_shared_rule(platform: Any) -> None:
-    a, b, c, d = await add_users(platform, 4)
-    four: list[Version] = [None] * 4
-    two: list[Version] = [None, None]
-    blurred = await add_set(platform, a, four, {a: 1, b: 3})  # worse image: 3
-    await add_vote(platform, blurred, c, "tie")
-    await add_vote(platform, blurred, d, "none")
-    await control(platform, blurred, worse=3, best=None)
-    marked = await add_set(platform, a, two, {a: 0, b: 1})  # best image: 0
-    await add_vote(platform, marked, d, "none")
-    await control(platform, marked, worse=None, best=0)
-    plain = await add_set(platform, a, four, {c: 2})  # not a control: not scored
-    assert plain
-
-    async with platform.sessions() as session:
-        rows = {
-            (row.user_id, row.generation_id): (row.correct, row.chance)
-            for row in (await session.execute(text(CONTROL_VOTES))).all()
-        }
-    assert rows == {
-        (a, blurred): (True, 0.75),
-        (b, blurred): (False, 0.75),  # picked the blurred image
-        (c, blurred): (False, 0.75),  # a tie, though one image is visibly worse
-        (d, blurred): (None, None),  # "none are good": not scored without a known best
-        (a, marked): (True, 0.5),
-        (b, marked): (False, 0.5),
-        (d, marked): (False, 0.5),  # "none", though a best image is known
-    }
 
 
 async def test_agreement_on_shared_sets(platform: Any, settings: Settings) -> None:
