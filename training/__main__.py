@@ -111,6 +111,7 @@ def adapt(args: argparse.Namespace) -> int:
         regularization=args.regularization,
         seed=args.seed,
         mixed_precision=args.mixed_precision,
+        recipe=args.recipe,
         **{name: getattr(args, name) for name in PAPER},
     )
     text = args.selection.read_text("utf-8")
@@ -204,12 +205,19 @@ def _fit_hps_options(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def _adapt_options(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from training.adapt.lora import PAPER
+    from training.adapt.lora import PAPER, RECIPES
 
     lora = commands.add_parser("adapt", help=adapt.__doc__, description=adapt.__doc__)
     lora.add_argument("--selection", type=Path, required=True, help="selection .jsonl")
     lora.add_argument("--out", type=Path, required=True)
     lora.add_argument("--base", default="CompVis/stable-diffusion-v1-4")
+    lora.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default=None,
+        help="the paper's full-size settings by name (docs/reproducing.md); "
+        "the options below, when given, override it",
+    )
     for name in PAPER:
         kind = float if name in {"lr", "weight_decay"} else int
         lora.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)

@@ -202,10 +202,19 @@ def train_adapt(
             "by anyone) is a negative, whatever HPS thinks of it."
         ),
     ] = True,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="The paper's full-size settings by name: hps-script (the released script's: "
+            "rank 4, lr 1e-5 constant, weight decay 1e-2, 10,000 steps of 40) or "
+            "hps-paper-text (the same at rank 32); --rank, --lr, --steps and --batch-size, "
+            "when given, override it (docs/reproducing.md)."
+        ),
+    ] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank (default 4).")] = None,
     lr: Annotated[float | None, typer.Option(help="Default 1e-5, constant.")] = None,
     steps: Annotated[int | None, typer.Option(help="Default 1000.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Default 4.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default 4 (per process).")] = None,
     grad_accum: Annotated[int, typer.Option()] = 1,
     regularization: Annotated[
         Path | None, typer.Option(help="Regularisation pairs: x.png with its caption in x.txt.")
@@ -252,8 +261,10 @@ def train_adapt(
         mixed_precision=mixed_precision,
         device=device,
         cache_dir=model_cache(),
+        recipe=recipe,
     )
     with plain_errors():
+        config.resolved()  # an unknown recipe fails here, before selection scores the pool
         done = readapt(
             config,
             hps=hps,

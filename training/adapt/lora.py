@@ -9,6 +9,10 @@ Every step draws its samples, noise and timesteps from a generator seeded by (se
 process), so a run is reproducible and a resumed run replays exactly what the
 uninterrupted one would have done. One entry point on a CPU, a GPU or many:
 ``python -m training adapt …``, or ``accelerate launch -m training adapt …``.
+
+The defaults are the paper's recipe scaled down (``PAPER``: 1,000 steps of 4); the
+paper's full-size settings are named recipes (``RECIPES``: ``hps-script``, the released
+training script's, and ``hps-paper-text``, the paper's text's), chosen with ``--recipe``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,31 @@ PAPER: dict[str, Any] = {
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": {"rank": 8, "lr": 1e-3, "steps": 300, "batch_size": 8},
 }
+# The paper's two full-size settings, by name (``--recipe NAME``): a recipe replaces the
+# defaults above (the base's and the paper's), and every value given on its own
+# (``--rank``, ``--steps`` …) still wins over it. The batch is per process, as in the
+# released script (its README: batch 5 on each of 8 GPUs for the same 40).
+RECIPES: dict[str, dict[str, Any]] = {
+    # github.com/tgxs002/align_sd scripts/train_lora.sh: train_text_to_image_lora.py with
+    # batch 40, lr 1e-5 constant, no warmup, 10,000 steps; it passes no --lora_rank, so
+    # the script's default 4 applies, and no --adam_weight_decay (default 1e-2).
+    "hps-script": {
+        "rank": 4,
+        "lr": 1e-5,
+        "weight_decay": 1e-2,
+        "steps": 10_000,
+        "batch_size": 40,
+    },
+    # The paper's text (arXiv 2303.14420) gives rank 32 for the same run; the other values
+    # are the script's (summaries of the paper state none that differ: docs/reproducing.md).
+    "hps-paper-text": {
+        "rank": 32,
+        "lr": 1e-5,
+        "weight_decay": 1e-2,
+        "steps": 10_000,
+        "batch_size": 40,
+    },
+}
 
 
 class AdaptError(RuntimeError):
@@ -75,17 +104,38 @@ class AdaptConfig:
     cache_dir: Path | None = None
     hps: str | None = None  # recorded in the run folder's info
     selection_hash: str | None = None
+    recipe: str | None = None  # a name in RECIPES; None: the base's defaults, else PAPER
 
     def models(self) -> Path:
         """Where base models are downloaded to and found."""
         return self.cache_dir or Path.home() / ".cache" / "prefloop"
 
     def resolved(self) -> dict[str, Any]:
+        """The hyperparameters in force: given > the recipe's > the base's > PAPER."""
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise AdaptError(
+                f"unknown recipe {self.recipe!r}: use {' or '.join(RECIPES)} "
+                "(or none, for the defaults)"
+            )
         merged = {**PAPER, **PRESET_DEFAULTS.get(preset_of(self.base) or "", {})}
+        merged.update(RECIPES.get(self.recipe or "", {}))
         for name in PAPER:
             if getattr(self, name) is not None:
                 merged[name] = getattr(self, name)
         return merged
+
+    def recorded(self, precision: str) -> dict[str, Any]:
+        """The adapter's ``prefloop.json`` ``hyperparameters``: those in force, the
+        recipe they came from, and the rest of the run's settings."""
+        return {
+            **self.resolved(),
+            "recipe": self.recipe,
+            "grad_accum": self.grad_accum,
+            "seed": self.seed,
+            "mixed_precision": precision,
+            "targets": TARGETS,
+            "regularization_ratio": self.regularization_ratio,
+        }
 
 
 @dataclass
@@ -359,14 +409,7 @@ def adapt_generator(
                 "regularization": len(items) - len(pairs),
                 "manifest_sha256": config.selection_hash,
             },
-            "hyperparameters": {
-                **hyper,
-                "grad_accum": config.grad_accum,
-                "seed": config.seed,
-                "mixed_precision": precision,
-                "targets": TARGETS,
-                "regularization_ratio": config.regularization_ratio,
-            },
+            "hyperparameters": config.recorded(precision),
             "metrics": {
                 "fixed_batch_loss_before": before,
                 "fixed_batch_loss_after": after,
