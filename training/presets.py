@@ -17,26 +17,23 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.preset_clip import conditioning_probe, pretrain_clip, text_encoder_from_clip
+from training.preset_world import SIDE, world_images
 from training.run_folder import write_info
-from training.tokens import (
-    CONTEXT_LENGTH,
-    END,
-    FULL_MERGES,
-    START,
-    build_clip_tokenizer,
-    clip_vocabulary,
-)
+from training.tokens import CONTEXT_LENGTH, END, FULL_MERGES, START, build_clip_tokenizer
 
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
-PRESET_VERSION = 4  # bump when a preset's architecture or seed changes
-MARKER = "prefloop_preset.json"
-TINY_MERGES = 2000  # a trimmed CLIP vocabulary (2,514 tokens) keeps the text encoder small
+PRESET_VERSION = 5  # bump when a preset's architecture or seed changes
+MARKER = "prefloop_preset.json"  # name, version and what the build measured
+CLIP_FOLDER = "clip"  # inside a generator preset: the CLIP its text encoder came from
 
 
 def clip_tokenizer(n_merges: int = FULL_MERGES) -> Any:
@@ -51,23 +48,6 @@ def clip_tokenizer(n_merges: int = FULL_MERGES) -> Any:
         unk_token=END,
         model_max_length=CONTEXT_LENGTH,
     )
-
-
-def _tiny_text_encoder(vocab: dict[str, int]) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=CONTEXT_LENGTH,
-        bos_token_id=vocab[START],
-        eos_token_id=vocab[END],
-        pad_token_id=vocab[END],
-    )
-    return CLIPTextModel(config)
 
 
 def _tiny_safety_checker() -> tuple[Any, Any]:
@@ -112,115 +92,65 @@ def sd_scheduler() -> Any:
     )
 
 
-# ----- the tiny generator's world ---------------------------------------------------
+# ----- the tiny generator ------------------------------------------------------------
 #
 # A randomly initialised UNet does not denoise (its noise-prediction loss is ~1.1, worse
 # than predicting zero), so fine-tuning it learns "denoise at all" and nothing about which
-# images people liked, and a random VAE does not round-trip its own images. The tiny
-# preset is therefore *trained*, briefly, on a toy world: 32x32 images of four flat-coloured
-# quadrants over a fixed checked texture, where the caption's first word tints the whole
-# image.
-# Its images then vary between seeds in ways a preference can pick out (how red is the
-# top-left corner?), text conditions them, and a LoRA fine-tune moves them the way a real
-# model's would.
+# images people liked, and a random VAE does not round-trip its own images; a random text
+# encoder gives words no meaning ("Weird image." as a negative prompt then steers nowhere
+# in particular). The tiny preset is therefore *trained*, briefly, on a toy world
+# (training/preset_world.py), the way Stable Diffusion was on ours: first a tiny CLIP,
+# contrastively, on the world's captioned images (training/preset_clip.py); its text
+# tower, frozen, becomes the text encoder; then the VAE on the world's images and the
+# UNet on their latents against that text encoder. Its images then vary between seeds in
+# ways a preference can pick out (how red is the top-left corner?), prompts condition
+# them, and a LoRA fine-tune moves them the way a real model's would.
 #
-# The build takes about 40 s on two CPU cores (bench/preset.py), in one thread: these
+# The build takes under a minute on two CPU cores (bench/preset.py), in one thread: these
 # models are so small that a second thread gains little when the machine is idle and,
 # when it is busy, OpenMP's waiting threads make every step several times slower. The VAE
 # learns on small images of the world (it is convolutional), the UNet on a pool of
-# latents and caption embeddings computed once, both with fused optimisers.
+# latents and caption embeddings computed once, all with fused optimisers.
 
-WORLD_WORDS = (
-    "a",
-    "the",
-    "red",
-    "blue",
-    "green",
-    "photo",
-    "cat",
-    "dog",
-    "house",
-    "tree",
-    "car",
-    "sky",
-    "thing",
-    "painting",
-    "of",
-    "big",
-    "small",
-    "city",
-    "river",
-    "portrait",
-    "night",
-    "garden",
-    "old",
-    "new",
-)
-WORLD_SIDE = 32
+WORLD_SIDE = SIDE
 # Sizes and steps chosen by measurement (bench/preset.py for the time, the closed-loop
-# test in tests/training/test_adapt.py for the learning): 150 VAE and 120 UNet steps
-# already lost that test's win, and a (16, 32) UNet never won it.
+# test in tests/training/test_adapt.py for the learning). The UNet has three levels, so
+# its attention sees the whole 16x16 latent; it learns with a one-cycle rate and min-SNR
+# weighting, which the two-level UNet at a constant rate of v4 lacked: it never learned
+# to use the prompt.
 VAE_CHANNELS = (16, 32)
 VAE_STEPS = 200
 VAE_BATCH = 8
 VAE_SIDE = 16  # the VAE learns on 16x16 images of the world; it is convolutional
 VAE_LR = 5e-4  # 1e-3 and above never learn the colours back
-UNET_CHANNELS = (16, 64)  # the attention block (where LoRA goes) keeps 64 channels
+VAE_LOGVAR_INIT = -6.0  # the posterior's starting log-variance (see _train_vae)
+UNET_CHANNELS = (16, 32, 64)  # the attention blocks (where LoRA goes) keep 32 and 64
 UNET_GROUPS = 16
-UNET_STEPS = 150
+UNET_STEPS = 300
 UNET_BATCH = 8
-UNET_LR = 1e-3
+UNET_LR = 2e-3  # the peak of a one-cycle schedule
+MIN_SNR_GAMMA = 5.0
 LATENT_POOL = 512  # world images encoded once for the UNet's steps
-CHECKER = 0.15  # the fixed texture's contrast (see _checker)
 BUILD_THREADS = 1  # torch threads while training (see above; bench/preset.py compares)
 Progress = Callable[[str, int, int], None]  # (stage, steps done, steps in the stage)
-
-
-def world_images(
-    n: int, generator: Any, side: int = WORLD_SIDE, words: Sequence[str] = WORLD_WORDS
-) -> tuple[Any, list[str]]:
-    """``n`` images of the toy world in [-1, 1] ([n, 3, side, side]) and their captions."""
-    import torch
-
-    tint_generator = torch.Generator().manual_seed(1234)
-    tints = 0.3 * torch.randn(len(words), 3, generator=tint_generator)
-    half = side // 2
-    quadrants = torch.rand(n, 3, 2, 2, generator=generator) * 1.6 - 0.8
-    pixels = quadrants.repeat_interleave(half, 2).repeat_interleave(half, 3)
-    chosen = torch.randint(len(words), (n, 3), generator=generator)
-    pixels = pixels + tints[chosen[:, 0]][:, :, None, None]
-    pixels = (
-        pixels + CHECKER * _checker(side) + 0.05 * torch.randn(pixels.shape, generator=generator)
-    )
-    captions = [" ".join(words[int(k)] for k in row) for row in chosen]
-    return pixels.clamp(-1, 1), captions
-
-
-def _checker(side: int) -> Any:
-    """+1/-1 in 2x2-pixel cells: the world's fixed texture.
-
-    Stable Diffusion's VAE normalises its features over whole images (GroupNorm), which
-    removes an image's overall colour unless something in every image stays the same to
-    measure it against; this texture is that reference, and it lets the VAE learn the
-    whole image's colour (the prompt's tint, a "reddest image" preference) in a few
-    hundred steps instead of thousands. Cells of 2x2 pixels match the VAE's downsampling.
-    """
-    import torch
-
-    cells = torch.arange(side) // 2
-    return ((cells[:, None] + cells[None, :]) % 2).float() * 2 - 1
 
 
 def _train_vae(vae: Any, generator: Any, progress: Progress) -> None:
     """Fit the VAE to the world's images, then scale its latents to unit spread (as SD's)."""
     import torch
 
+    # The encoder's posterior starts narrow (log-variance -6, a spread of 0.05) and is
+    # trained by decoding samples from it, so it stays narrow as SD's does: a posterior
+    # as wide as the latents (never trained, pulled to 1 by the KL term) would bury the
+    # image under noise wherever a latent is sampled (the UNet's and the LoRA's training).
+    with torch.no_grad():
+        vae.quant_conv.bias[vae.config.latent_channels :] = VAE_LOGVAR_INIT
     optimizer = torch.optim.Adam(vae.parameters(), lr=VAE_LR, fused=True)
     vae.train()
     for step in range(VAE_STEPS):
         images, _ = world_images(VAE_BATCH, generator, side=VAE_SIDE)
         dist = vae.encode(images).latent_dist
-        rebuilt = vae.decode(dist.mean).sample
+        rebuilt = vae.decode(dist.sample(generator)).sample
         loss = torch.nn.functional.mse_loss(rebuilt, images) + 1e-6 * dist.kl().mean()
         optimizer.zero_grad()
         loss.backward()
@@ -263,6 +193,11 @@ def _train_unet(pipe: Any, generator: Any, progress: Progress) -> None:
     unet, scaling = pipe.unet, pipe.vae.config.scaling_factor
     mean, std, text, empty = _latent_pool(pipe, generator)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=UNET_LR, weight_decay=0.0, fused=True)
+    rate = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=UNET_LR, total_steps=UNET_STEPS, pct_start=0.1
+    )
+    snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
+    weight = snr.clamp(max=MIN_SNR_GAMMA) / snr  # min-SNR weighting (Hang et al., 2023)
     unet.train()
     for step in range(UNET_STEPS):
         pick = torch.randint(len(mean), (UNET_BATCH,), generator=generator)
@@ -275,75 +210,114 @@ def _train_unet(pipe: Any, generator: Any, progress: Progress) -> None:
             0, schedule.config.num_train_timesteps, (UNET_BATCH,), generator=generator
         )
         predicted = unet(schedule.add_noise(latents, noise, timesteps), timesteps, condition)
-        loss = torch.nn.functional.mse_loss(predicted.sample, noise)
+        error = (predicted.sample - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (weight[timesteps] * error).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        rate.step()
         progress("unet", step + 1, UNET_STEPS)
     unet.eval()
 
 
-def build_tiny_pipeline(
+@dataclass
+class Built:
+    """A built generator preset: the pipeline, the CLIP its text encoder came from, and
+    what the build measured (written to the preset's metadata)."""
+
+    pipe: Any
+    clip: Any  # open_clip CLIP
+    card: dict[str, Any]
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        """The pipeline in diffusers' layout, the CLIP as an open_clip folder in ``clip/``."""
+        self.pipe.save_pretrained(folder, safe_serialization=True)
+        save_clip_folder(self.clip, folder / CLIP_FOLDER, self.card["clip"])
+        return self.card
+
+
+def build_tiny(
     seed: int = 0, *, safety_checker: bool = True, progress: Progress | None = None
-) -> Any:
-    """A 32x32 Stable Diffusion pipeline trained on the toy world (``progress`` hears each
-    training step)."""
+) -> Built:
+    """The tiny preset trained on the toy world: CLIP, then VAE, then UNet (``progress``
+    hears each training step), and the conditioning probe."""
     import torch
     from diffusers import StableDiffusionPipeline
 
     # From diffusers.models: for a type checker, the top level's classes are stand-ins.
     from diffusers.models import AutoencoderKL, UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=WORLD_SIDE // 2,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=UNET_CHANNELS,
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=UNET_GROUPS,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=VAE_CHANNELS,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=4,  # 32 groups of 32 channels would normalise away flat colours
-        mid_block_add_attention=False,  # the world has no long-range structure to attend to
-    )
-    checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
-    text_encoder = _tiny_text_encoder(clip_vocabulary(TINY_MERGES))
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=clip_tokenizer(TINY_MERGES),
-        scheduler=sd_scheduler(),
-        safety_checker=checker,
-        feature_extractor=processor,
-        requires_safety_checker=safety_checker,
-    )
+    started = time.perf_counter()
+    clip = build_tiny_clip(seed)
     generator = torch.Generator().manual_seed(seed)
     report = progress or (lambda stage, done, total: None)
     threads = torch.get_num_threads()
     torch.set_num_threads(BUILD_THREADS)
     try:
         with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pretraining = pretrain_clip(clip, generator, report)
+            text_encoder = text_encoder_from_clip(clip)
+            levels = len(UNET_CHANNELS) - 1  # every level but the first attends to the text
+            unet = UNet2DConditionModel(
+                sample_size=WORLD_SIDE // 2 ** (len(VAE_CHANNELS) - 1),
+                in_channels=4,
+                out_channels=4,
+                block_out_channels=UNET_CHANNELS,
+                layers_per_block=1,
+                down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * levels,
+                up_block_types=("CrossAttnUpBlock2D",) * levels + ("UpBlock2D",),
+                cross_attention_dim=text_encoder.config.hidden_size,
+                norm_num_groups=UNET_GROUPS,
+            )
+            vae = AutoencoderKL(
+                in_channels=3,
+                out_channels=3,
+                block_out_channels=VAE_CHANNELS,
+                down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
+                up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
+                latent_channels=4,
+                norm_num_groups=4,  # 32 groups of 32 channels would normalise away flat colours
+                mid_block_add_attention=False,  # no long-range structure to attend to
+            )
+            checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
+            pipe = StableDiffusionPipeline(
+                unet=unet,
+                vae=vae,
+                text_encoder=text_encoder,
+                tokenizer=clip_tokenizer(),
+                scheduler=sd_scheduler(),
+                safety_checker=checker,
+                feature_extractor=processor,
+                requires_safety_checker=safety_checker,
+            )
+            pipe.set_progress_bar_config(disable=True)
             _train_vae(vae, generator, report)
             _train_unet(pipe, generator, report)
+            trained = time.perf_counter() - started
+            probe = conditioning_probe(clip, pipe, generator)
     finally:
         torch.set_num_threads(threads)
     for part in (unet, vae, text_encoder):
         part.requires_grad_(True)  # as from_pretrained leaves them
-    return pipe
+    card = {
+        "seed": seed,
+        "clip": {"base": f"preset:{TINY} (random init, seed {seed})", "pretraining": pretraining},
+        "steps": {"vae": VAE_STEPS, "unet": UNET_STEPS},
+        "train_seconds": round(trained, 1),
+        "probe": probe,
+    }
+    return Built(pipe, clip, card)
 
 
-PRESETS: dict[str, Callable[..., Any]] = {TINY: build_tiny_pipeline}
+def build_tiny_pipeline(
+    seed: int = 0, *, safety_checker: bool = True, progress: Progress | None = None
+) -> Any:
+    """The tiny preset's pipeline alone (see :func:`build_tiny`)."""
+    return build_tiny(seed, safety_checker=safety_checker, progress=progress).pipe
+
+
+PRESETS: dict[str, Callable[..., Built]] = {TINY: build_tiny}
 
 
 def is_preset(name: str) -> bool:
@@ -364,23 +338,37 @@ def save_preset(name: str, folder: Path, progress: Progress | None = None) -> Pa
     preset is built straight into ``folder``. ``progress`` hears each training step.
     """
     folder = Path(folder)
-
-    def build(staging: Path) -> None:
-        PRESETS[name](progress=progress).save_pretrained(staging, safe_serialization=True)
-
-    if _marker(folder) == {"preset": name, "version": PRESET_VERSION}:
+    if _is_current(folder, name):
         return folder
-    cached = preset_cache() / name
-    try:
-        built = _save_once(cached, name, build)
-    except OSError as error:
-        log.info("preset cache %s is not writable (%s); building into %s", cached, error, folder)
-        return _save_once(folder, name, build)
+    built = _built(name, progress, fallback=folder)
     if built.resolve() == folder.resolve():
         return folder
-    return _save_once(
-        folder, name, lambda staging: shutil.copytree(built, staging, dirs_exist_ok=True)
-    )
+    return _save_once(folder, name, lambda staging: _copy(built, staging))
+
+
+def _built(name: str, progress: Progress | None, fallback: Path) -> Path:
+    """Generator preset ``name`` in the cache, built now if it is not there (into
+    ``fallback`` where the cache cannot be written)."""
+
+    def build(staging: Path) -> dict[str, Any]:
+        return PRESETS[name](progress=progress).save(staging)
+
+    cached = preset_cache() / name
+    try:
+        return _save_once(cached, name, build)
+    except OSError as error:
+        log.info("preset cache %s is not writable (%s); building into %s", cached, error, fallback)
+        return _save_once(fallback, name, build)
+
+
+def _copy(source: Path, staging: Path) -> dict[str, Any]:
+    shutil.copytree(source, staging, dirs_exist_ok=True)
+    return {k: v for k, v in (_marker(source) or {}).items() if k not in ("preset", "version")}
+
+
+def preset_card(folder: Path) -> dict[str, Any] | None:
+    """What a preset folder's build recorded (its seed, steps, the conditioning probe)."""
+    return _marker(Path(folder))
 
 
 def preset_of(model: str) -> str | None:
@@ -391,27 +379,34 @@ def preset_of(model: str) -> str | None:
     return str(marker["preset"]) if marker and is_preset(str(marker.get("preset"))) else None
 
 
-def _save_once(folder: Path, name: str, write: Callable[[Path], Any]) -> Path:
+def _save_once(folder: Path, name: str, write: Callable[[Path], dict[str, Any] | None]) -> Path:
     """Write a preset to ``folder`` once; later calls reuse it while its version matches.
 
-    The preset is written beside ``folder`` and renamed into place, so a process that
-    loads it never sees a half-written folder, even with several writing at once.
+    ``write`` fills a staging folder and returns what to record in the marker beside the
+    preset's name and version. The preset is written beside ``folder`` and renamed into
+    place, so a process that loads it never sees a half-written folder, even with several
+    writing at once.
     """
-    wanted = {"preset": name, "version": PRESET_VERSION}
-    if _marker(folder) == wanted:
+    if _is_current(folder, name):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        write(staging)
-        (staging / MARKER).write_text(json.dumps(wanted))
-        if folder.exists() and _marker(folder) != wanted:
+        card = write(staging) or {}
+        marker = {"preset": name, "version": PRESET_VERSION, **card}
+        (staging / MARKER).write_text(json.dumps(marker, indent=2))
+        if folder.exists() and not _is_current(folder, name):
             shutil.rmtree(folder)  # an older preset version
         with contextlib.suppress(OSError):  # another process won the race: use theirs
             staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _is_current(folder: Path, name: str) -> bool:
+    marker = _marker(folder)
+    return bool(marker) and marker.get("preset") == name and marker.get("version") == PRESET_VERSION
 
 
 # ----- CLIP (the preference model's backbone) ---------------------------------------
@@ -436,8 +431,9 @@ TINY_CLIP: dict[str, Any] = {
         "mlp_ratio": 2.0,
     },
 }
-# What suits a randomly initialised toy: far more steps and a far higher rate than the
-# paper's fine-tune of a pretrained CLIP, every block trained.
+# How HPS fine-tunes the tiny CLIP (the base model's defaults, recorded in its run info):
+# more steps and a far higher rate than the paper's fine-tune of ViT-L/14, every block
+# trained, as suits a model this small.
 TINY_CLIP_TRAINING: dict[str, Any] = {
     "lr": 2e-3,
     "weight_decay": 0.0,
@@ -457,7 +453,8 @@ def is_clip_preset(name: str) -> bool:
 
 
 def build_tiny_clip(seed: int = 0) -> Any:
-    """The tiny open_clip CLIP with weights fixed by ``seed``."""
+    """The tiny open_clip CLIP, randomly initialised from ``seed`` (the tiny preset's build
+    pretrains it; see :func:`build_tiny`)."""
     import torch
     from open_clip.model import CLIP
 
@@ -466,22 +463,30 @@ def build_tiny_clip(seed: int = 0) -> Any:
         return CLIP(**TINY_CLIP).eval()
 
 
+def save_clip_folder(model: Any, folder: Path, info: dict[str, Any]) -> None:
+    """``model`` (the tiny CLIP) as an open_clip checkpoint folder, with its run info."""
+    from safetensors.torch import save_file
+
+    config, training = CLIP_PRESETS[TINY]
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), folder / "open_clip_model.safetensors")
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": config, "preprocess_cfg": {}}, indent=2)
+    )
+    write_info(folder, {**info, "training": training})
+
+
 def save_clip_preset(name: str, folder: Path) -> Path:
-    """Write CLIP preset ``name`` to ``folder`` as an open_clip checkpoint folder."""
+    """Write CLIP preset ``name`` to ``folder`` as an open_clip checkpoint folder: the CLIP
+    the generator preset of that name was built with (built now if it is not cached)."""
+    folder = Path(folder)
 
-    def write(staging: Path) -> None:
-        from safetensors.torch import save_file
+    def write(staging: Path) -> dict[str, Any]:
+        built = _built(name, None, fallback=folder.parent / name)
+        shutil.copytree(built / CLIP_FOLDER, staging, dirs_exist_ok=True)
+        return {"from": f"preset:{name}"}
 
-        config, training = CLIP_PRESETS[name]
-        model = build_tiny_clip()
-        save_file(model.state_dict(), staging / "open_clip_model.safetensors")
-        (staging / "open_clip_config.json").write_text(
-            json.dumps({"model_cfg": config, "preprocess_cfg": {}}, indent=2)
-        )
-        info = {"base": f"preset:{name}", "training": training}
-        write_info(staging, info)
-
-    return _save_once(Path(folder), f"clip-{name}", write)
+    return _save_once(folder, f"clip-{name}", write)
 
 
 def _marker(folder: Path) -> dict[str, Any] | None:
@@ -495,7 +500,7 @@ def build_cached(name: str = TINY) -> tuple[Path, bool]:
     """Build generator preset ``name`` into :func:`preset_cache` unless it is there, with a
     progress bar per training stage; (its folder, whether it was built now)."""
     folder = preset_cache() / name
-    if _marker(folder) == {"preset": name, "version": PRESET_VERSION}:
+    if _is_current(folder, name):
         return folder, False
     from diffusers.utils import logging as diffusers_logging
     from tqdm.auto import tqdm
