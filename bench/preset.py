@@ -3,7 +3,8 @@
 Every test run and offline demo starts from the tiny generator preset, so its build is
 on the path of a fresh `make test` (goal: <= 60 s on two cores). Each build runs in a
 child process into an empty cache, as on a fresh machine; printed: the median wall time
-of the whole build (imports and saving included) and of its two training stages, with
+of the whole build (imports, the conditioning probe and saving included) and of its
+three training stages (the tiny CLIP, the VAE, the UNet), with
 one torch thread (what the build uses) and with two. `--busy` adds two processes that
 keep both cores busy meanwhile, as other work on a shared machine would.
 
@@ -33,8 +34,8 @@ def progress(stage, done, total):
     marks[stage + " end"] = time.perf_counter()
 presets.save_preset("tiny", presets.preset_cache() / "tiny", progress)
 ended = time.perf_counter()
-print(json.dumps({"total": ended - started, "vae": marks["vae end"] - marks["vae"],
-                  "unet": marks["unet end"] - marks["unet"]}))
+print(json.dumps({"total": ended - started, **{s: marks[s + " end"] - marks[s]
+                  for s in ("clip", "vae", "unet")}}))
 """
 
 
@@ -71,12 +72,12 @@ def main(args: argparse.Namespace) -> None:
     try:
         for threads in args.threads:
             runs = [build_once(threads) for _ in range(args.runs)]
-            parts = {k: median([r[k] for r in runs]) for k in ("total", "vae", "unet")}
+            parts = {k: median([r[k] for r in runs]) for k in ("total", "clip", "vae", "unet")}
             print(
                 f"tiny preset build, {threads} torch thread(s)"
                 f"{', both cores busy' if args.busy else ''}, median of {args.runs}: "
-                f"{parts['total']:.1f} s (VAE {parts['vae']:.1f} s, UNet {parts['unet']:.1f} s)"
-                + ("  (goal <= 60 s)" if not args.busy else "")
+                f"{parts['total']:.1f} s (CLIP {parts['clip']:.1f} s, VAE {parts['vae']:.1f} s, "
+                f"UNet {parts['unet']:.1f} s)" + ("  (goal <= 60 s)" if not args.busy else "")
             )
     finally:
         for process in busy:

@@ -10,8 +10,9 @@ its properties, in a small grammar, and leaves the rest free, as people's prompt
   quadrant when no position is given) takes that colour;
 - an **object** ("cat", "house" …): each object casts a colour of its own over the whole
   image;
-- a **style** ("dark", "bright", "painting", "weird" …): a global look. "weird" rotates
-  the colour channels and flips the texture's phase, a look nobody asks for by accident;
+- a **style** ("dark", "bright", "painting", "weird" …): a global look. "weird" flips the
+  texture's phase and doubles its contrast, a look nobody asks for by accident that
+  leaves every colour as it was (so it favours no colour preference);
 - fillers ("a", "of", "image", "photo") that carry no look.
 
 What a caption leaves free (the other quadrants' colours) varies from image to image, so
@@ -161,7 +162,7 @@ def render(scenes: list[Scene], generator: Any, side: int = SIDE) -> Any:
         elif scene.style == "painting":
             pixels[i] = 0.8 * torch.sign(pixels[i])  # flat, saturated colours
         elif scene.style == "weird":
-            pixels[i] = pixels[i].roll(1, dims=0) - 2 * texture  # channels rotated, phase flipped
+            pixels[i] = pixels[i] - 3 * texture  # the texture's phase flipped, twice as strong
     pixels = pixels + texture + NOISE * torch.randn(pixels.shape, generator=generator)
     return pixels.clamp(-1, 1)
 

@@ -302,7 +302,7 @@ def build_tiny(
         part.requires_grad_(True)  # as from_pretrained leaves them
     card = {
         "seed": seed,
-        "clip": {"base": f"preset:{TINY} (random init, seed {seed})", "pretraining": pretraining},
+        "clip": {"base": f"preset:{TINY}", "pretraining": {"seed": seed, **pretraining}},
         "steps": {"vae": VAE_STEPS, "unet": UNET_STEPS},
         "train_seconds": round(trained, 1),
         "probe": probe,

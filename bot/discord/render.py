@@ -82,7 +82,8 @@ def progress(prompt: str, step: int, total: int) -> str:
 
 
 def made_by(view: GenerationView) -> str:
-    """The base model by its public name and the adapter by its registry id.
+    """The base model by its public name and the adapter by its registry id (and the
+    negative prompt it served with, "Weird image." for the paper's adapters).
 
     A mixed set names no version: a member who could tell which image is whose would
     judge the names, not the images.
@@ -91,6 +92,8 @@ def made_by(view: GenerationView) -> str:
         adapter = "two versions compared"
     elif view.adapter_version_id:
         adapter = f"adapter #{view.adapter_version_id}"
+        if prefix := view.params.get("negative_prefix"):
+            adapter += f' with "{escape(prefix)}" as its negative prompt'
     else:
         adapter = "no adapter"
     return f"{escape(public_model_name(view.generator_version))}, {adapter}"

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.controls.corrupt import corrupt
@@ -174,6 +174,7 @@ class GenerationRunner:
                         attempts=Generation.attempts + 1,
                         generator_version=self.generator.version,
                         adapter_version_id=self.adapter_version,
+                        params=self._served_params(),
                     )
                     .returning(
                         Generation.prompt,
@@ -188,6 +189,18 @@ class GenerationRunner:
             work = Work(generation_id, row[0], row[1], row[2], str(row[3]))
             await _notify_progress(session, work, 0, total_steps(work.params))
         return work
+
+    def _served_params(self) -> Any:
+        """The set's params with the negative prompt the serving adapter adds (as
+        ``negative_prefix``), so the set says how it was made; a mixed set (several
+        versions, each with its own) and a generator without one are left as they are."""
+        prefix = self.generator.negative_prefix
+        if not prefix:
+            return Generation.params
+        return case(
+            (Generation.params.has_key("versions"), Generation.params),
+            else_=Generation.params.op("||")(func.jsonb_build_object("negative_prefix", prefix)),
+        )
 
     async def _generate(self, work: Work) -> Made:
         """The pipeline calls, in a thread; a cancelled job stops at its next step.

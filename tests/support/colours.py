@@ -2,6 +2,9 @@
 
 Each prompt names a colour; each instance has 2-4 images, each mostly one colour, and
 the picked image is the one in the prompt's colour. Random guessing gets the mean of 1/k.
+The colours go by names the tiny CLIP never saw while it was pretrained (its world says
+"red", not "crimson"), so the plain CLIP cannot know the rule: HPS must learn it from the
+picks, as a real HPS learns people's taste that CLIP does not know.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from pathlib import Path
 from PIL import Image
 
 COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 200, 40),
-    "blue": (30, 60, 230),
-    "yellow": (235, 220, 30),
-    "purple": (150, 40, 200),
-    "white": (240, 240, 240),
+    "crimson": (220, 30, 30),
+    "jade": (30, 200, 40),
+    "azure": (30, 60, 230),
+    "amber": (235, 220, 30),
+    "violet": (150, 40, 200),
+    "ivory": (240, 240, 240),
 }
 THINGS = ["square", "cat", "house", "car", "flower", "boat", "tree", "cup", "bird", "lamp"]
 

@@ -8,6 +8,7 @@ selection has something to choose between and adaptation something to learn.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,70 @@ def generate_pool(generator: Any, prompts: Sequence[str], folder: Path, n: int =
             paths.append(path)
         groups.append(Group(prompt, tuple(paths)))
     return groups
+
+
+@dataclass
+class Loop:
+    """One closed loop's outcome: the adapter against the base on held-out prompts, served
+    with its "Weird image." negative prompt and without it."""
+
+    seed: int
+    selected: int
+    served: Any  # training.adapt.evaluate.AdaptEvaluation: as served, against the base
+    bare: Any  # without the negative prompt, against the base
+    learned: Any  # as served, against the base with the same negative prompt
+
+
+def closed_loop(
+    model: Path, base: Any, work: Path, seed: int, *, pool: int = 64, held_out: int = 20
+) -> Loop:
+    """The paper's loop in miniature, as one seed draws it: the rule scores a pool of
+    ``pool`` prompts x 4 base images, selection takes the confident best and worst of each,
+    a LoRA trains on the preset's defaults with ``seed``, and the adapted generator, with
+    and without its negative prompt, and the base draw ``held_out`` prompts they never saw,
+    on the same 4 seeds each.
+
+    "Weird image." as a negative prompt moves even the base's images (guidance amplifies
+    the difference between any two prompts), so the served adapter also meets the base
+    served with that same negative prompt: what is left is what the loop learned.
+    """
+    from training.adapt.evaluate import evaluate_adapter
+    from training.adapt.lora import AdaptConfig, adapt_generator
+    from training.adapt.select import select
+    from training.generator import Generator
+
+    prompts = [f"a thing {1000 * seed + i}" for i in range(pool)]
+    chosen = select(RedCornerScorer(), generate_pool(base, prompts, work / "pool"))
+    config = AdaptConfig(out=work / "lora", base=str(model), cache_dir=model.parent, seed=seed)
+    adapted = Generator.load(
+        str(model),
+        cache_dir=model.parent,
+        device="cpu",
+        safety_checker=False,
+        adapter=adapt_generator(config, chosen),
+    )
+
+    def against(reference: Any) -> Any:
+        return evaluate_adapter(
+            reference,
+            adapted,
+            RedCornerScorer(),
+            [f"held out prompt {i}" for i in range(held_out)],
+            seeds_per_prompt=4,
+            seed=1 + seed,
+            steps=10,
+            grid=0,
+            bootstrap=500,
+        )[0]
+
+    served = against(base)  # as it serves: "Weird image." is the negative prompt
+    prefix = adapted.negative_prefix
+    plain_prefix, base.negative_prefix = base.negative_prefix, prefix
+    try:
+        learned = against(base)
+    finally:
+        base.negative_prefix = plain_prefix
+    adapted.negative_prefix = ""
+    bare = against(base)
+    adapted.negative_prefix = prefix
+    return Loop(seed, len(chosen), served, bare, learned)

@@ -1,7 +1,7 @@
 """Synthetic raters voting in the colour world: a hidden rule, careful raters and random
 clickers, with control sets and shared sets, written as a prefloop export.
 
-The hidden rule: a prompt names a colour ("a red cat"); the right image of a 4-image set
+The hidden rule: a prompt names a colour ("a crimson cat"); the right image of a 4-image set
 is the one of that colour (tests/support/colours.py's world). A **careful** rater picks
 it with probability ``careful_accuracy`` (else another image at random); a **random
 clicker** clicks a Pick button uniformly. Some sets are voted by several raters (shared
@@ -236,16 +236,15 @@ def fit_both(simulation: Simulation, work: Path, *, seed: int, **options: Any) -
 
 
 # The regime the test and bench/rater_weights.py measure in (docs/operations.md gives the
-# figures): one and a half passes over the votes, only the tiny preset's last vision and
-# text blocks training on its random features (its smoothest learning: with every block
-# training, when the rule clicks varies so much from seed to seed that it hides the
-# difference), a fit of a few seconds.
+# figures): four passes over the votes, the tiny preset's last vision block and its whole
+# text tower training (the colour names are words its pretraining never showed it, so
+# their embeddings must learn too), a fit of a few seconds.
 FIT = {
-    "epochs": 1.5,
+    "epochs": 4.0,
     "batch_size": 16,
     "warmup_steps": 3,
     "unfreeze_vision": 1,
-    "unfreeze_text": 1,
+    "unfreeze_text": -1,
 }
 
 

@@ -49,7 +49,7 @@ PAPER: dict[str, Any] = {
     "steps": 1000,
     "batch_size": 4,
 }
-# A randomly initialised toy needs a bigger rank and rate to change in a few hundred steps.
+# A toy trained for seconds needs a bigger rank and rate to change in a few hundred steps.
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": {"rank": 8, "lr": 1e-3, "steps": 300, "batch_size": 8},
 }

@@ -4,7 +4,7 @@ The paper's recipe by default (HPS v1, arXiv 2303.14420): the last 10 vision blo
 the last 6 text blocks train (plus the final norms, projections and the logit scale),
 AdamW with lr 1.7e-5 and weight decay 3.1e-3, 5 instances a batch, 1 epoch, a cosine
 schedule. A preset or checkpoint may carry defaults of its own (``prefloop.json``'s
-``training``): a randomly initialised toy needs far more steps at a far higher rate.
+``training``): a toy CLIP pretrained for seconds needs far more steps at a far higher rate.
 
 One entry point on one CPU, one GPU or many: ``python -m training fit-hps …``;
 ``accelerate launch -m training fit-hps …`` runs the same code data-parallel. On the CPU

@@ -63,15 +63,25 @@ async def test_a_full_retrain_promotes_both_models_and_the_next_imagine_uses_the
     assert hps.metrics["candidate"]["top1"] > hps.metrics["base"]["top1"]
     assert adapter is not None, summary
     assert adapter.metrics["win_rate"] >= 0.55 and adapter.metrics["hps"] == hps.uri
+    # the loop judged the adapter both ways and serves it the way that did better: as the
+    # paper does, with "Weird image." as the negative prompt
+    tried = adapter.metrics["tried"]
+    print({k: (v["win_rate"], v["mean_difference"]) for k, v in tried.items()})
+    assert adapter.metrics["negative_prompt"] == "Weird image."
+    with_it, without = tried["with_negative_prompt"], tried["without_negative_prompt"]
+    assert with_it["mean_difference"] > without["mean_difference"]
     assert (Path(adapter.uri) / "pytorch_lora_weights.safetensors").is_file()
     assert (Path(hps.uri).parent / "report" / "report.md").is_file()
 
     async with bot_running(platform, fake), worker_running(platform):
         it = await imagine(fake, ALICE, "a thing nobody drew", count=2)
         final = await fake.wait_for(lambda: final_message(it), timeout=120)
-    assert f"adapter #{adapter.id}" in final.content
+    assert f'adapter #{adapter.id} with "Weird image." as its negative prompt' in final.content
     async with platform.engine.connect() as connection:
-        made_with: Any = await connection.scalar(
-            text("SELECT adapter_version_id FROM generations ORDER BY id DESC LIMIT 1")
+        made_with = await connection.execute(
+            text(
+                "SELECT adapter_version_id, params->>'negative_prefix' FROM generations "
+                "ORDER BY id DESC LIMIT 1"
+            )
         )
-    assert made_with == adapter.id
+        assert tuple(made_with.one()) == (adapter.id, "Weird image.")
