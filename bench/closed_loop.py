@@ -4,9 +4,11 @@ Each seed runs tests/support/red_corner.py's closed_loop: a fixed rule (a red to
 corner) stands in for people and scores a pool of base images, selection keeps the
 confident best and worst, a LoRA trains on them, and the adapted generator, served with
 its "Weird image." negative prompt and without it, meets the base on held-out prompts
-with the same seeds. Printed per seed and over all: the win rate over held-out prompts
-(Wilson 95% interval over every prompt of every seed), the mean gain in red (of 255) with
-a t interval over seeds, and the paired difference between the two ways of serving.
+with the same seeds, and, served, also the base given the same negative prompt (what the
+loop learned, beyond what the prompt alone does). Printed per seed and over all: the win
+rate over held-out prompts (Wilson 95% interval over every prompt of every seed), the mean
+gain in red (of 255) with a t interval over seeds, and the paired difference between the
+two ways of serving.
 tests/training/test_adapt.py asserts the same ordering on three seeds; docs/adaptation.md
 quotes a run of this.
 
@@ -54,22 +56,28 @@ def main() -> None:
             print(
                 f"seed {seed}: {loop.selected} selected; with the negative prompt "
                 f"{loop.served.win_rate:.0%} of prompts, {loop.served.mean_difference:+.2f}; "
-                f"without {loop.bare.win_rate:.0%}, {loop.bare.mean_difference:+.2f}",
+                f"without {loop.bare.win_rate:.0%}, {loop.bare.mean_difference:+.2f}; "
+                f"against the base with it {loop.learned.win_rate:.0%}, "
+                f"{loop.learned.mean_difference:+.2f}",
                 flush=True,
             )
     prompts = sum(loop.served.prompts for loop in loops)
     print(
         f"\n{len(loops)} loops, {prompts} held-out prompts, {time.perf_counter() - started:.0f} s"
     )
-    for name in ("served", "bare"):
+    labels = {
+        "served": "with 'Weird image.'",
+        "bare": "without it",
+        "learned": "with it, vs base with it",
+    }
+    for name, label in labels.items():
         results = [getattr(loop, name) for loop in loops]
         wins = sum(r.win_rate * r.prompts for r in results)
         low, high = wilson(wins, prompts)
         gain = [r.mean_difference for r in results]
         g_low, g_high = t_interval(gain)
-        label = "with 'Weird image.'" if name == "served" else "without it"
         print(
-            f"  {label:>20}: wins {wins / prompts:.1%} [{low:.1%}, {high:.1%}] of prompts; "
+            f"  {label:>26}: wins {wins / prompts:.1%} [{low:.1%}, {high:.1%}] of prompts; "
             f"mean gain {statistics.fmean(gain):+.2f} [{g_low:+.2f}, {g_high:+.2f}] over seeds"
         )
     paired = [loop.served.mean_difference - loop.bare.mean_difference for loop in loops]
