@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 from bench.common import median
 
@@ -32,15 +33,19 @@ marks = {}
 def progress(stage, done, total):
     marks.setdefault(stage, time.perf_counter())
     marks[stage + " end"] = time.perf_counter()
-presets.save_preset("tiny", presets.preset_cache() / "tiny", progress)
+folder = presets.save_preset("tiny", presets.preset_cache() / "tiny", progress)
 ended = time.perf_counter()
-print(json.dumps({"total": ended - started, **{s: marks[s + " end"] - marks[s]
+import hashlib
+weights = sorted(folder.glob("*/*.safetensors"))
+digest = hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()[:16]
+print(json.dumps({"total": ended - started, "weights": digest, **{s: marks[s + " end"] - marks[s]
                   for s in ("clip", "vae", "unet")}}))
 """
 
 
-def build_once(threads: int) -> dict[str, float]:
-    """One build in a fresh process and an empty cache; seconds per part."""
+def build_once(threads: int) -> dict[str, Any]:
+    """One build in a fresh process and an empty cache; seconds per part and a digest of
+    every weight file (the same on every build: the build is deterministic for its seed)."""
     import os
 
     with tempfile.TemporaryDirectory() as cache:
@@ -73,11 +78,15 @@ def main(args: argparse.Namespace) -> None:
         for threads in args.threads:
             runs = [build_once(threads) for _ in range(args.runs)]
             parts = {k: median([r[k] for r in runs]) for k in ("total", "clip", "vae", "unet")}
+            digests = {r["weights"] for r in runs}
             print(
                 f"tiny preset build, {threads} torch thread(s)"
                 f"{', both cores busy' if args.busy else ''}, median of {args.runs}: "
                 f"{parts['total']:.1f} s (CLIP {parts['clip']:.1f} s, VAE {parts['vae']:.1f} s, "
-                f"UNet {parts['unet']:.1f} s)" + ("  (goal <= 60 s)" if not args.busy else "")
+                f"UNet {parts['unet']:.1f} s)"
+                + ("  (goal <= 60 s)" if not args.busy else "")
+                + f"; weights {'identical in every build' if len(digests) == 1 else 'DIFFER'}"
+                + f" ({', '.join(sorted(digests))})"
             )
     finally:
         for process in busy:

@@ -114,6 +114,8 @@ def random_scenes(n: int, generator: Any, *, held_out: bool = False) -> list[Sce
     draws = torch.rand(n, 8, generator=generator).tolist()
     scenes = []
     for row in draws:
+        colour: str | None
+        obj: str | None
         if held_out:
             colour, obj = HELD_OUT[int(row[0] * len(HELD_OUT))]
         else:

@@ -281,7 +281,7 @@ def build_tiny(
                 mid_block_add_attention=False,  # no long-range structure to attend to
             )
             checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
-            pipe = StableDiffusionPipeline(
+            pipe: Any = StableDiffusionPipeline(
                 unet=unet,
                 vae=vae,
                 text_encoder=text_encoder,
@@ -405,8 +405,8 @@ def _save_once(folder: Path, name: str, write: Callable[[Path], dict[str, Any] |
 
 
 def _is_current(folder: Path, name: str) -> bool:
-    marker = _marker(folder)
-    return bool(marker) and marker.get("preset") == name and marker.get("version") == PRESET_VERSION
+    marker = _marker(folder) or {}
+    return marker.get("preset") == name and marker.get("version") == PRESET_VERSION
 
 
 # ----- CLIP (the preference model's backbone) ---------------------------------------
