@@ -3,15 +3,17 @@
 A preset is a small *real* model: the same diffusers classes as Stable Diffusion 1.x
 (UNet, VAE, CLIP text encoder and tokenizer, scheduler, safety checker) at a size that
 runs on a laptop CPU in milliseconds. The generator preset is trained briefly, from a
-seed, on a toy world (see "the tiny generator's world" below), so every machine builds the
-same model up to float rounding, once, into a cache. Presets are written to a folder with
-``save_pretrained`` and loaded back through the same code as any downloaded model (see
-``generator.py``).
+seed, on a toy world (``training/preset_world.py``; see "the tiny generator" below), so
+every machine builds the same model up to float rounding, once, into a cache. Presets are
+written to a folder with ``save_pretrained`` and loaded back through the same code as any
+downloaded model (see ``generator.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -31,7 +33,9 @@ from training.tokens import CONTEXT_LENGTH, END, FULL_MERGES, START, build_clip_
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
-PRESET_VERSION = 5  # bump when a preset's architecture or seed changes
+# Bump when a preset's world, captions, training, architecture or seed change; a cached
+# preset is also rebuilt when the code that builds it changed (see _fingerprint).
+PRESET_VERSION = 6
 MARKER = "prefloop_preset.json"  # name, version and what the build measured
 CLIP_FOLDER = "clip"  # inside a generator preset: the CLIP its text encoder came from
 
@@ -310,13 +314,6 @@ def build_tiny(
     return Built(pipe, clip, card)
 
 
-def build_tiny_pipeline(
-    seed: int = 0, *, safety_checker: bool = True, progress: Progress | None = None
-) -> Any:
-    """The tiny preset's pipeline alone (see :func:`build_tiny`)."""
-    return build_tiny(seed, safety_checker=safety_checker, progress=progress).pipe
-
-
 PRESETS: dict[str, Callable[..., Built]] = {TINY: build_tiny}
 
 
@@ -351,19 +348,24 @@ def _built(name: str, progress: Progress | None, fallback: Path) -> Path:
     ``fallback`` where the cache cannot be written)."""
 
     def build(staging: Path) -> dict[str, Any]:
+        log.info("building the %s preset (under a minute, once) into %s", name, staging.parent)
         return PRESETS[name](progress=progress).save(staging)
 
     cached = preset_cache() / name
+    if _is_current(cached, name):
+        return cached
     try:
-        return _save_once(cached, name, build)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=cached.parent))
     except OSError as error:
         log.info("preset cache %s is not writable (%s); building into %s", cached, error, fallback)
         return _save_once(fallback, name, build)
+    return _save_once(cached, name, build)
 
 
 def _copy(source: Path, staging: Path) -> dict[str, Any]:
     shutil.copytree(source, staging, dirs_exist_ok=True)
-    return {k: v for k, v in (_marker(source) or {}).items() if k not in ("preset", "version")}
+    return _marker(source) or {}
 
 
 def preset_card(folder: Path) -> dict[str, Any] | None:
@@ -393,7 +395,7 @@ def _save_once(folder: Path, name: str, write: Callable[[Path], dict[str, Any] |
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         card = write(staging) or {}
-        marker = {"preset": name, "version": PRESET_VERSION, **card}
+        marker = {**card, "preset": name, "version": PRESET_VERSION, "code": _fingerprint()}
         (staging / MARKER).write_text(json.dumps(marker, indent=2))
         if folder.exists() and not _is_current(folder, name):
             shutil.rmtree(folder)  # an older preset version
@@ -406,7 +408,21 @@ def _save_once(folder: Path, name: str, write: Callable[[Path], dict[str, Any] |
 
 def _is_current(folder: Path, name: str) -> bool:
     marker = _marker(folder) or {}
-    return marker.get("preset") == name and marker.get("version") == PRESET_VERSION
+    wanted = (name, PRESET_VERSION, _fingerprint())
+    return (marker.get("preset"), marker.get("version"), marker.get("code")) == wanted
+
+
+@functools.cache
+def _fingerprint() -> str:
+    """A digest of the code that builds the presets (the world, the CLIP's pretraining and
+    this module): a preset cached by other code is rebuilt, whatever its version says."""
+    from training import preset_clip, preset_world
+
+    sources = (Path(module.__file__ or "") for module in (preset_world, preset_clip))
+    digest = hashlib.sha256()
+    for path in (*sources, Path(__file__)):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # ----- CLIP (the preference model's backbone) ---------------------------------------

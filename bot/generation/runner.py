@@ -192,14 +192,16 @@ class GenerationRunner:
 
     def _served_params(self) -> Any:
         """The set's params with the negative prompt the serving adapter adds (as
-        ``negative_prefix``), so the set says how it was made; a mixed set (several
-        versions, each with its own) and a generator without one are left as they are."""
+        ``negative_prefix``), so the set says how it was made. A mixed set (several
+        versions, each with its own) and a generator without one carry none: a key an
+        earlier attempt wrote, by another adapter, is removed."""
+        without = Generation.params.op("-")("negative_prefix")
         prefix = self.generator.negative_prefix
         if not prefix:
-            return Generation.params
+            return without
         return case(
-            (Generation.params.has_key("versions"), Generation.params),
-            else_=Generation.params.op("||")(func.jsonb_build_object("negative_prefix", prefix)),
+            (Generation.params.has_key("versions"), without),
+            else_=without.op("||")(func.jsonb_build_object("negative_prefix", prefix)),
         )
 
     async def _generate(self, work: Work) -> Made:

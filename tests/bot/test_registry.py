@@ -49,12 +49,26 @@ async def test_the_next_job_uses_the_promoted_adapter_and_a_rollback(
     registry = ModelRegistry(platform.sessions)
     alice = UserRef.parse("cli:alice")
 
-    async def generate() -> tuple[Any, Any]:
+    async def generate(stale: str | None = None) -> tuple[Any, Any, Any]:
+        """(adapter id, generator version, the negative prompt the set says it served);
+        ``stale``: a prefix an earlier attempt recorded, which the run must not keep."""
         submitted = await platform.service.submit_prompt(alice, "a cat", 2)
+        async with platform.engine.begin() as connection:
+            if stale is not None:
+                await connection.execute(
+                    text(
+                        "UPDATE generations SET params = params || "
+                        "jsonb_build_object('negative_prefix', CAST(:p AS text)) WHERE id = :g"
+                    ),
+                    {"p": stale, "g": submitted.generation_id},
+                )
         assert await runner.run(submitted.generation_id) == "done"
         async with platform.engine.connect() as connection:
             row = await connection.execute(
-                text("SELECT adapter_version_id, generator_version FROM generations WHERE id = :g"),
+                text(
+                    "SELECT adapter_version_id, generator_version, params->>'negative_prefix' "
+                    "FROM generations WHERE id = :g"
+                ),
                 {"g": submitted.generation_id},
             )
             return row.one()
@@ -63,9 +77,9 @@ async def test_the_next_job_uses_the_promoted_adapter_and_a_rollback(
     folder = lora_adapter(tiny_model, tmp_path / "lora")
     version = await registry.register("generator_adapter", str(folder))
     await registry.promote(version)
-    adapter_id, made_by = await generate()  # no restart: the next job picks it up
+    adapter_id, made_by, served = await generate()  # no restart: the next job picks it up
     assert adapter_id == version and made_by.endswith(f"+{folder}")
-    assert generator.negative_prefix == "Weird image."
+    assert generator.negative_prefix == served == "Weird image."  # and the set says so
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -75,7 +89,8 @@ async def test_the_next_job_uses_the_promoted_adapter_and_a_rollback(
     await registry.rollback("generator_adapter")
     assert (await generate())[0] == version
     await registry.rollback("generator_adapter")
-    assert (await generate())[0] is None and generator.adapter is None
+    assert (await generate(stale="Weird image."))[::2] == (None, None)  # no stale prefix
+    assert generator.adapter is None
 
 
 async def test_the_models_command_registers_promotes_and_rolls_back(

@@ -124,6 +124,10 @@ def test_made_by_names_the_base_model_publicly_and_the_adapter_by_its_id() -> No
     assert render.made_by(on_disk) == "a local model, adapter #5"
     served = _view(adapter_version_id=5, params={"negative_prefix": "Weird image."})
     assert render.made_by(served) == 'tiny, adapter #5 with "Weird image." as its negative prompt'
+    prefix = {"negative_prefix": "Weird image."}
+    assert render.made_by(_view(params=prefix)) == "tiny, no adapter"
+    mixed = _view(comparison_id=3, adapter_version_id=5, params=prefix)
+    assert render.made_by(mixed) == "tiny, two versions compared"  # names no version
     hub = _view(generator_version="CompVis/stable-diffusion-v1-4")
     assert render.made_by(hub) == "CompVis/stable\\-diffusion\\-v1\\-4, no adapter"
     assert render.made_by(_view(generator_version="tiny+/tmp/x")).startswith("tiny, ")
