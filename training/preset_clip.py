@@ -24,18 +24,17 @@ WEIGHT_DECAY = 0.1
 # causal, see _text); positions past that keep their initial embeddings, as rarely seen
 # positions of a real CLIP are poorly trained: a long prompt's tail means little to it.
 TEXT_PREFIX = 16
-# The tokenizer's input normalisation: OpenAI CLIP's, as open_clip's transform applies it.
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 Progress = Callable[[str, int, int], None]
 
 
 def clip_pixels(images: Any) -> Any:
     """World images in [-1, 1] as CLIP's image tower reads them (OpenAI normalisation)."""
     import torch
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-    mean = torch.tensor(MEAN)[:, None, None]
-    std = torch.tensor(STD)[:, None, None]
+    # as open_clip's eval transform normalises the images HPS scores
+    mean = torch.tensor(OPENAI_DATASET_MEAN)[:, None, None]
+    std = torch.tensor(OPENAI_DATASET_STD)[:, None, None]
     return ((images + 1) / 2 - mean) / std
 
 
