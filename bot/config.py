@@ -322,6 +322,40 @@ class RetrainSettings(BaseModel):
         return cron_or_none(schedule)
 
 
+class WebSettings(BaseModel):
+    """The web front end (bot/web): members pick, admins see the dataset and the runs."""
+
+    enabled: bool = Field(True, description="`prefloop run` serves the web page too.")
+    host: str = Field("127.0.0.1", description="Address the web server listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Its port (0 = any free port).")
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="The address members reach the page at (the OAuth redirect goes there); "
+        "unset = http://HOST:PORT.",
+    )
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs session cookies and login links; unset = a random key "
+        "kept in the data folder.",
+    )
+    session_hours: float = Field(12.0, gt=0, description="How long a sign-in lasts.")
+    discord_client_id: str | None = Field(
+        None, description="The Discord application's OAuth2 client id ('Sign in with Discord')."
+    )
+    discord_client_secret: SecretStr | None = Field(
+        None, description="The application's OAuth2 client secret."
+    )
+    admins: list[str] = Field(
+        default_factory=list,
+        description="Members who are web admins besides discord.admin_user_ids "
+        "(JSON list of member ids such as 'cli:alice').",
+    )
+    login_attempts_per_minute: int = Field(
+        10, ge=1, description="Sign-in attempts one address may make per minute."
+    )
+
+
 class Settings(BaseSettings):
     """All of prefloop's configuration."""
 
@@ -349,6 +383,7 @@ class Settings(BaseSettings):
     arena: ArenaSettings = Field(default_factory=ArenaSettings)
     controls: ControlSettings = Field(default_factory=ControlSettings)
     raters: RaterSettings = Field(default_factory=RaterSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @model_validator(mode="after")
     def _people_need_mixed_sets(self) -> Settings:

@@ -44,6 +44,7 @@ async def serve(
     worker: bool,
     listener: bool,
     discord: bool = False,
+    web: bool = False,
     supervised: bool = False,
 ) -> None:
     """Run the chosen parts on one platform until SIGINT/SIGTERM or until one of them fails.
@@ -70,6 +71,10 @@ async def serve(
             from bot.discord.client import run_bot  # the only place that loads discord.py
 
             parts.append(run_bot(platform))
+        if web:
+            from bot.web.server import serve_web
+
+            parts.append(serve_web(platform, on_ready=say_where))
         if not supervised:
             print(
                 f"prefloop serving: generator {settings.generator.model}, "
@@ -81,6 +86,10 @@ async def serve(
             on_quit=supervisor.kill if supervisor else None,
             announce=not supervised,
         )
+
+
+def say_where(url: str) -> None:
+    print(f"prefloop web page: {url}", file=sys.stderr)
 
 
 async def log_completions(platform: Platform) -> None:

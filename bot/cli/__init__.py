@@ -22,6 +22,7 @@ from bot.cli import (
     serve,
     store,
     train,
+    web,
 )
 
 app = typer.Typer(
@@ -54,6 +55,7 @@ for command in commands:
     app.command()(command)
 app.add_typer(db.db_app, name="db")
 app.add_typer(serve.discord_app, name="discord")
+app.add_typer(web.web_app, name="web")
 app.add_typer(store.store_app, name="store")
 app.add_typer(train.train_app, name="train")
 app.add_typer(evaluate.eval_app, name="eval")

@@ -16,8 +16,9 @@ def run(
     no_discord: Annotated[
         bool, typer.Option("--no-discord", help="Serve without the Discord bot.")
     ] = False,
+    no_web: Annotated[bool, typer.Option("--no-web", help="Serve without the web page.")] = False,
 ) -> None:
-    """Run the platform until Ctrl-C: database, migrations, worker, the Discord bot."""
+    """Run the platform until Ctrl-C: database, migrations, worker, Discord bot, web page."""
     from bot.serve import serve
 
     settings = cli_settings()
@@ -26,7 +27,8 @@ def run(
 
         err.print(str(MissingToken()), style="red", markup=False, highlight=False)
         raise typer.Exit(2)
-    run_command(serve(settings, worker=True, listener=True, discord=not no_discord))
+    web = settings.web.enabled and not no_web
+    run_command(serve(settings, worker=True, listener=True, discord=not no_discord, web=web))
 
 
 def worker(

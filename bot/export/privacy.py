@@ -43,19 +43,21 @@ def scrub_mentions(prompt: str) -> str:
     return MENTION.sub(lambda m: MENTION_WORD[m.group(1)], prompt)
 
 
-def load_secret(data_dir: Path, configured: str | None) -> bytes:
+def load_secret(data_dir: Path, configured: str | None, filename: str = SECRET_FILE) -> bytes:
     """The hash key: the configured one, else the one kept in ``data_dir`` (made once).
+
+    ``filename`` names the file of another key kept the same way (the web's session key).
 
     A new key is written to a temporary file and linked into place, so the key file
     appears whole or not at all, and processes creating it at once agree on one key.
     """
     if configured:
         return configured.encode()
-    path = Path(data_dir) / SECRET_FILE
+    path = Path(data_dir) / filename
     if path.exists():
         return _read_key(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".user_hash.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{filename}.")
     try:
         with os.fdopen(fd, "wb") as file:  # mkstemp's mode is 0600
             file.write(secrets.token_hex(32).encode() + b"\n")

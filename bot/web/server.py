@@ -1,0 +1,95 @@
+"""Serving the web app with uvicorn inside the platform's event loop.
+
+``prefloop run`` runs it beside the bot and the maintenance jobs; ``prefloop web`` alone.
+Signals stay with :func:`bot.serve.until_signalled`: uvicorn's own handlers are not
+installed, and cancelling :func:`serve_web` shuts the server down gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Generator
+from typing import Any
+
+import uvicorn
+
+from bot.runtime import Platform
+from bot.web.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers, telling when it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the platform's until_signalled handles SIGINT/SIGTERM
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_started()
+
+
+async def serve_web(
+    platform: Platform,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    on_ready: Callable[[str], Any] | None = None,
+    hub: bool = True,
+) -> None:
+    """Serve until cancelled. ``on_ready(url)`` is called once the socket listens.
+
+    Port 0 binds a free port; the URL passed to ``on_ready`` has the real one.
+    """
+    settings = platform.settings.web
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(
+            f"the web page cannot listen on {host}:{port} ({error.strerror}); set "
+            "PREFLOOP_WEB__PORT to a free port, or PREFLOOP_WEB__ENABLED=false"
+        ) from None
+    bound = sock.getsockname()[1]
+    app = create_app(platform, port=bound, hub=hub)
+    url = app.state.public_url
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+    def started() -> None:
+        log.info("web page at %s", url)
+        if on_ready is not None:
+            on_ready(url)
+
+    server = _Server(config, started)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True  # stop taking requests, let the open ones finish
+        with contextlib.suppress(Exception):
+            await task
+        raise
+    finally:
+        sock.close()
