@@ -32,8 +32,11 @@ async def test_login_link_signs_in_once_with_a_guarded_cookie(platform: Any) -> 
 
 
 async def test_a_post_without_the_csrf_token_is_refused(platform: Any) -> None:
-    async with web_running(platform, hub=False) as base:
-        async with signed_in(base, platform, "cli:alice") as client:
+    async with (
+        web_running(platform, hub=False) as base,
+        signed_in(base, platform, "cli:alice") as client,
+    ):
+        if True:
             refused = await client.post("/logout", data={})
             assert refused.status_code == 403
             assert (await client.get("/")).status_code == 200  # still signed in
