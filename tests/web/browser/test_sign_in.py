@@ -1,0 +1,48 @@
+"""Signing in, in a real browser: with Discord (the fake's consent page) and by login link."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.async_api import expect
+
+from tests.support.browser import Site
+from tests.support.discord_bot import ALICE
+from tests.web.browser.conftest import fake_oauth_client
+
+
+async def test_sign_in_with_discord_lands_on_the_page_that_asked(site: Site) -> None:
+    # Needs the fake Discord's OAuth pages and the sign-in routes (web-auth, issue 17).
+    if fake_oauth_client(site.fake) is None:
+        pytest.skip("the fake Discord has no OAuth pages yet (web-auth has not landed)")
+    alice = await site.visit("alice")
+    page = alice.page
+    await page.goto("/me")  # not signed in: the sign-in page, then back here
+    await expect(page).to_have_url(re.compile(r"/login$"))
+    login = page.locator("a#discord-login")
+    await expect(login).to_have_text(re.compile("Sign in with Discord"))
+    await alice.snap("login", canonical="login")
+
+    await login.click()
+    await expect(page).to_have_url(re.compile(re.escape(site.fake.base_url) + "/oauth2/authorize"))
+    await alice.snap("consent")
+    await page.get_by_text("Continue as alice").click()
+
+    await expect(page).to_have_url(site.base + "/me")
+    who = page.locator("header .who span")
+    await expect(who).to_contain_text("alice")
+    await expect(who).to_have_attribute("title", f"discord:{ALICE}")
+    alice.watch.check("/me after signing in")
+
+
+async def test_a_login_link_signs_in_and_sign_out_signs_out(site: Site) -> None:
+    bob = await site.signed_in("cli:bob")
+    page = bob.page
+    await expect(page).to_have_url(site.base + "/")
+    await expect(page.locator("header .who span")).to_have_attribute("title", "cli:bob")
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(site.base + "/login")
+    await page.goto("/")
+    await expect(page).to_have_url(site.base + "/login")  # signed out for good
+    bob.watch.check("the sign-in page")
