@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.closed_loop
 	$(BIN)/python -m bench.choices
 	$(BIN)/python -m bench.bot_latency
+	$(BIN)/python -m bench.web
 	$(BIN)/python -m bench.export
 	$(BIN)/python -m bench.score
 	$(BIN)/python -m bench.fit

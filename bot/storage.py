@@ -158,6 +158,9 @@ class LocalStorage:
         return await asyncio.to_thread(_delete_if_older, self.local_path(key), cutoff.timestamp())
 
 
+SIGNED_URL_SECONDS = 3600
+
+
 class S3Storage:
     """Objects in an S3-compatible bucket (AWS, MinIO, R2 …) under an optional prefix."""
 
@@ -174,6 +177,24 @@ class S3Storage:
 
     def local_path(self, key: str) -> None:
         return None
+
+    @property
+    def public_origin(self) -> str:
+        """Where the browser fetches signed URLs from (the web page's CSP allows it)."""
+        parts = urlparse(self.client.meta.endpoint_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    async def signed_url(self, key: str, seconds: int = SIGNED_URL_SECONDS) -> str:
+        """A URL that serves the image for ``seconds`` to whoever has it (the web page's
+        images, for signed-in members only). Signing is local: no request to S3."""
+        return str(
+            await asyncio.to_thread(
+                self.client.generate_presigned_url,
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._object(key)},
+                ExpiresIn=seconds,
+            )
+        )
 
     async def put(self, data: bytes, suffix: str) -> tuple[str, str]:
         return await asyncio.to_thread(self._put, data, suffix)  # hashing too: off the loop

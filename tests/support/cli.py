@@ -14,6 +14,9 @@ def cli_env(**settings: str) -> dict[str, str]:
 
     keep = {"PREFLOOP_PRESET_CACHE"}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLOOP_") or k in keep}
+    # `prefloop run` serves the web page too: on a free port, so tests never collide
+    # over 8080 (nor with a `make run` on the same machine).
+    env["PREFLOOP_WEB__PORT"] = "0"
     env.update({f"PREFLOOP_{k.upper()}": v for k, v in settings.items()})
     env["COLUMNS"] = "200"  # keep rich from wrapping what tests read
     return env
