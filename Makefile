@@ -17,7 +17,7 @@ CONFIGURED_TOKEN := $(or $(PREFLOOP_DISCORD__TOKEN),$(shell grep -s '^PREFLOOP_D
 RUN_ENV := $(if $(CONFIGURED_MODEL),,PREFLOOP_GENERATOR__MODEL=tiny)
 RUN_FLAGS := $(if $(CONFIGURED_TOKEN),,--no-discord)
 
-.PHONY: run test bench lint format clean
+.PHONY: run test screenshots bench lint format clean
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ test: export PREFLOOP_PRESET_CACHE ?= $(CURDIR)/.cache/presets
 test: $(STAMP)
 	$(BIN)/python -m training preset tiny
 	$(BIN)/python -m pytest
+
+# The README's pictures of the web page (docs/screenshots/*.png), taken by the browser
+# tests in a real Chromium (tests/support/browser.py says which).
+screenshots: export PREFLOOP_PRESET_CACHE ?= $(CURDIR)/.cache/presets
+screenshots: $(STAMP)
+	$(BIN)/python -m training preset tiny
+	PREFLOOP_REQUIRE_BROWSER=1 PREFLOOP_SCREENSHOTS_TO=docs/screenshots $(BIN)/python -m pytest tests/web/browser
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.preset
