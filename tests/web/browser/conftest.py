@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from playwright.async_api import expect
 from pydantic import SecretStr
 
 from bot.config import DiscordSettings
@@ -25,6 +26,9 @@ from tests.support.browser import Site, StepGate, chromium_or_skip, close_visito
 from tests.support.discord_bot import ADMIN, ALICE, BOB
 from tests.support.fake_discord import FakeDiscord
 from tests.support.web import web_running
+
+# Generous deadlines for every expect() (Playwright's default is 5 s): two busy cores.
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="session")
