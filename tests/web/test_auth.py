@@ -18,7 +18,7 @@ from bot.config import DiscordSettings
 from bot.db.models import Frontend
 from bot.domain import UserRef
 from bot.web.app import create_app
-from bot.web.auth import pkce_challenge
+from bot.web.auth import discord_endpoints, pkce_challenge
 from tests.support.fake_discord import FakeDiscord
 from tests.support.web import web_running
 
@@ -273,6 +273,16 @@ async def test_without_a_client_id_there_is_no_discord_sign_in(platform: Any) ->
         refused = await client.get("/login/discord")
         assert refused.status_code == 404
         assert "Sign-in with Discord is not set up on this server" in refused.text
+
+
+def test_discords_urls_follow_the_bots_api_base() -> None:
+    real = discord_endpoints("https://discord.com/api/v10")
+    assert real.authorize == "https://discord.com/oauth2/authorize"
+    assert real.token == "https://discord.com/api/v10/oauth2/token"
+    assert real.me == "https://discord.com/api/v10/users/@me"
+    # RFC 7636's example: the S256 challenge of its verifier.
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert pkce_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
 async def test_every_post_route_carries_the_csrf_check(platform: Any) -> None:
