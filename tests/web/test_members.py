@@ -228,6 +228,12 @@ async def test_refusals_keep_what_was_typed_and_say_why(platform: Any) -> None:
 
         status, refused = await fetch_vote(alice, first.json()["id"], "1", token)
         assert status == 400 and refused["error"] == "These images are not ready yet."
+        reroll = await mallory.post(
+            f"/sets/{first.json()['id']}/reroll", data={"csrf": await csrf_of(mallory)}
+        )
+        assert reroll.status_code == 400
+        assert element(reroll.text, "action-error") == "You are banned from prefloop (spam)."
+        assert await count(platform, "generations") == 2
 
 
 async def test_rate_others_sets_then_nothing_left(platform: Any, generator: Any) -> None:

@@ -31,19 +31,28 @@
   if (status === "queued" || status === "running") {
     const bar = document.getElementById("progress");
     const text = document.getElementById("progress-text");
+    const state = document.getElementById("set-status");
+    const stateIs = function (words) {
+      if (state) {
+        state.textContent = words;
+      }
+    };
     const source = new EventSource("/sets/" + id + "/events");
     source.addEventListener("queued", function (event) {
       const data = JSON.parse(event.data);
       bar.removeAttribute("value");
+      stateIs("waiting in the queue");
       text.textContent = "waiting in the queue (position " + data.position + ")";
     });
     source.addEventListener("running", function () {
+      stateIs("being drawn");
       text.textContent = "generating…";
     });
     source.addEventListener("progress", function (event) {
       const data = JSON.parse(event.data);
       bar.max = data.total;
       bar.value = data.step;
+      stateIs("being drawn");
       text.textContent = data.step > 0 ? "step " + data.step + " of " + data.total : "generating…";
     });
     source.addEventListener("done", function () {
