@@ -1,4 +1,4 @@
-"""The use cases every front end calls: Discord, the CLI, later the web.
+"""The use cases every front end calls: Discord, the CLI and the web.
 
 Each use case is one transaction. A refusal raises :class:`Refusal` with a message meant
 for the member, and writes nothing.
@@ -46,6 +46,8 @@ from bot.domain import (
 )
 from bot.export.tasks import QueuedExport, request_export
 from bot.names import GENERATE_QUEUE, GENERATE_TASK
+from bot.picks import mine
+from bot.picks.queue import next_to_rate
 from bot.picks.record import gone, record_choice
 from bot.picks.rules import PromptRules
 from bot.raters.store import RaterService
@@ -197,6 +199,14 @@ class CollectionService:
         in the history (see bot/picks/record.py)."""
         return await record_choice(self.sessions, generation_id, user, vote)
 
+    async def vote_of(self, generation_id: int, user: UserRef) -> Vote | None:
+        """``user``'s current vote on a set (None: they have not voted on it)."""
+        return await mine.vote_of(self.sessions, generation_id, user)
+
+    async def next_to_rate(self, user: UserRef) -> int | None:
+        """Another member's set for ``user`` to rate next (bot/picks/queue.py), or None."""
+        return await next_to_rate(self.sessions, user)
+
     # ----- look ---------------------------------------------------------------------
 
     async def get_generation(self, generation_id: int) -> GenerationView:
@@ -245,6 +255,23 @@ class CollectionService:
             pickers=pickers,
             comparison_id=generation.comparison_id,
         )
+
+    async def queue_position(self, generation_id: int) -> int:
+        """1 + the queued generations ahead of this one."""
+        async with self.sessions() as session:
+            return await queries.queue_position(session, generation_id)
+
+    async def my_sets(self, user: UserRef) -> list[mine.MySet]:
+        """``user``'s latest sets with their own vote on each (bot/picks/mine.py)."""
+        return await mine.my_sets(self.sessions, user)
+
+    async def my_votes(self, user: UserRef) -> list[mine.MyVote]:
+        """``user``'s current votes on other members' sets, latest first."""
+        return await mine.my_votes_on_others(self.sessions, user)
+
+    async def my_data(self, user: UserRef) -> mine.MyData:
+        """Everything of ``user``'s, for a copy of their data: prompts, images, votes."""
+        return await mine.my_data(self.sessions, user)
 
     async def undelivered(self, frontend: Frontend, limit: int = 100) -> list[int]:
         """Finished generations of this front end that it has not shown yet, oldest first."""

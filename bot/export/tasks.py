@@ -50,12 +50,16 @@ class QueuedExport:
     out: Path
 
 
+def exports_root(settings: Settings) -> Path:
+    """Where export jobs write: ``export.folder``, or data_dir/exports."""
+    return Path(settings.export.folder or settings.data_dir / "exports").expanduser().absolute()
+
+
 def export_folder(settings: Settings, format: str, rater: str) -> Path:
     """A new folder for a job's export: <exports>/<format>-<rater>-<UTC time>-<random>."""
-    root = settings.export.folder or settings.data_dir / "exports"
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     unique = secrets.token_hex(2)  # two requests in one second get two folders
-    return Path(root).expanduser().absolute() / f"{format}-{rater}-{stamp}-{unique}"
+    return exports_root(settings) / f"{format}-{rater}-{stamp}-{unique}"
 
 
 async def request_export(

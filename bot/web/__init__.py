@@ -10,5 +10,6 @@ the platform's event loop (``prefloop run`` and ``prefloop web``).
 - ``auth``: sign in with Discord (OAuth2 + PKCE), login links, sign out.
 - ``members``: imagine (with live progress), pick, rate others' sets, my data.
 - ``admin``: the dashboard (plots, leaderboard, runs), exports, bans, the audit log.
+- ``plots``: the dashboard's plots, drawn on the server with matplotlib (docs/web.md).
 - ``events``: live progress from the database's notifications, fanned out to pages.
 """

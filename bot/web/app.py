@@ -106,6 +106,7 @@ def create_app(platform: Platform, *, port: int | None = None, hub: bool = True)
     app.state.settings = settings
     app.state.public_url = url
     app.state.events = events
+    app.state.stopping = asyncio.Event()  # set by serve_web: open event streams end at once
     app.state.login_limiter = RateLimiter(settings.web.login_attempts_per_minute)
     return app
 

@@ -87,6 +87,7 @@ async def serve_web(
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
+        app.state.stopping.set()  # end the progress streams (they would hold the shutdown)
         server.should_exit = True  # stop taking requests, let the open ones finish
         with contextlib.suppress(Exception):
             await task

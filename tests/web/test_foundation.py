@@ -36,15 +36,14 @@ async def test_a_post_without_the_csrf_token_is_refused(platform: Any) -> None:
         web_running(platform, hub=False) as base,
         signed_in(base, platform, "cli:alice") as client,
     ):
-        if True:
-            refused = await client.post("/logout", data={})
-            assert refused.status_code == 403
-            assert (await client.get("/")).status_code == 200  # still signed in
-            token = await csrf_of(client)
-            foreign = await client.post(
-                "/logout", data={"csrf": token}, headers={"Origin": "https://evil.example"}
-            )
-            assert foreign.status_code == 403
-            out = await client.post("/logout", data={"csrf": token})
-            assert out.status_code == 303
-            assert (await client.get("/")).status_code == 303  # signed out
+        refused = await client.post("/logout", data={})
+        assert refused.status_code == 403
+        assert (await client.get("/")).status_code == 200  # still signed in
+        token = await csrf_of(client)
+        foreign = await client.post(
+            "/logout", data={"csrf": token}, headers={"Origin": "https://evil.example"}
+        )
+        assert foreign.status_code == 403
+        out = await client.post("/logout", data={"csrf": token})
+        assert out.status_code == 303
+        assert (await client.get("/")).status_code == 303  # signed out

@@ -45,6 +45,15 @@ API (all on FakeDiscord unless noted):
   ``attachment_bytes(message_id, filename=None)``.
 - ``requests`` (RecordedRequest), ``unknown_requests``, ``gateway_log`` (GatewayFrame),
   ``server_errors``, ``interactions`` (by id).
+- OAuth2 for "Sign in with Discord" (oauth.py has the details): the consent page
+  ``GET {base_url}/oauth2/authorize`` lists the guild's people as links
+  ``a#authorize-USERID`` "Continue as NAME" and ``a#cancel``; tests without a browser add
+  ``user_id=ID`` to the authorize URL or set ``oauth_user_id`` (consent at once).
+  ``POST {api_base}/oauth2/token`` exchanges a code (single use, PKCE S256 checked);
+  ``GET {api_base}/users/@me`` with ``Bearer <access token>`` is that person. The client:
+  ``oauth_client_id`` (the application id, as on Discord), ``oauth_client_secret``
+  ("fake-secret"; None: a public client), ``oauth_redirect_uris`` (None: any http(s) URL),
+  ``oauth_code_lifetime`` (600 s); ``oauth`` holds the codes and tokens given out.
 
 Rules enforced as Discord does: callback after ``interaction_deadline`` -> 404/10062; second
 callback -> 400/40060; followups before the callback -> 404/10015; after token expiry ->

@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from tests.support.fake_discord.identity import application_payload
+from tests.support.fake_discord.oauth import user_payload
 from tests.support.fake_discord.payloads import (
     UNKNOWN_APPLICATION,
     UNKNOWN_COMMAND,
@@ -23,9 +24,12 @@ COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 CHAT_INPUT = 1
 
 
-@route("GET", r"/users/@me")
+@route("GET", r"/users/@me", bearer=True)
 def get_me(fake: FakeDiscord, req: ApiRequest) -> Reply:
-    """The bot's own user, as login (discord.py's static_login) reads it."""
+    """The bot's own user, as login (discord.py's static_login) reads it; with a person's
+    OAuth2 access token, that person ("Sign in with Discord")."""
+    if req.bearer_user_id is not None:
+        return Reply(200, user_payload(fake, req.bearer_user_id))
     return Reply(200, fake.bot_user_payload(full=True))
 
 

@@ -27,8 +27,10 @@ class UploadedFile:
 class RecordedRequest:
     """One HTTP request a client made and how the fake answered it.
 
-    ``path`` is relative to the API base (``/channels/1/messages``); ``json`` is the JSON body,
-    or a multipart request's ``payload_json``; ``at`` is the event loop's clock on arrival.
+    ``path`` is relative to the API base (``/channels/1/messages``; the OAuth2 consent page,
+    outside the API, is ``/oauth2/authorize``); ``json`` is the JSON body, a multipart
+    request's ``payload_json``, or a form-encoded body's fields (OAuth2's token endpoint);
+    ``at`` is the event loop's clock on arrival.
     """
 
     method: str

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, hdrs, web
 
-from tests.support.fake_discord import api_channels, api_core, api_interactions  # noqa: F401 (routes)
+from tests.support.fake_discord import (  # noqa: F401 (routes)
+    api_channels,
+    api_core,
+    api_interactions,
+    oauth,
+)
 from tests.support.fake_discord.payloads import (
     INVALID_JSON,
     METHOD_NOT_ALLOWED,
@@ -99,9 +104,11 @@ class ParseError(Exception):
 
 
 async def read_body(request: web.Request) -> tuple[Any, list[UploadedFile]]:
-    """The JSON body (or multipart ``payload_json``) and the uploaded files."""
+    """The JSON body (or multipart ``payload_json``, or a form's fields) and the uploaded files."""
     if request.content_type == "multipart/form-data":
         return await _read_multipart(request)
+    if request.content_type == "application/x-www-form-urlencoded":  # OAuth2's token endpoint
+        return dict(await request.post()), []
     raw = await request.read()
     if not raw:
         return None, []
@@ -152,7 +159,7 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.Response:
         """Record the request, then answer it: injected 429, 404/405/401, or the route."""
-        record = self._record(request)
+        record = self.record(request, "/" + request.match_info["tail"])
         try:
             record.json, record.files = await read_body(request)
         except ParseError:
@@ -166,10 +173,11 @@ class RestApi:
             return web.Response(status=404)
         return web.Response(body=found.data, content_type=found.content_type)
 
-    def _record(self, request: web.Request) -> RecordedRequest:
+    def record(self, request: web.Request, path: str) -> RecordedRequest:
+        """Add a request to ``fake.requests`` (``path``: relative to the API base)."""
         record = RecordedRequest(
             method=request.method,
-            path="/" + request.match_info["tail"],
+            path=path,
             query=dict(request.query),
             json=None,
             files=[],
@@ -190,10 +198,22 @@ class RestApi:
         if spec is None:
             record.matched_route = False
             return (METHOD_NOT_ALLOWED if path_known else NOT_FOUND).reply()
-        if spec.auth and request.headers.get("Authorization") != f"Bot {self.fake.token}":
-            return UNAUTHORIZED.reply()
+        authorization = request.headers.get("Authorization", "")
+        person: int | None = None  # whose OAuth2 access token authorized the request
+        if spec.auth and authorization != f"Bot {self.fake.token}":
+            if spec.bearer:
+                person = self.fake.oauth.user_of(authorization, self.fake.loop_time())
+            if person is None:
+                return UNAUTHORIZED.reply()
         api_request = ApiRequest(
-            record.method, record.path, params, request.query, record.json, record.files, record
+            record.method,
+            record.path,
+            params,
+            request.query,
+            record.json,
+            record.files,
+            record,
+            person,
         )
         return self._call(spec.handler, api_request)
 

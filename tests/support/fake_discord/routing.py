@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class ApiRequest:
-    """A parsed request as handlers see it: path parameters, query, JSON body and files."""
+    """A parsed request as handlers see it: path parameters, query, JSON body and files.
+
+    ``bearer_user_id``: the person whose OAuth2 access token authorized it (routes with
+    ``bearer=True``), None for the bot's token.
+    """
 
     method: str
     path: str
@@ -25,6 +29,7 @@ class ApiRequest:
     json: Any
     files: list[UploadedFile]
     record: RecordedRequest
+    bearer_user_id: int | None = None
 
     @property
     def body(self) -> dict[str, Any]:
@@ -45,22 +50,26 @@ Handler = Callable[["FakeDiscord", ApiRequest], Reply]
 
 @dataclass(frozen=True)
 class RouteSpec:
-    """One route: method, full-match path pattern, handler, and whether a bot token is needed."""
+    """One route: method, full-match path pattern, handler, whether a token is needed, and
+    whether a person's OAuth2 access token (``Bearer``) will do instead of the bot's."""
 
     method: str
     pattern: re.Pattern[str]
     handler: Handler
     auth: bool
+    bearer: bool = False
 
 
 ROUTES: list[RouteSpec] = []
 
 
-def route(method: str, pattern: str, *, auth: bool = True) -> Callable[[Handler], Handler]:
+def route(
+    method: str, pattern: str, *, auth: bool = True, bearer: bool = False
+) -> Callable[[Handler], Handler]:
     """Register a handler for requests whose path fully matches ``pattern``."""
 
     def register(handler: Handler) -> Handler:
-        ROUTES.append(RouteSpec(method, re.compile(pattern), handler, auth))
+        ROUTES.append(RouteSpec(method, re.compile(pattern), handler, auth, bearer))
         return handler
 
     return register

@@ -27,6 +27,7 @@ from tests.support.fake_discord.interactions import (
     nest_options,
 )
 from tests.support.fake_discord.messages import MessageStore, StoredMessage
+from tests.support.fake_discord.oauth import CODE_LIFETIME, ConsentPage, OAuthState
 from tests.support.fake_discord.payloads import (
     ATTACHMENT_SIZE_LIMIT,
     SnowflakeFactory,
@@ -97,6 +98,13 @@ class FakeDiscord:
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.verify_key = secrets.token_hex(32)
+        # OAuth2 ("Sign in with Discord"): the application's client, see oauth.py.
+        self.oauth = OAuthState()
+        self.oauth_client_id = str(self.application_id)
+        self.oauth_client_secret: str | None = "fake-secret"
+        self.oauth_redirect_uris: list[str] | None = None  # None: any http(s) URL
+        self.oauth_user_id: int | None = None  # set: the consent page consents at once
+        self.oauth_code_lifetime = CODE_LIFETIME
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -122,6 +130,7 @@ class FakeDiscord:
         app.router.add_route("*", "/api/v10/{tail:.*}", rest.handle)
         app.router.add_get("/gateway", self.gateway.handle)
         app.router.add_get("/attachments/{channel_id}/{attachment_id}/{name}", rest.attachment)
+        app.router.add_get("/oauth2/authorize", ConsentPage(self, rest.record).handle)
         # Anything else (another API version, a typo) is still recorded and answered in JSON.
         app.router.add_route("*", "/{tail:.*}", rest.handle)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
