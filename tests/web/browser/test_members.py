@@ -4,10 +4,13 @@ rate another member's set, and find it all on "My data"."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import zipfile
 
 from playwright.async_api import expect
 
+from bot.domain import UserRef
 from tests.support.browser import SLOW_MS, Site, StepGate, all_images_loaded
 
 PICKED = re.compile(r"\bpicked\b")
@@ -31,6 +34,13 @@ async def test_imagine_shows_progress_then_the_images_and_keeps_the_pick(
     await expect(page.locator("progress#progress")).to_have_js_property("value", 1)
     await alice.snap("progress", canonical="imagine-progress")
     assert step_gate.reached.is_set()
+    # Meanwhile bob's set waits behind it, and his page says so.
+    submitted = await site.platform.service.submit_prompt(UserRef.parse("cli:bob"), "a door", 2)
+    bob = await site.signed_in("cli:bob")
+    await bob.page.goto(f"/sets/{submitted.generation_id}")
+    await expect(bob.page.locator("#progress-text")).to_have_text(
+        "waiting in the queue (position 1)"
+    )
     step_gate.open()
 
     figures = page.locator("figure.choice")
@@ -68,13 +78,38 @@ async def test_imagine_shows_progress_then_the_images_and_keeps_the_pick(
     await expect(page.locator("#vote-status")).to_contain_text("You picked image 2")
     await expect(second).to_have_class(PICKED)
     alice.watch.check("the set page")
+    # bob's page showed his images once his set was done, without a reload by hand.
+    await expect(bob.page.locator("figure.choice")).to_have_count(2, timeout=SLOW_MS)
+
+    await page.locator("#reroll").click()  # the same prompt again, as a new set
+    await expect(page).to_have_url(re.compile(r"/sets/\d+$"))
+    rerolled = int(page.url.rsplit("/", 1)[1])
+    assert rerolled not in (generation_id, submitted.generation_id)
+    await expect(page.locator("figure.choice")).to_have_count(2, timeout=SLOW_MS)
+    await expect(page.locator("#vote-status")).not_to_contain_text("You picked")
 
     await page.goto("/me")
     mine = page.locator("table#my-sets")
+    await expect(mine.locator("tbody tr")).to_have_count(2)
     await expect(mine).to_contain_text("a red fox in the snow, watercolour")
-    await expect(page.locator("a#export-mine")).to_be_visible()
+    await expect(mine).to_contain_text("image 2")
     await alice.snap("me", canonical="me")
+    async with page.expect_download() as started:
+        await page.locator("a#export-mine").click()
+    copy = await (await started.value).path()
+    with zipfile.ZipFile(copy) as archive:
+        data = json.loads(archive.read("data.json"))
+        assert len([n for n in archive.namelist() if n.startswith("images/")]) == 4
+    assert "a red fox in the snow, watercolour" in json.dumps(data)
     alice.watch.check("/me")
+
+    await page.locator("#forget-confirm").check()
+    await page.locator("form#forget-form [type=submit]").click()
+    await expect(page.locator("#forgotten")).to_contain_text("You are signed out.")
+    await alice.snap("forgotten")
+    assert await site.generations() == 1  # bob's only
+    await page.goto("/me")
+    await expect(page).to_have_url(site.base + "/login")
 
 
 async def test_rating_others_sets_leads_from_set_to_set(site: Site) -> None:

@@ -8,7 +8,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.support.browser import Site
-from tests.support.discord_bot import ALICE
+from tests.support.discord_bot import ADMIN, ALICE
 from tests.web.browser.conftest import fake_oauth_client
 
 
@@ -34,6 +34,20 @@ async def test_sign_in_with_discord_lands_on_the_page_that_asked(site: Site) -> 
     await expect(who).to_contain_text("alice")
     await expect(who).to_have_attribute("title", f"discord:{ALICE}")
     alice.watch.check("/me after signing in")
+
+
+async def test_a_discord_admin_signs_in_with_discord_and_reaches_the_dashboard(site: Site) -> None:
+    admin = await site.visit("admin")
+    page = admin.page
+    await page.goto("/admin")
+    await page.locator("a#discord-login").click()
+    await page.get_by_text("Continue as admin").click()
+    await expect(page).to_have_url(site.base + "/admin")
+    await expect(page.locator("section#growth")).to_be_visible()
+    who = page.locator("header .who span")
+    await expect(who).to_have_attribute("title", f"discord:{ADMIN}")
+    await expect(who).to_contain_text("(admin)")
+    admin.watch.check("/admin")
 
 
 async def test_a_login_link_signs_in_and_sign_out_signs_out(site: Site) -> None:
