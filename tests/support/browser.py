@@ -8,7 +8,8 @@ browser download is never used. Without one the browser tests are skipped, unles
 
 Screenshots go to ``artifacts/screenshots/<test>-<step>.png`` in the checkout
 (``PREFLOOP_ARTIFACTS`` names another folder). The canonical ones (the README's) are
-copied as ``<name>.png`` to the folder ``PREFLOOP_SCREENSHOTS_TO`` names, when set:
+copied as ``<name>.png`` to the folder ``PREFLOOP_SCREENSHOTS_TO`` names (relative to the
+checkout), when set; ``make screenshots`` does that for docs/screenshots:
 
     PREFLOOP_SCREENSHOTS_TO=docs/screenshots python -m pytest tests/web/browser
 """
@@ -145,8 +146,9 @@ class Visitor:
         await self.page.screenshot(path=str(path), full_page=True, animations="disabled")
         target = os.environ.get(SCREENSHOTS_ENV)
         if canonical and target:
-            Path(target).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, Path(target) / f"{canonical}.png")
+            folder = ROOT / target  # relative to the checkout (an absolute path stays)
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, folder / f"{canonical}.png")
         return path
 
 
