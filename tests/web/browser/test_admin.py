@@ -65,7 +65,8 @@ async def test_the_dashboard_exports_and_bans(site: Site) -> None:
     await bob.snap("banned")
     assert await site.generations() == 1  # alice's only
 
-    await page.goto("/admin/audit")
+    await page.locator('a[href="/admin/audit"]').first.click()
+    await expect(page).to_have_url(site.base + "/admin/audit")
     audit = page.locator("table#audit")
     await expect(audit).to_contain_text("cli:bob")
     await expect(audit).to_contain_text("ban")

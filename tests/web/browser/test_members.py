@@ -24,11 +24,16 @@ async def test_imagine_shows_progress_then_the_images_and_keeps_the_pick(
     await expect(page.locator("form#imagine-form")).to_be_visible()
     await page.locator("#prompt").fill("a red fox in the snow, watercolour")
     await page.locator("#count").select_option("2")
+    await page.locator("#negative").fill("blurry")
+    await page.locator("#seed").fill("42")
     await alice.snap("imagine", canonical="imagine")
     await page.locator("#imagine-submit").click()
 
     await expect(page).to_have_url(re.compile(r"/sets/\d+$"))
     generation_id = int(page.url.rsplit("/", 1)[1])
+    asked = await site.platform.service.get_generation(generation_id)
+    assert (asked.n_images, asked.params["seeds"]) == (2, [42, 43])
+    assert "blurry" in asked.negative_prompt
     # The worker holds the set after its first step until the page has shown it.
     await expect(page.locator("#progress-text")).to_contain_text("step 1 of 3", timeout=SLOW_MS)
     await expect(page.locator("progress#progress")).to_have_js_property("value", 1)
