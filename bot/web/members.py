@@ -619,6 +619,13 @@ async def forget(request: Request, form: FormData) -> Response:
     done = await _service(request).forget_user(who.member)
     request.session.clear()
     posted = len(done.deliveries)  # notes of sets asked for on Discord
+    taken_down = None
+    take_down = request.app.state.platform.take_down  # the bot, when it runs in this process
+    if posted and take_down is not None:
+        try:
+            taken_down = await take_down(done.deliveries)
+        except Exception:  # the data are gone; a post that stays is the admin's to remove
+            log.exception("could not take down the Discord posts of a forgotten member")
     return page(
         request,
         "forgotten.html",
@@ -626,6 +633,7 @@ async def forget(request: Request, form: FormData) -> Response:
         deleted=f"Deleted {_plural(done.generations, 'prompt')} (with their images) and "
         f"{_plural(done.picks, 'vote')}.",
         posted=posted,
+        taken_down=taken_down,
     )
 
 
