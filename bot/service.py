@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import delete, func, literal, select, update
@@ -203,9 +204,13 @@ class CollectionService:
         """``user``'s current vote on a set (None: they have not voted on it)."""
         return await mine.vote_of(self.sessions, generation_id, user)
 
-    async def next_to_rate(self, user: UserRef) -> int | None:
-        """Another member's set for ``user`` to rate next (bot/picks/queue.py), or None."""
-        return await next_to_rate(self.sessions, user)
+    async def next_to_rate(self, user: UserRef, skip: Collection[int] = ()) -> int | None:
+        """Another member's set for ``user`` to rate next (bot/picks/queue.py), or None;
+        sets in ``skip`` (passed over) only when no other is left."""
+        found = await next_to_rate(self.sessions, user, skip)
+        if found is None and skip:
+            found = await next_to_rate(self.sessions, user)
+        return found
 
     # ----- look ---------------------------------------------------------------------
 
