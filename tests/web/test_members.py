@@ -289,6 +289,9 @@ async def test_rate_others_sets_then_nothing_left(platform: Any, generator: Any)
         )
         assert plain.status_code == 400
         assert "You are banned" in element(plain.text, "vote-status")
+        offered = await mallory.get("/rate")  # no set to rate for a banned member
+        assert offered.status_code == 400
+        assert "You are banned" in element(offered.text, "error-message")
     assert await choices(platform, bobs) == [("pick", 1)]
 
 
