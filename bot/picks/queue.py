@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import and_, exists, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Choice, Generation, GenerationStatus, Image, User
@@ -55,7 +55,7 @@ async def next_to_rate(
             User.banned.is_(False),
             ~voted,
             shown >= 2,
-            Generation.id.not_in(list(skip)) if skip else True,
+            Generation.id.not_in(list(skip)) if skip else true(),
         )
         .order_by(votes, Generation.finished_at.desc().nulls_last(), Generation.id.desc())
         .limit(1)
