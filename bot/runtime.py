@@ -11,6 +11,7 @@ import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -40,6 +41,9 @@ class Platform:
     registry: ModelRegistry  # trained models and which ones serve: the one every front end asks
     # Where maintenance jobs say what they did besides the log (the Discord admin channel).
     announce: Callable[[str], Awaitable[None]] | None = None
+    # Where another front end sends the delivery notes of generations a member had deleted
+    # (forgotten), so that their Discord posts come down: the bot, when it runs here.
+    take_down: Callable[[list[dict[str, Any]]], Awaitable[int]] | None = None
 
 
 @asynccontextmanager

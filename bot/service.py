@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import delete, func, literal, select, update
@@ -48,7 +49,7 @@ from bot.export.tasks import QueuedExport, request_export
 from bot.names import GENERATE_QUEUE, GENERATE_TASK
 from bot.picks import mine
 from bot.picks.queue import next_to_rate
-from bot.picks.record import gone, record_choice
+from bot.picks.record import banned_voter, gone, record_choice
 from bot.picks.rules import PromptRules
 from bot.raters.store import RaterService
 from bot.registry import ModelRegistry
@@ -203,9 +204,17 @@ class CollectionService:
         """``user``'s current vote on a set (None: they have not voted on it)."""
         return await mine.vote_of(self.sessions, generation_id, user)
 
-    async def next_to_rate(self, user: UserRef) -> int | None:
-        """Another member's set for ``user`` to rate next (bot/picks/queue.py), or None."""
-        return await next_to_rate(self.sessions, user)
+    async def next_to_rate(self, user: UserRef, skip: Collection[int] = ()) -> int | None:
+        """Another member's set for ``user`` to rate next (bot/picks/queue.py), or None;
+        sets in ``skip`` (passed over) only when no other is left."""
+        async with self.sessions() as session:
+            member = await queries.find_user(session, user.frontend, user.external_id)
+        if member and member.banned:  # their votes would be refused: say so at once
+            raise banned_voter()
+        found = await next_to_rate(self.sessions, user, skip)
+        if found is None and skip:
+            found = await next_to_rate(self.sessions, user)
+        return found
 
     # ----- look ---------------------------------------------------------------------
 

@@ -80,6 +80,7 @@ class PrefloopBot(discord.Client):
         # Buttons are rebuilt from their custom_id: old messages keep working after a restart.
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         self._listening = asyncio.create_task(self.delivery.run(), name="deliveries")
+        self.platform.take_down = self.delivery.take_down  # the web's "forget me" too
         if self.settings.discord.admin_channel_id:
             self.platform.announce = self.announce
 

@@ -5,20 +5,28 @@ for, with at least two images shown (one image leaves nothing to compare), that 
 have not voted on yet. Sets whose requester is banned or was forgotten are left out
 (exports leave their votes out too). Mixed and control sets come up like any other set:
 a rater must not be able to tell them apart. Sets with the fewest votes come first, so
-the votes spread; among those, the newest.
+the votes spread; among those, the newest. A member may skip a set (the web page keeps
+the skipped ids in its session): it comes up again only after the others.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import and_, exists, func, select
+from collections.abc import Collection
+
+from sqlalchemy import and_, exists, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Choice, Generation, GenerationStatus, Image, User
 from bot.domain import UserRef
 
 
-async def next_to_rate(sessions: async_sessionmaker[AsyncSession], user: UserRef) -> int | None:
-    """The id of the set ``user`` should rate next, or None when there is none (one query)."""
+async def next_to_rate(
+    sessions: async_sessionmaker[AsyncSession], user: UserRef, skip: Collection[int] = ()
+) -> int | None:
+    """The id of the set ``user`` should rate next, or None when there is none (one query).
+
+    ``skip``: sets the member passed over ("Skip"), left out this time.
+    """
     me = (
         select(User.id)
         .where(User.frontend == user.frontend, User.external_id == user.external_id)
@@ -47,6 +55,7 @@ async def next_to_rate(sessions: async_sessionmaker[AsyncSession], user: UserRef
             User.banned.is_(False),
             ~voted,
             shown >= 2,
+            Generation.id.not_in(list(skip)) if skip else true(),
         )
         .order_by(votes, Generation.finished_at.desc().nulls_last(), Generation.id.desc())
         .limit(1)

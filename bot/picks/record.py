@@ -74,7 +74,12 @@ def check_vote(generation_id: int, vote: Vote, row: VoteRow) -> None:
         if row.nsfw:
             raise Refusal("That image was withheld by the safety filter.", code="withheld")
     if row.banned:
-        raise Refusal("You are banned from prefloop; your votes are not recorded.", code="banned")
+        raise banned_voter()
+
+
+def banned_voter() -> Refusal:
+    """The answer to a banned member's vote (or their asking for a set to vote on)."""
+    return Refusal("You are banned from prefloop; your votes are not recorded.", code="banned")
 
 
 def gone(generation_id: int) -> Refusal:

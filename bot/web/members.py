@@ -39,6 +39,7 @@ from bot.web.pages import page, problem, wants_json
 from bot.web.security import Viewer, post, require_member
 
 log = logging.getLogger(__name__)
+SKIPS_KEPT = 50  # sets a member skipped on "Rate others' sets", remembered in the session
 
 CONNECT_WAIT_SECONDS = 5.0  # a progress stream waits this long at most for the listener
 KEEPALIVE_SECONDS = 15.0  # a comment line on an idle progress stream (proxies close silent ones)
@@ -450,7 +451,12 @@ async def set_events(request: Request) -> Response:
 async def rate(request: Request) -> Response:
     """The next set of another member to vote on, or a page saying there is none now."""
     who = require_member(request)
-    generation_id = await _service(request).next_to_rate(who.member)
+    skipped = [s for s in request.session.get("skipped", []) if isinstance(s, int)]
+    passed = request.query_params.get("skip", "")
+    if passed.isdigit() and int(passed) not in skipped:  # "Skip": only this session's state
+        skipped = [*skipped, int(passed)][-SKIPS_KEPT:]
+        request.session["skipped"] = skipped
+    generation_id = await _service(request).next_to_rate(who.member, skipped)
     if generation_id is None:
         return page(request, "rate.html", title="Rate others' sets", nav="rate")
     return RedirectResponse(f"/sets/{generation_id}?rate=1", status_code=303)
@@ -619,6 +625,13 @@ async def forget(request: Request, form: FormData) -> Response:
     done = await _service(request).forget_user(who.member)
     request.session.clear()
     posted = len(done.deliveries)  # notes of sets asked for on Discord
+    taken_down = None
+    take_down = request.app.state.platform.take_down  # the bot, when it runs in this process
+    if posted and take_down is not None:
+        try:
+            taken_down = await take_down(done.deliveries)
+        except Exception:  # the data are gone; a post that stays is the admin's to remove
+            log.exception("could not take down the Discord posts of a forgotten member")
     return page(
         request,
         "forgotten.html",
@@ -626,6 +639,7 @@ async def forget(request: Request, form: FormData) -> Response:
         deleted=f"Deleted {_plural(done.generations, 'prompt')} (with their images) and "
         f"{_plural(done.picks, 'vote')}.",
         posted=posted,
+        taken_down=taken_down,
     )
 
 

@@ -289,6 +289,9 @@ async def test_rate_others_sets_then_nothing_left(platform: Any, generator: Any)
         )
         assert plain.status_code == 400
         assert "You are banned" in element(plain.text, "vote-status")
+        offered = await mallory.get("/rate")  # no set to rate for a banned member
+        assert offered.status_code == 400
+        assert "You are banned" in element(offered.text, "error-message")
     assert await choices(platform, bobs) == [("pick", 1)]
 
 
@@ -393,3 +396,24 @@ async def test_a_web_set_of_a_discord_member_is_left_to_the_web(platform: Any) -
         id=set_id,
     )
     assert await platform.service.undelivered(Frontend.discord) == []
+
+
+async def test_a_skipped_set_comes_back_only_after_the_others(
+    platform: Any, generator: Any
+) -> None:
+    older = await make_done_generation(platform, generator, "cli:bob", "a red cat", n=2)
+    newer = await make_done_generation(platform, generator, "cli:bob", "a blue dog", n=2)
+    async with (
+        web_running(platform, hub=False) as base,
+        signed_in(base, platform, "cli:carol") as carol,
+    ):
+        first = (await carol.get("/rate")).headers["location"]
+        assert first == f"/sets/{newer}?rate=1"
+        page = await carol.get(first)
+        assert f'href="/rate?skip={newer}"' in page.text  # the page's "Skip this set"
+        skipped = await carol.get(f"/rate?skip={newer}")
+        assert skipped.headers["location"] == f"/sets/{older}?rate=1"
+        token = await csrf_of(carol)
+        await fetch_vote(carol, older, "1", token)
+        # Nothing else left: the skipped set comes up again rather than "nothing to rate".
+        assert (await carol.get("/rate")).headers["location"] == f"/sets/{newer}?rate=1"
