@@ -54,23 +54,14 @@ async def fake() -> AsyncIterator[FakeDiscord]:
         yield server
 
 
-def fake_oauth_client(fake: FakeDiscord) -> tuple[str, str] | None:
-    """The fake's OAuth2 client (id, secret), when the fake has OAuth pages (web-auth)."""
-    client_id = getattr(fake, "oauth_client_id", None)
-    secret = getattr(fake, "oauth_client_secret", None)
-    return (str(client_id), str(secret)) if client_id and secret else None
-
-
 @pytest.fixture
 async def site(
     chromium: Any, platform: Any, fake: FakeDiscord, request: pytest.FixtureRequest
 ) -> AsyncIterator[Site]:
     settings = platform.settings
     settings.discord = DiscordSettings(api_base_url=fake.api_base, admin_user_ids=[ADMIN])
-    client = fake_oauth_client(fake)
-    if client is not None:
-        settings.web.discord_client_id = client[0]
-        settings.web.discord_client_secret = SecretStr(client[1])
+    settings.web.discord_client_id = fake.oauth_client_id  # "Sign in with Discord", at the fake
+    settings.web.discord_client_secret = SecretStr(fake.oauth_client_secret or "")
     settings.worker.progress_interval = 0  # every step reaches the page
     settings.limits.max_queued_per_user = 4
     async with (

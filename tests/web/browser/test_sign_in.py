@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from playwright.async_api import expect
 
 from tests.support.browser import Site
 from tests.support.discord_bot import ADMIN, ALICE
-from tests.web.browser.conftest import fake_oauth_client
 
 
 async def test_sign_in_with_discord_lands_on_the_page_that_asked(site: Site) -> None:
-    # Needs the fake Discord's OAuth pages and the sign-in routes (web-auth, issue 17).
-    if fake_oauth_client(site.fake) is None:
-        pytest.skip("the fake Discord has no OAuth pages yet (web-auth has not landed)")
     alice = await site.visit("alice")
     page = alice.page
     await page.goto("/me")  # not signed in: the sign-in page, then back here
