@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Route
 
 from bot.db.models import GenerationStatus, VoteKind
-from bot.domain import GenerationOptions, GenerationView, Refusal, Vote
+from bot.domain import GenerationOptions, GenerationView, Refusal, Vote, pickers_words
 from bot.notify import GenerationEvent, ProgressEvent
 from bot.picks.mine import MyData
 from bot.picks.record import gone
@@ -121,13 +121,6 @@ def voted_message(vote: Vote, previous: Vote | None) -> str:
     if previous is None or previous == vote:
         return words
     return f"{words[:-1]} (changed from {_vote_name(previous)})."
-
-
-def pickers_words(count: int) -> str:
-    """How many members voted on a set (never who voted what)."""
-    if count == 0:
-        return "No one has voted yet."
-    return "1 member has voted." if count == 1 else f"{count} members have voted."
 
 
 def _plural(count: int, word: str) -> str:
