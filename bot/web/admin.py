@@ -11,10 +11,6 @@ CLI and ``/admin`` read; nothing here counts on its own.
 from __future__ import annotations
 
 import asyncio
-import io
-import os
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +45,7 @@ from bot.runtime import Platform
 from bot.web.pages import page, problem, wants_json
 from bot.web.plots import Memo, growth_png, picks_png
 from bot.web.security import Viewer, post, require_admin
+from bot.web.zips import folder_zip
 from training.run_folder import GATE, read_gate
 
 RUNS_SHOWN = 10
@@ -61,7 +58,6 @@ EVALUATION_STAGES = ("hps", "adapter")  # a retrain run's folders with a gate an
 REPORT_CHARACTERS = 20_000
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 TEXT_FILES = {".md", ".json", ".jsonl", ".log", ".txt", ".csv"}
-STORED = {".png", ".jpg", ".jpeg", ".webp", ".parquet", ".safetensors", ".zip"}  # not deflated
 
 
 # ----- the dashboard -------------------------------------------------------------------
@@ -294,7 +290,7 @@ async def download_export(request: Request) -> Response:
     if await asyncio.to_thread(path.is_file):
         return FileResponse(path, filename=path.name)
     return StreamingResponse(
-        zip_stream(path),
+        folder_zip(path),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{path.name}.zip"'},
     )
@@ -323,58 +319,6 @@ def _export_state(out_path: str, root: Path) -> tuple[Path, str | None]:
     if not path.is_relative_to(root) or path == root:
         return path, "elsewhere"
     return path, None if path.exists() else "gone"
-
-
-class _Chunks(io.RawIOBase):
-    """A write-only stream that hands over what was written so far (zipfile streams
-    into it: not seekable, so it writes data descriptors instead of seeking back)."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._parts.append(bytes(data))
-        return len(data)
-
-    def take(self) -> bytes:
-        out = b"".join(self._parts)
-        self._parts.clear()
-        return out
-
-
-def zip_stream(folder: Path, block: int = 1 << 20) -> Iterator[bytes]:
-    """A zip of ``folder``'s regular files (links are not followed), under the folder's
-    name, made while it is sent: Starlette runs this generator in a worker thread."""
-    sink = _Chunks()
-    with zipfile.ZipFile(sink, "w", allowZip64=True) as archive:
-        for path in _files(folder):
-            name = f"{folder.name}/{path.relative_to(folder).as_posix()}"
-            info = zipfile.ZipInfo.from_file(path, name)
-            stored = path.suffix.lower() in STORED
-            info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-            with (
-                path.open("rb") as source,
-                archive.open(info, "w", force_zip64=info.file_size >= 1 << 31) as target,
-            ):
-                while data := source.read(block):
-                    target.write(data)
-                    if chunk := sink.take():
-                        yield chunk
-            if chunk := sink.take():
-                yield chunk
-    yield sink.take()
-
-
-def _files(folder: Path) -> Iterator[Path]:
-    for directory, folders, names in os.walk(folder):  # does not follow links
-        folders.sort()
-        for name in sorted(names):
-            path = Path(directory) / name
-            if path.is_file() and not path.is_symlink():
-                yield path
 
 
 # ----- bans ----------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -29,14 +28,13 @@ from starlette.routing import BaseRoute, Route
 from bot.db.models import GenerationStatus, VoteKind
 from bot.domain import GenerationOptions, GenerationView, Refusal, Vote, pickers_words
 from bot.notify import GenerationEvent, ProgressEvent
-from bot.picks.mine import MyData
 from bot.picks.record import gone
 from bot.runtime import Platform
 from bot.service import CollectionService
-from bot.storage import Storage, StorageError
 from bot.web.events import EventHub
 from bot.web.pages import page, problem, wants_json
 from bot.web.security import Viewer, post, require_member
+from bot.web.zips import member_zip
 
 log = logging.getLogger(__name__)
 SKIPS_KEPT = 50  # sets a member skipped on "Rate others' sets", remembered in the session
@@ -501,108 +499,13 @@ async def export_mine(request: Request) -> Response:
     data = await platform.service.my_data(who.member)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return StreamingResponse(
-        _zip(platform.storage, data),
+        member_zip(platform.storage, data),
         media_type="application/zip",
         headers={
             "Content-Disposition": f'attachment; filename="prefloop-my-data-{stamp}.zip"',
             "Cache-Control": "no-store",
         },
     )
-
-
-class _Chunks:
-    """A write-only file the zip is written into, read back chunk by chunk."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-
-    def write(self, data: bytes, /) -> int:
-        self._parts.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        out = b"".join(self._parts)
-        self._parts.clear()
-        return out
-
-
-async def _zip(storage: Storage, data: MyData) -> AsyncIterator[bytes]:
-    """The zip, streamed: each image as it is read from the store (compressed in a thread),
-    then data.json naming the file of each image (null: withheld or missing)."""
-    sink = _Chunks()
-    archive = zipfile.ZipFile(sink, "w")  # not seekable: each entry is written once, in order
-    files: dict[tuple[int, int], str] = {}
-    for prompt in data.prompts:
-        for image in prompt.images:
-            if image.withheld:
-                continue  # flagged by the safety filter: never shown, not handed out
-            try:
-                content = await storage.get(image.storage_key)
-            except StorageError as error:
-                log.warning("a member's copy leaves out %s: %s", image.storage_key, error)
-                continue
-            suffix = image.storage_key.rsplit(".", 1)[-1] if "." in image.storage_key else "png"
-            name = f"images/{prompt.id}_{image.index + 1}.{suffix}"
-            await asyncio.to_thread(archive.writestr, name, content, zipfile.ZIP_STORED)
-            files[(prompt.id, image.index)] = name
-            yield sink.take()
-    document = json.dumps(_document(data, files), indent=2, ensure_ascii=False).encode()
-    await asyncio.to_thread(archive.writestr, "data.json", document, zipfile.ZIP_DEFLATED)
-    await asyncio.to_thread(archive.close)
-    yield sink.take()
-
-
-def _document(data: MyData, files: dict[tuple[int, int], str]) -> dict[str, Any]:
-    def stamp(moment: datetime | None) -> str | None:
-        return moment.isoformat() if moment else None
-
-    def said(vote: Vote) -> dict[str, Any]:
-        return {
-            "kind": vote.kind.value,
-            "image": vote.index + 1 if vote.index is not None else None,
-        }
-
-    return {
-        "member": str(data.member),
-        "exported_at": datetime.now(UTC).isoformat(),
-        "prompts": [
-            {
-                "set": p.id,
-                "prompt": p.prompt,
-                "negative_prompt": p.negative_prompt,
-                "images_asked": p.n_images,
-                "params": p.params,
-                "status": p.status.value,
-                "error": p.error,
-                "requested_at": stamp(p.requested_at),
-                "finished_at": stamp(p.finished_at),
-                "images": [
-                    {
-                        "image": i.index + 1,
-                        "file": files.get((p.id, i.index)),
-                        "storage_key": i.storage_key,
-                        "sha256": i.sha256,
-                        "seed": i.seed,
-                        "width": i.width,
-                        "height": i.height,
-                        "withheld": i.withheld,
-                    }
-                    for i in p.images
-                ],
-            }
-            for p in data.prompts
-        ],
-        "votes": [
-            {"set": v.generation_id, **said(v.vote), "at": stamp(v.chosen_at), "current": v.current}
-            for v in data.votes
-        ],
-    }
 
 
 async def forget(request: Request, form: FormData) -> Response:
