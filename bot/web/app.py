@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from bot.domain import Refusal
 from bot.runtime import Platform
 from bot.storage import StorageError
-from bot.web import admin, auth, members
+from bot.web import admin, auth, members, mydata, progress
 from bot.web.events import EventHub
 from bot.web.pages import HERE, problem, sign_in_redirect
 from bot.web.security import (
@@ -53,6 +53,8 @@ def create_app(platform: Platform, *, port: int | None = None, hub: bool = True)
     routes: list[BaseRoute] = [
         *auth.routes,
         *members.routes,
+        *progress.routes,
+        *mydata.routes,
         *admin.routes,
         Route("/images/{key:path}", image, name="image"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
