@@ -134,6 +134,13 @@ class VoteResult:
     pickers: int  # members who voted on the set (any kind), this one included
 
 
+def pickers_words(count: int) -> str:
+    """How many members voted on a set (never who voted what), as every front end says it."""
+    if count == 0:
+        return "No one has voted yet."
+    return "1 member has voted." if count == 1 else f"{count} members have voted."
+
+
 @dataclass(frozen=True)
 class ImageView:
     index: int

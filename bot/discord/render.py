@@ -7,7 +7,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from bot.db.models import VoteKind
-from bot.domain import GenerationView, QueueStatus, RetrainRunView, Stats, Vote
+from bot.domain import GenerationView, QueueStatus, RetrainRunView, Stats, Vote, pickers_words
 from bot.raters.agreement import summary as agreement_summary
 from bot.raters.agreement import week_line
 from bot.registry import VersionView
@@ -101,9 +101,7 @@ def made_by(view: GenerationView) -> str:
 
 def pickers(count: int) -> str:
     """How many members voted on a set (a pick, "No favourite" or "None are good")."""
-    if count == 0:
-        return "No one has voted yet."
-    return "1 member has voted." if count == 1 else f"{count} members have voted."
+    return pickers_words(count)
 
 
 def result(view: GenerationView, requester_mention: str) -> str:

@@ -1,4 +1,4 @@
-"""The web front end's ASGI app: routes from the members', admins' and sign-in modules.
+"""The web front end's ASGI app: the routes of the sign-in, members' and admins' modules.
 
 Built once per process from an open :class:`~bot.runtime.Platform`, like the Discord bot:
 every page calls the same :class:`~bot.service.CollectionService` (no second copy of a
@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from bot.domain import Refusal
 from bot.runtime import Platform
 from bot.storage import StorageError
-from bot.web import admin, auth, members
+from bot.web import admin, admin_exports, admin_runs, auth, members, mydata, progress
 from bot.web.events import EventHub
 from bot.web.pages import HERE, problem, sign_in_redirect
 from bot.web.security import (
@@ -53,7 +53,12 @@ def create_app(platform: Platform, *, port: int | None = None, hub: bool = True)
     routes: list[BaseRoute] = [
         *auth.routes,
         *members.routes,
+        *progress.routes,
+        *mydata.routes,
         *admin.routes,
+        *admin_runs.routes,
+        *admin_exports.routes,
+        admin.fallback,  # after every other /admin route: it takes any /admin address
         Route("/images/{key:path}", image, name="image"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

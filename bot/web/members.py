@@ -1,10 +1,10 @@
-"""The members' pages: imagine, a set (live progress, then pick), rate others' sets, my data.
+"""The members' pages: imagine, a set and its votes, asking again, rate others' sets.
 
 Every action is a use case of :class:`~bot.service.CollectionService`, as on Discord and
 the CLI; a refusal shows the service's own message. The pages work without JavaScript
 (every button is a form that POSTs and comes back with a 303); bot/web/static/members.js
-adds live progress (server-sent events from ``/sets/{id}/events``), voting without a
-reload, and keys 1–4 to pick.
+adds live progress (server-sent events, bot/web/progress.py), voting without a reload,
+and keys 1–4 to pick. "My data" is bot/web/mydata.py.
 
 A set is shown the same whoever asked for it, mixed and control sets included: nothing
 on a page tells them apart (a member who could would judge the label, not the images).
@@ -12,55 +12,22 @@ on a page tells them apart (a member who could would judge the label, not the im
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import logging
-import zipfile
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Any
-
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bot.db.models import GenerationStatus, VoteKind
-from bot.domain import GenerationOptions, GenerationView, Refusal, Vote
-from bot.notify import GenerationEvent, ProgressEvent
-from bot.picks.mine import MyData
+from bot.db.models import GenerationStatus
+from bot.domain import GenerationOptions, GenerationView, Refusal, Vote, pickers_words
 from bot.picks.record import gone
-from bot.runtime import Platform
-from bot.service import CollectionService
-from bot.storage import Storage, StorageError
-from bot.web.events import EventHub
+from bot.web.forms import field, service_of
 from bot.web.pages import page, problem, wants_json
 from bot.web.security import Viewer, post, require_member
+from bot.web.words import STATUS_WORDS, plural, vote_value, vote_words, voted_message
 
-log = logging.getLogger(__name__)
 SKIPS_KEPT = 50  # sets a member skipped on "Rate others' sets", remembered in the session
-
-CONNECT_WAIT_SECONDS = 5.0  # a progress stream waits this long at most for the listener
-KEEPALIVE_SECONDS = 15.0  # a comment line on an idle progress stream (proxies close silent ones)
 MAX_ID = 2**63 - 1  # generations.id is a bigint
 WAITING = (GenerationStatus.queued, GenerationStatus.running)
-STATUS_WORDS = {
-    GenerationStatus.queued: "waiting in the queue",
-    GenerationStatus.running: "being drawn",
-    GenerationStatus.done: "done",
-    GenerationStatus.failed: "failed",
-}
-
-
-def _service(request: Request) -> CollectionService:
-    platform: Platform = request.app.state.platform
-    return platform.service
-
-
-def _field(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
 
 
 def _set_id(request: Request) -> int:
@@ -87,55 +54,6 @@ def _gone_page(request: Request, refusal: Refusal) -> Response:
     if wants_json(request):
         return _refused_json(refusal)
     return problem(request, f"This set is gone. {refusal.message}", 404)
-
-
-# ----- words ------------------------------------------------------------------------
-
-
-def vote_value(vote: Vote) -> str:
-    """A vote as the form field says it: the image number shown (1 …), ``tie`` or ``none``."""
-    return str(vote.index + 1) if vote.index is not None else vote.kind.value
-
-
-def vote_words(vote: Vote | None) -> str:
-    """The member's current vote in words (``#vote-status``)."""
-    if vote is None:
-        return (
-            "You have not voted on this set yet: pick the image you like best "
-            "(click it, or press its number)."
-        )
-    if vote.index is not None:
-        return f"You picked image {vote.index + 1}."
-    return "You voted: no favourite." if vote.kind == VoteKind.tie else "You voted: none are good."
-
-
-def _vote_name(vote: Vote) -> str:
-    if vote.index is not None:
-        return f"image {vote.index + 1}"
-    return "no favourite" if vote.kind == VoteKind.tie else "none are good"
-
-
-def voted_message(vote: Vote, previous: Vote | None) -> str:
-    """What a vote recorded: the current vote, and what it replaced."""
-    words = vote_words(vote)
-    if previous is None or previous == vote:
-        return words
-    return f"{words[:-1]} (changed from {_vote_name(previous)})."
-
-
-def pickers_words(count: int) -> str:
-    """How many members voted on a set (never who voted what)."""
-    if count == 0:
-        return "No one has voted yet."
-    return "1 member has voted." if count == 1 else f"{count} members have voted."
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # ----- imagine ----------------------------------------------------------------------
@@ -196,7 +114,7 @@ def _seed(text: str) -> int | None:
 async def imagine(request: Request, form: FormData) -> Response:
     """Queue a prompt; 303 to its set (``{"id": …}`` for a script)."""
     who = require_member(request)
-    typed = {name: _field(form, name) for name in ("prompt", "count", "negative", "seed")}
+    typed = {name: field(form, name) for name in ("prompt", "count", "negative", "seed")}
     try:
         options = GenerationOptions(negative_prompt=typed["negative"], seed=_seed(typed["seed"]))
         # delivery=None: the web shows a set when its member opens its page, and nothing
@@ -204,7 +122,7 @@ async def imagine(request: Request, form: FormData) -> Response:
         # bot's delivery loop would pick up a set that carried a delivery note
         # (CollectionService.undelivered keeps only rows whose note is set, and
         # Deliverer.deliver posts only those); with none it never posts it anywhere.
-        submitted = await _service(request).submit_prompt(
+        submitted = await service_of(request).submit_prompt(
             who.member, typed["prompt"], _count(typed["count"]), options, delivery=None
         )
     except Refusal as refusal:
@@ -223,7 +141,7 @@ async def set_page(request: Request) -> Response:
     """One set: live progress while it is made, then its images and the vote buttons."""
     who = require_member(request)
     try:
-        view = await _service(request).get_generation(_set_id(request))
+        view = await service_of(request).get_generation(_set_id(request))
     except Refusal as refusal:
         return _gone_page(request, refusal)
     return await _render_set(request, who, view, rate=request.query_params.get("rate") == "1")
@@ -239,7 +157,7 @@ async def _render_set(
     vote_error: str | None = None,
     action_error: str | None = None,
 ) -> Response:
-    service = _service(request)
+    service = service_of(request)
     vote = None
     if view.status == GenerationStatus.done:
         vote = await service.vote_of(view.id, who.member)
@@ -252,7 +170,7 @@ async def _render_set(
     withheld = ""
     if view.withheld:  # said as on Discord: how many, never which
         verb = "was" if view.withheld == 1 else "were"
-        withheld = f"{_plural(view.withheld, 'image')} {verb} withheld by the safety filter."
+        withheld = f"{plural(view.withheld, 'image')} {verb} withheld by the safety filter."
     return page(
         request,
         "set.html",
@@ -287,12 +205,12 @@ async def _render_set(
 async def vote(request: Request, form: FormData) -> Response:
     """Record the member's vote: JSON for the page's script, else 303 back to the set."""
     who = require_member(request)
-    service = _service(request)
-    rate = _field(form, "rate") == "1"
+    service = service_of(request)
+    rate = field(form, "rate") == "1"
     try:
         generation_id = _set_id(request)
         result = await service.record_choice(
-            generation_id, who.member, Vote.parse(_field(form, "vote"))
+            generation_id, who.member, Vote.parse(field(form, "vote"))
         )
     except Refusal as refusal:
         if refusal.code == "gone":
@@ -323,7 +241,7 @@ async def vote(request: Request, form: FormData) -> Response:
 async def reroll(request: Request, form: FormData) -> Response:
     """The same prompt again with new seeds, as a new set of the member's: 303 to it."""
     who = require_member(request)
-    service = _service(request)
+    service = service_of(request)
     try:
         # delivery=None, as in imagine(): no other front end answers a web set.
         submitted = await service.reroll(_set_id(request), who.member, delivery=None)
@@ -344,107 +262,6 @@ async def reroll(request: Request, form: FormData) -> Response:
     return RedirectResponse(f"/sets/{submitted.generation_id}", status_code=303)
 
 
-# ----- live progress ----------------------------------------------------------------
-
-
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
-
-
-RUNNING = _sse("running", {})
-
-
-async def _now(service: CollectionService, generation_id: int) -> tuple[str, bool]:
-    """The set's state as an event, and whether it is final (done, failed or gone)."""
-    try:
-        view = await service.get_generation(generation_id)
-    except Refusal:
-        return _sse("done", {"status": "gone"}), True
-    if view.status not in WAITING:
-        return _sse("done", {"status": view.status.value}), True
-    if view.status == GenerationStatus.queued:
-        return _sse("queued", {"position": await service.queue_position(generation_id)}), False
-    return RUNNING, False
-
-
-async def set_events(request: Request) -> Response:
-    """Server-sent events of one set: ``queued`` {position}, ``running``, ``progress``
-    {step, total}, then ``done`` {status} (done, failed or gone), after which it ends.
-
-    It subscribes before it reads the set's state, so an end in between is not missed (a
-    set still waiting is read again once the listener is connected, waiting up to
-    :data:`CONNECT_WAIT_SECONDS` for it); it looks again when the listener reconnects and at
-    every keepalive (every :data:`KEEPALIVE_SECONDS`). It ends when the client goes
-    (Starlette cancels it) or the server stops.
-    """
-    require_member(request)
-    generation_id = request.path_params["id"]
-    service = _service(request)
-    hub: EventHub = request.app.state.events
-    stopping: asyncio.Event = request.app.state.stopping
-
-    async def stream() -> AsyncIterator[str]:
-        if generation_id > MAX_ID:
-            yield _sse("done", {"status": "gone"})
-            return
-        async with hub.subscribe(generation_id) as queue:
-            yield "retry: 3000\n\n"
-            last, final = await _now(service, generation_id)
-            if not final and not hub.connected.is_set():
-                # Right after the server started its listener may not be connected yet: wait
-                # a little, so that the first steps are not missed (an end would not be: the
-                # listener's connect makes every stream look again).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(hub.connected.wait(), CONNECT_WAIT_SECONDS)
-                last, final = await _now(service, generation_id)
-            yield last
-            if final:
-                return
-            stop = asyncio.ensure_future(stopping.wait())
-            get: asyncio.Future[Any] | None = None
-            try:
-                while True:
-                    if get is None:
-                        get = asyncio.ensure_future(queue.get())
-                    done, _ = await asyncio.wait(
-                        {get, stop}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if stop in done:
-                        return
-                    if get not in done:  # quiet: keep the connection, and look again
-                        yield ": keepalive\n\n"
-                        event: Any = None
-                    else:
-                        event, get = get.result(), None
-                    if isinstance(event, ProgressEvent):
-                        last = _sse("progress", {"step": event.step, "total": event.total})
-                        yield last
-                    elif isinstance(event, GenerationEvent):
-                        yield _sse("done", {"status": event.status})
-                        return
-                    else:  # a keepalive, or the listener reconnected: look at the row
-                        now, final = await _now(service, generation_id)
-                        if final:
-                            yield now
-                            return
-                        # "running" says less than the step a progress event showed
-                        if now != last and not (
-                            now == RUNNING and last.startswith("event: progress")
-                        ):
-                            yield now
-                            last = now
-            finally:
-                for waiting in (get, stop):
-                    if waiting is not None:
-                        waiting.cancel()
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
 # ----- rate others' sets ------------------------------------------------------------
 
 
@@ -456,202 +273,17 @@ async def rate(request: Request) -> Response:
     if passed.isdigit() and int(passed) not in skipped:  # "Skip": only this session's state
         skipped = [*skipped, int(passed)][-SKIPS_KEPT:]
         request.session["skipped"] = skipped
-    generation_id = await _service(request).next_to_rate(who.member, skipped)
+    generation_id = await service_of(request).next_to_rate(who.member, skipped)
     if generation_id is None:
         return page(request, "rate.html", title="Rate others' sets", nav="rate")
     return RedirectResponse(f"/sets/{generation_id}?rate=1", status_code=303)
-
-
-# ----- my data ----------------------------------------------------------------------
-
-
-async def me(request: Request) -> Response:
-    """The member's prompts and votes, a copy of their data, and forgetting them."""
-    who = require_member(request)
-    return await _me_page(request, who)
-
-
-async def _me_page(
-    request: Request, who: Viewer, *, forget_error: str | None = None, status: int = 200
-) -> Response:
-    service = _service(request)
-    sets = await service.my_sets(who.member)
-    votes = await service.my_votes(who.member)
-    return page(
-        request,
-        "me.html",
-        status=status,
-        title="My data",
-        nav="me",
-        sets=[
-            {
-                "id": s.id,
-                "prompt": s.prompt,
-                "when": _when(s.requested_at),
-                "status": STATUS_WORDS[s.status],
-                "vote": _vote_name(s.vote) if s.vote else "",
-            }
-            for s in sets
-        ],
-        votes=[
-            {"id": v.generation_id, "when": _when(v.chosen_at), "vote": _vote_name(v.vote)}
-            for v in votes
-        ],
-        forget_error=forget_error,
-    )
-
-
-async def export_mine(request: Request) -> Response:
-    """A zip of the member's data: data.json and the images of their sets."""
-    who = require_member(request)
-    platform: Platform = request.app.state.platform
-    data = await platform.service.my_data(who.member)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return StreamingResponse(
-        _zip(platform.storage, data),
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="prefloop-my-data-{stamp}.zip"',
-            "Cache-Control": "no-store",
-        },
-    )
-
-
-class _Chunks:
-    """A write-only file the zip is written into, read back chunk by chunk."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-
-    def write(self, data: bytes, /) -> int:
-        self._parts.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        out = b"".join(self._parts)
-        self._parts.clear()
-        return out
-
-
-async def _zip(storage: Storage, data: MyData) -> AsyncIterator[bytes]:
-    """The zip, streamed: each image as it is read from the store (compressed in a thread),
-    then data.json naming the file of each image (null: withheld or missing)."""
-    sink = _Chunks()
-    archive = zipfile.ZipFile(sink, "w")  # not seekable: each entry is written once, in order
-    files: dict[tuple[int, int], str] = {}
-    for prompt in data.prompts:
-        for image in prompt.images:
-            if image.withheld:
-                continue  # flagged by the safety filter: never shown, not handed out
-            try:
-                content = await storage.get(image.storage_key)
-            except StorageError as error:
-                log.warning("a member's copy leaves out %s: %s", image.storage_key, error)
-                continue
-            suffix = image.storage_key.rsplit(".", 1)[-1] if "." in image.storage_key else "png"
-            name = f"images/{prompt.id}_{image.index + 1}.{suffix}"
-            await asyncio.to_thread(archive.writestr, name, content, zipfile.ZIP_STORED)
-            files[(prompt.id, image.index)] = name
-            yield sink.take()
-    document = json.dumps(_document(data, files), indent=2, ensure_ascii=False).encode()
-    await asyncio.to_thread(archive.writestr, "data.json", document, zipfile.ZIP_DEFLATED)
-    await asyncio.to_thread(archive.close)
-    yield sink.take()
-
-
-def _document(data: MyData, files: dict[tuple[int, int], str]) -> dict[str, Any]:
-    def stamp(moment: datetime | None) -> str | None:
-        return moment.isoformat() if moment else None
-
-    def said(vote: Vote) -> dict[str, Any]:
-        return {
-            "kind": vote.kind.value,
-            "image": vote.index + 1 if vote.index is not None else None,
-        }
-
-    return {
-        "member": str(data.member),
-        "exported_at": datetime.now(UTC).isoformat(),
-        "prompts": [
-            {
-                "set": p.id,
-                "prompt": p.prompt,
-                "negative_prompt": p.negative_prompt,
-                "images_asked": p.n_images,
-                "params": p.params,
-                "status": p.status.value,
-                "error": p.error,
-                "requested_at": stamp(p.requested_at),
-                "finished_at": stamp(p.finished_at),
-                "images": [
-                    {
-                        "image": i.index + 1,
-                        "file": files.get((p.id, i.index)),
-                        "storage_key": i.storage_key,
-                        "sha256": i.sha256,
-                        "seed": i.seed,
-                        "width": i.width,
-                        "height": i.height,
-                        "withheld": i.withheld,
-                    }
-                    for i in p.images
-                ],
-            }
-            for p in data.prompts
-        ],
-        "votes": [
-            {"set": v.generation_id, **said(v.vote), "at": stamp(v.chosen_at), "current": v.current}
-            for v in data.votes
-        ],
-    }
-
-
-async def forget(request: Request, form: FormData) -> Response:
-    """Delete the member's prompts (with their images) and votes, then sign them out."""
-    who = require_member(request)
-    if not _field(form, "confirm"):
-        return await _me_page(
-            request,
-            who,
-            forget_error="Tick the box to confirm: nothing was deleted.",
-            status=400,
-        )
-    done = await _service(request).forget_user(who.member)
-    request.session.clear()
-    posted = len(done.deliveries)  # notes of sets asked for on Discord
-    taken_down = None
-    take_down = request.app.state.platform.take_down  # the bot, when it runs in this process
-    if posted and take_down is not None:
-        try:
-            taken_down = await take_down(done.deliveries)
-        except Exception:  # the data are gone; a post that stays is the admin's to remove
-            log.exception("could not take down the Discord posts of a forgotten member")
-    return page(
-        request,
-        "forgotten.html",
-        title="Forgotten",
-        deleted=f"Deleted {_plural(done.generations, 'prompt')} (with their images) and "
-        f"{_plural(done.picks, 'vote')}.",
-        posted=posted,
-        taken_down=taken_down,
-    )
 
 
 routes: list[BaseRoute] = [
     Route("/", home, name="home"),
     Route("/imagine", post(imagine), methods=["POST"], name="imagine"),
     Route("/sets/{id:int}", set_page, name="set"),
-    Route("/sets/{id:int}/events", set_events, name="set_events"),
     Route("/sets/{id:int}/vote", post(vote), methods=["POST"], name="vote"),
     Route("/sets/{id:int}/reroll", post(reroll), methods=["POST"], name="reroll"),
     Route("/rate", rate, name="rate"),
-    Route("/me", me, name="me"),
-    Route("/me/export", export_mine, name="export_mine"),
-    Route("/me/forget", post(forget), methods=["POST"], name="forget"),
 ]
