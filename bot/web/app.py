@@ -60,6 +60,7 @@ def create_app(platform: Platform, *, port: int | None = None, hub: bool = True)
         *admin_exports.routes,
         admin.fallback,  # after every other /admin route: it takes any /admin address
         Route("/images/{key:path}", image, name="image"),
+        Route("/favicon.ico", favicon),  # what browsers ask for on pages without a link
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     unchecked = [
@@ -135,6 +136,10 @@ async def image(request: Request) -> Response:
         return RedirectResponse(await signed(key), status_code=302)
     except StorageError as error:
         return problem(request, str(error), 502)
+
+
+async def favicon(request: Request) -> Response:
+    return RedirectResponse("/static/favicon.svg", status_code=301)
 
 
 def _image_sources(platform: Platform) -> str:

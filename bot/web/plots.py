@@ -16,6 +16,7 @@ import asyncio
 import io
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from bot.db.timeline import DailyVotes, Growth
@@ -59,6 +60,8 @@ def growth_png(growth: Growth) -> bytes:
     axis.set_title(title)
     axis.set_ylabel("count")
     axis.set_ylim(bottom=0)
+    step = timedelta(hours=1) if growth.unit == "hour" else timedelta(days=1)
+    _span(axis, growth.buckets[0], growth.buckets[-1], step)
     return _finish(figure, axis, f"UTC, per {growth.unit}")
 
 
@@ -81,7 +84,8 @@ def picks_png(daily: DailyVotes) -> bytes:
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
     axis.set_title(title)
     axis.set_ylabel("votes")
-    return _finish(figure, axis, "UTC day")
+    _span(axis, daily.days[0], daily.days[-1], timedelta(days=1))
+    return _finish(figure, axis, "UTC day", days=True)
 
 
 def message_png(message: str, title: str) -> bytes:
@@ -125,13 +129,27 @@ def _figure() -> tuple[Any, Any]:
     return figure, figure.add_subplot()
 
 
-def _finish(figure: Any, axis: Any, xlabel: str) -> bytes:
-    """Dates on the x axis, the legend beside the plot (never over the data), PNG."""
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+def _span(axis: Any, first: datetime, last: datetime, step: timedelta) -> None:
+    """The x axis from a step before the first point to a step after the last: a single
+    point (a new dataset) gets a readable axis, not matplotlib's default years around it."""
+    axis.set_xlim(first - step, last + step)
 
-    locator = AutoDateLocator()
-    axis.xaxis.set_major_locator(locator)
-    axis.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+
+def _finish(figure: Any, axis: Any, xlabel: str, *, days: bool = False) -> bytes:
+    """Dates on the x axis, the legend beside the plot (never over the data), PNG.
+    ``days``: one tick per day or more (bars of whole days), never hours."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, DateFormatter, DayLocator
+    from matplotlib.ticker import MaxNLocator
+
+    low, high = axis.get_xlim()
+    if days and high - low <= 16:  # a tick on each day (matplotlib's dates count in days)
+        axis.xaxis.set_major_locator(DayLocator(interval=1 if high - low <= 8 else 2))
+        axis.xaxis.set_major_formatter(DateFormatter("%b %d"))
+    else:
+        locator = AutoDateLocator(minticks=3, maxticks=8)
+        axis.xaxis.set_major_locator(locator)
+        axis.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts
     axis.set_xlabel(xlabel)
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     axis.grid(axis="y", color="#eeeeee")

@@ -105,8 +105,6 @@ class PageWatch:
     def _console(self, message: Any) -> None:
         if message.type == "error":
             location = message.location.get("url", "") if message.location else ""
-            if location.endswith("/favicon.ico"):
-                return  # the browser's own guess, not a resource any page asked for
             self.problems.append(f"console error: {message.text} ({location})")
 
     def _failed(self, request: Any) -> None:

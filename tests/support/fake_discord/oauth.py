@@ -195,7 +195,7 @@ def _redirect(uri: str, params: dict[str, str], state: str | None) -> web.Respon
 
 
 def _page(title: str, body: str, status: int) -> web.Response:
-    head = f"<head><title>{html.escape(title)}</title></head>"
+    head = f'<head><title>{html.escape(title)}</title><link rel="icon" href="data:,"></head>'
     text = f"<!doctype html><html>{head}<body>{body}</body></html>"
     return web.Response(text=text, status=status, content_type="text/html")
 
