@@ -3,8 +3,10 @@ member meets at once, the audit log; and a member who may do none of it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
+from typing import Any
 
 from playwright.async_api import expect
 from sqlalchemy import select
@@ -14,7 +16,8 @@ from bot.domain import UserRef
 from bot.retrain.run_data import run_folder
 from tests.support.aio import eventually
 from tests.support.browser import SLOW_MS, Site, all_images_loaded
-from tests.support.synthetic import unique_png
+from tests.support.red_corner import RedCornerScorer
+from training.adapt.evaluate import evaluate_adapter, write_adapt_report
 
 
 async def test_the_dashboard_exports_and_bans(site: Site) -> None:
@@ -79,27 +82,47 @@ async def test_the_dashboard_exports_and_bans(site: Site) -> None:
     admin.watch.check("the audit log")
 
 
-async def test_a_retrain_run_opens_from_the_dashboard_with_its_grid(site: Site) -> None:
+async def test_a_retrain_run_opens_from_the_dashboard_with_its_grid(
+    site: Site, generator: Any
+) -> None:
     async with site.platform.sessions.begin() as session:
         run = RetrainRun(
             trigger="schedule",
             status=RetrainStatus.succeeded,
-            outcome={"hps": {"version": 2, "promoted": False, "summary": "HPS v2 kept"}},
+            outcome={
+                "adapter": {
+                    "version": 3,
+                    "promoted": False,
+                    "reasons": ["win rate 50.0% is below 55.0%"],
+                    "summary": "adapter #3 kept as a candidate",
+                }
+            },
         )
         session.add(run)
-    report = run_folder(site.platform.settings.data_dir, run.id) / "hps" / "report"
-    report.mkdir(parents=True)
-    (report / "grid.png").write_bytes(unique_png(1))
-    (report / "report.md").write_text("# HPS evaluation\n")
+    # The stage's report, written by the real evaluation (the tiny generator against
+    # itself, judged by a fixed rule): its report.md, metrics.json and grid.png.
+    prompts = ["a red fox in the snow", "a blue boat on a lake"]
+    evaluation, shown = await asyncio.to_thread(
+        evaluate_adapter,
+        generator,
+        generator,
+        RedCornerScorer(),
+        prompts,
+        seeds_per_prompt=2,
+        steps=3,
+        bootstrap=100,
+    )
+    report = run_folder(site.platform.settings.data_dir, run.id) / "adapter" / "report"
+    await asyncio.to_thread(write_adapt_report, report, evaluation, shown)
 
     admin = await site.signed_in("cli:root", admin=True)
     page = admin.page
     await page.goto("/admin")
     await page.locator(f'section#runs a[href="/admin/runs/{run.id}"]').click()
     await expect(page).to_have_url(f"{site.base}/admin/runs/{run.id}")
-    await expect(page.locator("main")).to_contain_text("HPS v2 kept")
+    await expect(page.locator("main")).to_contain_text("adapter #3 kept as a candidate")
     await all_images_loaded(page, 'img[src$="/grid.png"]')
-    await admin.snap("run")
+    await admin.snap("run", canonical="admin-run")
     admin.watch.check("the run page")
 
 
