@@ -170,7 +170,16 @@ class S3Storage:
         parsed = urlparse(url)
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        self.client: Any = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        from botocore.config import Config
+
+        # SigV4: what every S3 implementation takes (R2 refuses the old signature, and
+        # boto3 still presigns URLs with it for some endpoints unless told).
+        self.client: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(signature_version="s3v4"),
+        )
 
     def _object(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -180,8 +189,14 @@ class S3Storage:
 
     @property
     def public_origin(self) -> str:
-        """Where the browser fetches signed URLs from (the web page's CSP allows it)."""
-        parts = urlparse(self.client.meta.endpoint_url)
+        """Where the browser fetches signed URLs from (the web page's CSP allows it): the
+        host of a URL signed for this bucket, e.g. ``https://BUCKET.s3.REGION.amazonaws.com``
+        on AWS (not the endpoint's host), the endpoint itself for path-style stores."""
+        parts = urlparse(
+            self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._object("x")}
+            )
+        )
         return f"{parts.scheme}://{parts.netloc}"
 
     async def signed_url(self, key: str, seconds: int = SIGNED_URL_SECONDS) -> str:

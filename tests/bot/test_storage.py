@@ -117,3 +117,21 @@ async def test_a_sweep_stopped_halfway_is_undone_by_the_next_listing(tmp_path: P
     assert set(await _listed(store)) == {key}
     assert await store.get(key) == b"mid-sweep"
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_signed_urls_on_aws_come_from_the_origin_the_page_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On AWS (no endpoint) a signed URL's host is the bucket's own, not the endpoint's:
+    the web page's CSP must name that host; and the signature is SigV4 (R2 takes no other)."""
+    import asyncio
+    from urllib.parse import urlparse
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    store = S3Storage("s3://my-bucket/prefloop", region="eu-west-1")
+    signed = asyncio.run(store.signed_url("images/ab/cd/abcd.png"))
+    parts = urlparse(signed)
+    assert f"{parts.scheme}://{parts.netloc}" == store.public_origin
+    assert "my-bucket" in parts.netloc  # the bucket's host, not s3.eu-west-1.amazonaws.com
+    assert "X-Amz-Signature=" in signed and "AWSAccessKeyId" not in signed
