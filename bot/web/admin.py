@@ -34,7 +34,7 @@ from bot.raters.agreement import week_line
 from bot.retrain.triggers import runs
 from bot.runtime import Platform
 from bot.web.forms import field as form_field
-from bot.web.forms import platform_of, service_of
+from bot.web.forms import page_number, platform_of, service_of
 from bot.web.pages import page, problem, wants_json
 from bot.web.plots import Memo, growth_png, picks_png
 from bot.web.security import Viewer, post, require_admin
@@ -261,9 +261,9 @@ async def audit_log(request: Request) -> Response:
     """Every admin action, allowed or refused, newest first, 100 to a page."""
     await require_admin(request, "audit")
     text = request.query_params.get("page", "1")
-    if not text.isdigit() or int(text) < 1:
-        return problem(request, f"page {text!r} is not a page number (1, 2, …).", 400)
-    number = int(text)
+    number = page_number(text)
+    if number is None:
+        return problem(request, f"page {text[:40]!r} is not a page number (1, 2, …).", 400)
     platform = platform_of(request)
     async with platform.sessions() as session:
         entries, total = await admin_lists.audit_page(session, number, AUDIT_PAGE)
