@@ -56,19 +56,25 @@ async def dashboard(request: Request) -> Response:
     platform = platform_of(request)
     service = platform.service
     stats = await service.stats()
-    agreement = await service.raters.dataset_agreement()
-    raters = await service.raters.raters(sort="weight")
-    marker = await _marker(platform)
-    board = await _memo(request).get(
+    async with service.sessions() as session:
+        exports = await admin_lists.exports(session)
+        banned = await admin_lists.banned_members(session)
+        notice = await _notice(session, viewer, request.query_params.get("done"))
+    # The raters' fit, the agreement and the leaderboard's bootstrap read every vote: kept
+    # until the data change (a ban shows on the raters' table, so the bans are part of it).
+    memo, marker = _memo(request), await _marker(platform)
+    agreement = await memo.get("agreement", marker, service.raters.dataset_agreement)
+    raters = await memo.get(
+        "raters",
+        (marker, tuple(b.member for b in banned)),
+        lambda: service.raters.raters(sort="weight"),
+    )
+    board = await memo.get(
         "leaderboard", marker, lambda: leaderboard(service.sessions, service.settings)
     )
     versions = await service.registry.versions()
     latest = await runs(service.sessions, RUNS_SHOWN)
     jobs = [job for job in await unfinished_jobs(service.sessions) if job.task == EXPORT_TASK]
-    async with service.sessions() as session:
-        exports = await admin_lists.exports(session)
-        banned = await admin_lists.banned_members(session)
-        notice = await _notice(session, viewer, request.query_params.get("done"))
     root = exports_root(service.settings)
     states = await asyncio.to_thread(
         lambda: {e.id: export_state(e.out_path, root)[1] for e in exports}
@@ -195,7 +201,8 @@ async def picks_plot(request: Request) -> Response:
 
 
 def _memo(request: Request) -> Memo:
-    """The app's cache of drawn plots and the leaderboard (one per app, made on first use)."""
+    """The app's cache of drawn plots, the leaderboard, the raters and the agreement (one
+    per app, made on first use)."""
     state = request.app.state
     memo: Memo | None = getattr(state, "admin_memo", None)
     if memo is None:
