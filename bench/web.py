@@ -4,11 +4,11 @@ the same work through the service call the CLI makes.
 A scratch database with 1,000 finished sets of 4 images (real PNG files in a local store)
 and 500 members. `prefloop web` serves it in a process of its own (as in production: the
 load generator must not share its event loop); 50 members, each signed in with a login
-link and keeping one connection, loop over: open a set's page, fetch one of its images,
-vote. Then 50 tasks do the same work in-process through ``CollectionService``
-(``get_generation``, the store's ``get``, ``record_choice``): what `prefloop show` and
-`prefloop pick` call. The difference is what the web layer costs (HTTP, sessions,
-templates, the image file).
+link (its page, then its button) and keeping one connection, loop over: open a set's
+page, fetch one of its images, vote. Then 50 tasks do the same work in-process through
+``CollectionService`` (``get_generation``, the store's ``get``, ``record_choice``): what
+`prefloop show` and `prefloop pick` call. The difference is what the web layer costs
+(HTTP, sessions, templates, the image file).
 
     python -m bench.web [--members 50] [--rounds 30]
 """
@@ -119,7 +119,10 @@ async def over_http(base: str, settings, members: int, rounds: int, rng: random.
         who = UserRef.parse(f"cli:member{1 + k}")
         token, _ = make_login_token(settings, who, admin=False)
         async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-            signed = await client.get(f"/login/link?token={token}")
+            asked = await client.get(f"/login/link?token={token}")  # "Sign in as …?"
+            assert asked.status_code == 200, asked.text
+            confirm = re.search(r'name="csrf" value="([^"]+)"', asked.text).group(1)
+            signed = await client.post("/login/link", data={"csrf": confirm, "token": token})
             assert signed.status_code == 303, signed.text
             csrf = None
             for _ in range(rounds):

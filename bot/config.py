@@ -354,6 +354,13 @@ class WebSettings(BaseModel):
     login_attempts_per_minute: int = Field(
         10, ge=1, description="Sign-in attempts one address may make per minute."
     )
+    forwarded_allow_ips: list[str] | str | None = Field(
+        None,
+        description="The reverse proxies whose X-Forwarded-For/-Proto headers are believed "
+        "(uvicorn's forwarded_allow_ips: addresses or networks, a list or a comma-separated "
+        "string, '*' for any); unset = none: every request comes from the address that "
+        "connected.",
+    )
 
 
 class Settings(BaseSettings):

@@ -50,9 +50,16 @@ def login_link(
     plain_member: Annotated[
         bool, typer.Option("--member", help="Sign in as a plain member, not as an admin.")
     ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="The page's address (default: PREFLOOP_WEB__PUBLIC_URL, or HOST:PORT)."
+        ),
+    ] = None,
 ) -> None:
     """Print a one-time link (15 minutes) that signs MEMBER in on the web page, as an admin.
 
+    Opening it shows a page whose button signs in (a link previewer does not use it up).
     Whoever may run this on the server is an admin already; the link is audited.
     """
     from bot.cli.support import member as parse_member
@@ -65,8 +72,30 @@ def login_link(
     except Refusal as refusal:
         err.print(refusal.message, style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
+    if url is None and not settings.web.public_url and settings.web.port == 0:
+        err.print(
+            "The web page listens on a free port (PREFLOOP_WEB__PORT=0), so a link cannot "
+            "name it: set PREFLOOP_WEB__PUBLIC_URL to the page's address (prefloop says it "
+            "when it starts: 'prefloop web page: …'), or pass --url.",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    if url is not None and not url.startswith(("http://", "https://")):
+        err.print(
+            f"--url {url!r} is not an http:// or https:// address.",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    base = url.rstrip("/") if url is not None else public_url(settings)
     token, _nonce = make_login_token(settings, who, admin=not plain_member)
-    url = f"{public_url(settings)}/login/link?token={token}"
+    link = f"{base}/login/link?token={token}"
     role = "a member" if plain_member else "an admin"
-    err.print(f"signs {who} in as {role}; works once, for {LOGIN_LINK_MINUTES} minutes:")
-    console.print(url, markup=False, highlight=False)
+    err.print(
+        f"signs {who} in as {role} (open it, then confirm); works once, for "
+        f"{LOGIN_LINK_MINUTES} minutes:"
+    )
+    console.print(link, markup=False, highlight=False)

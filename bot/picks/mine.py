@@ -1,8 +1,11 @@
 """What a member can read about themselves: their vote on a set, their sets and votes, and
-everything of theirs for a copy of their data (read-only).
+everything of theirs for a copy of their data (read-only); and whether a stored image is
+one members are shown.
 
 Nothing here says which sets were mixed or control sets, or which version made which
 image: a member's copy holds what they asked for, what they were shown and what they said.
+An image the safety filter withheld is never shown: a member's copy says that it was
+withheld, and nothing that finds its file (no storage key, no hash).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Choice, ChoiceEvent, Generation, GenerationStatus, Image, User, VoteKind
@@ -20,6 +23,7 @@ from bot.domain import UserRef, Vote
 # The parameters a member chose or was given; the rest of ``params`` (which versions made a
 # mixed set, a control set's answer) must not reach them.
 MEMBER_PARAMS = ("steps", "guidance", "width", "height", "seeds")
+LISTED = 500  # "My data" lists a member's latest sets and votes, this many of each
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,8 @@ class MyVote:
 @dataclass(frozen=True)
 class MyImage:
     index: int
-    storage_key: str
-    sha256: str
+    storage_key: str | None  # None when withheld
+    sha256: str | None  # None when withheld
     seed: int
     width: int
     height: int
@@ -114,8 +118,41 @@ async def vote_of(
     return vote_from(row.kind, row.image_index) if row else None
 
 
+async def image_shown(sessions: async_sessionmaker[AsyncSession], key: str) -> bool:
+    """Whether the stored file ``key`` is an image members are shown: some image row has
+    it and the safety filter did not withhold it (one query)."""
+    async with sessions() as session:
+        found = await session.scalar(
+            select(Image.id).where(Image.storage_key == key, Image.nsfw.is_(False)).limit(1)
+        )
+    return found is not None
+
+
+async def my_counts(sessions: async_sessionmaker[AsyncSession], user: UserRef) -> tuple[int, int]:
+    """How many sets the member asked for, and how many current votes they have on other
+    members' sets (what :func:`my_sets` and :func:`my_votes_on_others` list the latest of)."""
+    me = _member(user)
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(
+                    select(func.count())
+                    .select_from(Generation)
+                    .where(Generation.requested_by == me)
+                    .scalar_subquery(),
+                    select(func.count())
+                    .select_from(Choice)
+                    .join(Generation, Generation.id == Choice.generation_id)
+                    .where(Choice.user_id == me, Generation.requested_by.is_distinct_from(me))
+                    .scalar_subquery(),
+                )
+            )
+        ).one()
+    return int(row[0]), int(row[1])
+
+
 async def my_sets(
-    sessions: async_sessionmaker[AsyncSession], user: UserRef, limit: int = 500
+    sessions: async_sessionmaker[AsyncSession], user: UserRef, limit: int = LISTED
 ) -> list[MySet]:
     """The member's latest sets, newest first, with their own vote on each."""
     me = _member(user)
@@ -143,7 +180,7 @@ async def my_sets(
 
 
 async def my_votes_on_others(
-    sessions: async_sessionmaker[AsyncSession], user: UserRef, limit: int = 500
+    sessions: async_sessionmaker[AsyncSession], user: UserRef, limit: int = LISTED
 ) -> list[MyVote]:
     """The member's current votes on other members' sets, latest first."""
     me = _member(user)
@@ -204,8 +241,8 @@ async def my_data(sessions: async_sessionmaker[AsyncSession], user: UserRef) -> 
         by_generation.setdefault(image.generation_id, []).append(
             MyImage(
                 image.index,
-                image.storage_key,
-                image.sha256,
+                None if image.nsfw else image.storage_key,
+                None if image.nsfw else image.sha256,
                 image.seed,
                 image.width,
                 image.height,

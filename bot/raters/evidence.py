@@ -14,6 +14,7 @@ The queries take no bound parameters, so the async service (SQLAlchemy) and the 
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -80,10 +81,11 @@ def fit(evidence: list[Evidence], settings: Settings) -> Population:
 
 
 async def load_population(session: AsyncSession, settings: Settings) -> Population:
-    """Every rater's reliability, read through an async SQLAlchemy session."""
+    """Every rater's reliability, read through an async SQLAlchemy session (the fit, pure
+    Python over every vote, in a worker thread: the event loop serves the bot meanwhile)."""
     controls = (await session.execute(text(CONTROL_VOTES_SQL))).all()
     shared = (await session.execute(text(shared_votes_sql(settings.raters.min_votes)))).all()
-    return fit(gather(controls, shared), settings)
+    return await asyncio.to_thread(lambda: fit(gather(controls, shared), settings))
 
 
 def load_population_sync(conn: psycopg.Connection[Any], settings: Settings) -> Population:

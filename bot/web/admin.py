@@ -34,7 +34,7 @@ from bot.raters.agreement import week_line
 from bot.retrain.triggers import runs
 from bot.runtime import Platform
 from bot.web.forms import field as form_field
-from bot.web.forms import platform_of, service_of
+from bot.web.forms import page_number, platform_of, service_of
 from bot.web.pages import page, problem, wants_json
 from bot.web.plots import Memo, growth_png, picks_png
 from bot.web.security import Viewer, post, require_admin
@@ -56,19 +56,25 @@ async def dashboard(request: Request) -> Response:
     platform = platform_of(request)
     service = platform.service
     stats = await service.stats()
-    agreement = await service.raters.dataset_agreement()
-    raters = await service.raters.raters(sort="weight")
-    marker = await _marker(platform)
-    board = await _memo(request).get(
+    async with service.sessions() as session:
+        exports = await admin_lists.exports(session)
+        banned = await admin_lists.banned_members(session)
+        notice = await _notice(session, viewer, request.query_params.get("done"))
+    # The raters' fit, the agreement and the leaderboard's bootstrap read every vote: kept
+    # until the data change (a ban shows on the raters' table, so the bans are part of it).
+    memo, marker = _memo(request), await _marker(platform)
+    agreement = await memo.get("agreement", marker, service.raters.dataset_agreement)
+    raters = await memo.get(
+        "raters",
+        (marker, tuple(b.member for b in banned)),
+        lambda: service.raters.raters(sort="weight"),
+    )
+    board = await memo.get(
         "leaderboard", marker, lambda: leaderboard(service.sessions, service.settings)
     )
     versions = await service.registry.versions()
     latest = await runs(service.sessions, RUNS_SHOWN)
     jobs = [job for job in await unfinished_jobs(service.sessions) if job.task == EXPORT_TASK]
-    async with service.sessions() as session:
-        exports = await admin_lists.exports(session)
-        banned = await admin_lists.banned_members(session)
-        notice = await _notice(session, viewer, request.query_params.get("done"))
     root = exports_root(service.settings)
     states = await asyncio.to_thread(
         lambda: {e.id: export_state(e.out_path, root)[1] for e in exports}
@@ -195,7 +201,8 @@ async def picks_plot(request: Request) -> Response:
 
 
 def _memo(request: Request) -> Memo:
-    """The app's cache of drawn plots and the leaderboard (one per app, made on first use)."""
+    """The app's cache of drawn plots, the leaderboard, the raters and the agreement (one
+    per app, made on first use)."""
     state = request.app.state
     memo: Memo | None = getattr(state, "admin_memo", None)
     if memo is None:
@@ -261,9 +268,9 @@ async def audit_log(request: Request) -> Response:
     """Every admin action, allowed or refused, newest first, 100 to a page."""
     await require_admin(request, "audit")
     text = request.query_params.get("page", "1")
-    if not text.isdigit() or int(text) < 1:
-        return problem(request, f"page {text!r} is not a page number (1, 2, …).", 400)
-    number = int(text)
+    number = page_number(text)
+    if number is None:
+        return problem(request, f"page {text[:40]!r} is not a page number (1, 2, …).", 400)
     platform = platform_of(request)
     async with platform.sessions() as session:
         entries, total = await admin_lists.audit_page(session, number, AUDIT_PAGE)

@@ -20,7 +20,7 @@ from bot.export.run import is_format
 from bot.export.selection import Selection, is_votes
 from bot.export.tasks import exports_root
 from bot.web.admin import done, export_state
-from bot.web.forms import field, platform_of, service_of
+from bot.web.forms import field, path_id, platform_of, service_of
 from bot.web.pages import problem
 from bot.web.security import post, require_admin
 from bot.web.zips import folder_zip
@@ -71,8 +71,8 @@ async def start_export(request: Request, form: FormData) -> Response:
 
 async def download_export(request: Request) -> Response:
     """A finished export as a zip of its folder (streamed, zipped in a worker thread)."""
-    export_id: int = request.path_params["id"]
-    viewer = await require_admin(request, "export-download", str(export_id))
+    viewer = await require_admin(request, "export-download", str(request.path_params["id"])[:200])
+    export_id = path_id(request, "export")
     platform = platform_of(request)
     async with platform.sessions() as session:
         found = await admin_lists.export(session, export_id)
@@ -115,5 +115,5 @@ def _export_path(export_id: int, out_path: str, root: Path) -> tuple[Path, str |
 
 routes: list[BaseRoute] = [
     Route("/admin/exports", post(start_export), methods=["POST"], name="admin_export"),
-    Route("/admin/exports/{id:int}/download", download_export, name="admin_export_download"),
+    Route("/admin/exports/{id}/download", download_export, name="admin_export_download"),
 ]

@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot.db import admin_lists
 from bot.retrain.run_data import run_folder
-from bot.web.forms import platform_of
+from bot.web.forms import path_id, platform_of
 from bot.web.pages import page, problem
 from bot.web.security import require_admin
 from bot.web.words import scalar, shown, when
@@ -28,8 +28,8 @@ TEXT_FILES = {".md", ".json", ".jsonl", ".log", ".txt", ".csv"}
 
 async def run_page(request: Request) -> Response:
     """One retrain run: its stages, their gates and figures, each evaluation's report."""
-    run_id: int = request.path_params["id"]
-    await require_admin(request, "run", str(run_id))
+    await require_admin(request, "run", str(request.path_params["id"])[:200])
+    run_id = path_id(request, "retrain run")
     platform = platform_of(request)
     async with platform.sessions() as session:
         run = await admin_lists.retrain_run(session, run_id)
@@ -128,9 +128,9 @@ def _figures(gate: dict[str, Any]) -> list[tuple[str, str]]:
 async def run_file(request: Request) -> Response:
     """A file of a retrain run's folder (plots, reports, gate figures, logs); nothing
     outside that folder."""
-    run_id: int = request.path_params["id"]
     wanted: str = request.path_params["path"]
-    await require_admin(request, "run-file", f"{run_id}/{wanted}"[:200])
+    await require_admin(request, "run-file", f"{request.path_params['id']}/{wanted}"[:200])
+    run_id = path_id(request, "retrain run")
     platform = platform_of(request)
     folder = run_folder(platform.settings.data_dir, run_id).resolve()
     path = (folder / wanted).resolve()
@@ -149,6 +149,6 @@ async def run_file(request: Request) -> Response:
 
 
 routes: list[BaseRoute] = [
-    Route("/admin/runs/{id:int}", run_page, name="admin_run"),
-    Route("/admin/runs/{id:int}/files/{path:path}", run_file, name="admin_run_file"),
+    Route("/admin/runs/{id}", run_page, name="admin_run"),
+    Route("/admin/runs/{id}/files/{path:path}", run_file, name="admin_run_file"),
 ]

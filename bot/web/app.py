@@ -3,13 +3,18 @@
 Built once per process from an open :class:`~bot.runtime.Platform`, like the Discord bot:
 every page calls the same :class:`~bot.service.CollectionService` (no second copy of a
 rule). Images are served from the store with long cache lifetimes (their keys are
-content hashes), or by a short-lived signed URL when the store is S3.
+content hashes), or by a short-lived signed URL when the store is S3; only the images a
+set's page shows members (an image row the safety filter did not withhold), by their
+content key. The security headers wrap everything, error pages included; an unexpected
+error is logged and answered with a page that says so (500).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,14 +26,18 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from bot.domain import Refusal
+from bot.picks.mine import image_shown
 from bot.runtime import Platform
 from bot.storage import StorageError
 from bot.web import admin, admin_exports, admin_runs, auth, members, mydata, progress
 from bot.web.events import EventHub
+from bot.web.forms import NoSuch
 from bot.web.pages import HERE, problem, sign_in_redirect
 from bot.web.security import (
+    ERROR_LOGGED,
     Forbidden,
     NotSignedIn,
     RateLimiter,
@@ -39,8 +48,26 @@ from bot.web.security import (
     session_key,
 )
 
+log = logging.getLogger(__name__)
+
 SESSION_COOKIE = "prefloop_session"
 IMAGE_CACHE = "private, max-age=31536000, immutable"  # keys are content hashes
+# The store's content keys (bot/storage.py content_key): images/ab/cd/<sha256>.<type>.
+IMAGE_KEY = re.compile(r"images/([0-9a-f]{2})/([0-9a-f]{2})/\1\2[0-9a-f]{60}\.[a-z0-9]{1,8}")
+NO_IMAGE = "No such image."
+CRASHED = "Something went wrong on our side; it is in the server's log."
+
+
+class WebApp(Starlette):
+    """Starlette with the security headers outside everything else: every answer carries
+    them, the error pages of its outermost layer too."""
+
+    def __init__(self, *args: Any, image_sources: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.image_sources = image_sources
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(), image_sources=self.image_sources)
 
 
 def create_app(platform: Platform, *, port: int | None = None, hub: bool = True) -> Starlette:
@@ -86,10 +113,10 @@ def create_app(platform: Platform, *, port: int | None = None, hub: bool = True)
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = Starlette(
+    app = WebApp(
         routes=routes,
+        image_sources=_image_sources(platform),
         middleware=[
-            Middleware(SecurityHeaders, image_sources=_image_sources(platform)),
             Middleware(
                 SessionMiddleware,
                 secret_key=session_key(settings),
@@ -100,6 +127,8 @@ def create_app(platform: Platform, *, port: int | None = None, hub: bool = True)
             ),
         ],
         exception_handlers={
+            Exception: _crashed,  # Starlette's outermost layer: anything not handled below
+            NoSuch: _no_such,
             Forbidden: _forbidden,
             NotSignedIn: _not_signed_in,
             TooManyAttempts: _too_many,
@@ -118,13 +147,17 @@ def create_app(platform: Platform, *, port: int | None = None, hub: bool = True)
 
 
 async def image(request: Request) -> Response:
-    """An image of the store, for signed-in members (a signed URL when the store is S3)."""
+    """An image of the store, for signed-in members (a signed URL when the store is S3):
+    only a content key of an image row that members are shown (not withheld)."""
     require_member(request)
     platform: Platform = request.app.state.platform
     key = request.path_params["key"]
-    if ".." in key.split("/") or key.startswith("/"):
-        return problem(request, "No such image.", 404)
-    path = platform.storage.local_path(key)
+    if not IMAGE_KEY.fullmatch(key) or not await image_shown(platform.sessions, key):
+        return problem(request, NO_IMAGE, 404)
+    try:
+        path = platform.storage.local_path(key)
+    except StorageError:
+        return problem(request, NO_IMAGE, 404)
     if path is not None:
         if not path.is_file():
             return problem(request, "This image is gone (its member asked to be forgotten?).", 404)
@@ -146,6 +179,22 @@ def _image_sources(platform: Platform) -> str:
     """Where images may come from besides this origin: the S3 endpoint, when images are there."""
     endpoint = getattr(platform.storage, "public_origin", None)
     return str(endpoint) if endpoint else ""
+
+
+async def _crashed(request: Request, error: Exception) -> Response:
+    """A bug or an outage: logged with its traceback, and a page that says so (500)."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+    request.scope[ERROR_LOGGED] = True  # logged: SecurityHeaders keeps it from uvicorn
+    try:
+        return problem(request, CRASHED, 500)
+    except Exception:  # the page itself cannot be drawn (no session yet?): plain words
+        log.exception("the error page could not be drawn either")
+        return Response(CRASHED, status_code=500, media_type="text/plain; charset=utf-8")
+
+
+async def _no_such(request: Request, error: Exception) -> Response:
+    assert isinstance(error, NoSuch)
+    return problem(request, error.message, 404)
 
 
 async def _forbidden(request: Request, error: Exception) -> Response:

@@ -4,7 +4,10 @@ A member signed in with Discord is ``discord:<their id>``: the same member as on
 with the same bans, limits and picks (and an admin when ``discord.admin_user_ids`` lists
 them). A login link (``prefloop web login-link``) signs in whoever the shell user names, as
 an admin unless asked otherwise; it works once, for
-:data:`~bot.web.security.LOGIN_LINK_MINUTES` minutes.
+:data:`~bot.web.security.LOGIN_LINK_MINUTES` minutes. Opening it shows a page that asks
+"Sign in as …?" and uses nothing up: its button POSTs the token (with a CSRF token the
+page puts in the visitor's session), and that signs in. A link previewer (Discord, Slack,
+a mail client) that opens the link neither uses it up nor signs itself in.
 
 Sign in with Discord: ``/login/discord`` keeps a random ``state`` and a PKCE
 ``code_verifier`` in the session (not signed in yet) and sends the browser to Discord's
@@ -13,8 +16,9 @@ authorize page with the verifier's S256 challenge. Discord sends it back to
 code is exchanged for an access token (with the verifier, so a code caught on the way is
 useless to anyone else), the token reads ``/users/@me``, and the member is signed in. The
 state and verifier work once. Discord's URLs follow ``discord.api_base_url``, the bot's
-setting (:func:`discord_endpoints`); outgoing requests use ``discord.proxy`` when set. Both
-steps count against the sign-in rate limit of the address, like login links.
+setting (:func:`discord_endpoints`); outgoing requests use ``discord.proxy`` when set. A
+sign-in counts once against the sign-in rate limit of the address (its start, which the
+callback needs), like a login link's confirmation.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -39,18 +44,22 @@ from bot.config import Settings
 from bot.db.models import AdminAction, Frontend
 from bot.domain import UserRef
 from bot.runtime import Platform
-from bot.web.pages import page, problem, safe_next
+from bot.web.forms import field
+from bot.web.pages import NEXT_COOKIE, page, problem, safe_next
 from bot.web.security import (
     Forbidden,
+    anonymous_csrf,
     client_address,
     post,
     read_login_token,
     sign_in,
+    viewer,
 )
 
 log = logging.getLogger(__name__)
 
 LINK_ACTION = "web:login-link"
+USED = "This login link was used already: ask for a new one."
 OAUTH_SESSION_KEY = "discord_oauth"  # the pending sign-in's state and code_verifier
 DISCORD_TIMEOUT = 15.0  # seconds for each request to Discord
 NOT_CONFIGURED = (
@@ -141,8 +150,8 @@ async def login_discord(request: Request) -> Response:
 
 
 async def discord_callback(request: Request) -> Response:
-    """``/login/discord/callback``: Discord sends the browser back here with a code."""
-    request.app.state.login_limiter.hit(client_address(request))
+    """``/login/discord/callback``: Discord sends the browser back here with a code (no
+    second count against the rate limit: only a state that ``/login/discord`` kept works)."""
     settings: Settings = request.app.state.settings
     if not settings.web.discord_client_id:
         return problem(request, NOT_CONFIGURED, 404)
@@ -268,21 +277,45 @@ def _json(answer: httpx.Response) -> dict[str, Any]:
 
 
 async def login_link(request: Request) -> Response:
-    """``/login/link?token=…``: sign in as the link says, once."""
+    """``/login/link?token=…``: "Sign in as …?", a button that posts the token. Nothing is
+    used up here (a link previewer opens links too); a forged, expired or used link says so."""
+    platform: Platform = request.app.state.platform
+    token = request.query_params.get("token", "")
+    data = read_login_token(platform.settings, token)
+    member = UserRef.parse(data["member"])
+    async with platform.sessions() as session:
+        if await _used(session, data["nonce"]):
+            raise Forbidden(USED)
+    viewer(request)  # a session past its time is cleared first
+    return page(
+        request,
+        "login_link.html",
+        title="Sign in",
+        member=str(member),
+        admin=bool(data["admin"]),
+        token=token,
+        csrf=anonymous_csrf(request),  # the visitor may not be signed in: a token of their own
+    )
+
+
+async def _used(session: AsyncSession, nonce: str) -> bool:
+    found = await session.scalar(
+        select(AdminAction.id).where(AdminAction.action == LINK_ACTION, AdminAction.target == nonce)
+    )
+    return found is not None
+
+
+async def use_login_link(request: Request, form: FormData) -> Response:
+    """``POST /login/link``: sign in as the link says, once (a fresh session)."""
     request.app.state.login_limiter.hit(client_address(request))
     platform: Platform = request.app.state.platform
-    data = read_login_token(platform.settings, request.query_params.get("token", ""))
+    data = read_login_token(platform.settings, field(form, "token"))
     member = UserRef.parse(data["member"])
     async with platform.sessions.begin() as session:
         # Two uses of one link at once: the second waits here, then finds the first's row.
         await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(data["nonce"]))))
-        used = await session.scalar(
-            select(AdminAction.id).where(
-                AdminAction.action == LINK_ACTION, AdminAction.target == data["nonce"]
-            )
-        )
-        if used is not None:
-            raise Forbidden("This login link was used already: ask for a new one.")
+        if await _used(session, data["nonce"]):
+            raise Forbidden(USED)
         session.add(
             AdminAction(
                 actor=str(member),
@@ -304,14 +337,20 @@ async def logout(request: Request, form: FormData) -> Response:
 
 def _signed_in(request: Request) -> Response:
     """After signing in: back to the page that asked for it."""
-    response = RedirectResponse(safe_next(request.cookies.get("prefloop_next")), status_code=303)
-    response.delete_cookie("prefloop_next")
+    response = RedirectResponse(safe_next(request.cookies.get(NEXT_COOKIE)), status_code=303)
+    response.delete_cookie(
+        NEXT_COOKIE,
+        httponly=True,
+        samesite="lax",
+        secure=request.app.state.public_url.startswith("https://"),
+    )
     return response
 
 
 routes: list[BaseRoute] = [
     Route("/login", login_page, name="login"),
     Route("/login/link", login_link, name="login_link"),
+    Route("/login/link", post(use_login_link), methods=["POST"], name="use_login_link"),
     Route("/login/discord", login_discord, name="login_discord"),
     Route("/login/discord/callback", discord_callback, name="login_discord_callback"),
     Route("/logout", post(logout), methods=["POST"], name="logout"),

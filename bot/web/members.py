@@ -19,23 +19,18 @@ from starlette.routing import BaseRoute, Route
 
 from bot.db.models import GenerationStatus
 from bot.domain import GenerationOptions, GenerationView, Refusal, Vote, pickers_words
-from bot.picks.record import gone
-from bot.web.forms import field, service_of
+from bot.web.forms import field, parse_id, path_id, service_of
 from bot.web.pages import page, problem, wants_json
 from bot.web.security import Viewer, post, require_member
 from bot.web.words import STATUS_WORDS, plural, vote_value, vote_words, voted_message
 
 SKIPS_KEPT = 50  # sets a member skipped on "Rate others' sets", remembered in the session
-MAX_ID = 2**63 - 1  # generations.id is a bigint
 WAITING = (GenerationStatus.queued, GenerationStatus.running)
 
 
-def _set_id(request: Request) -> int:
-    """The set's id from the path; an id no row can have is a set that is gone."""
-    generation_id: int = request.path_params["id"]
-    if generation_id > MAX_ID:
-        raise gone(generation_id)
-    return generation_id
+def set_id(request: Request) -> int:
+    """The set's id from the path (404, "There is no set …", for one no row can have)."""
+    return path_id(request, "set")
 
 
 def _status_of(refusal: Refusal) -> int:
@@ -141,7 +136,7 @@ async def set_page(request: Request) -> Response:
     """One set: live progress while it is made, then its images and the vote buttons."""
     who = require_member(request)
     try:
-        view = await service_of(request).get_generation(_set_id(request))
+        view = await service_of(request).get_generation(set_id(request))
     except Refusal as refusal:
         return _gone_page(request, refusal)
     return await _render_set(request, who, view, rate=request.query_params.get("rate") == "1")
@@ -207,8 +202,8 @@ async def vote(request: Request, form: FormData) -> Response:
     who = require_member(request)
     service = service_of(request)
     rate = field(form, "rate") == "1"
+    generation_id = set_id(request)
     try:
-        generation_id = _set_id(request)
         result = await service.record_choice(
             generation_id, who.member, Vote.parse(field(form, "vote"))
         )
@@ -218,7 +213,7 @@ async def vote(request: Request, form: FormData) -> Response:
         if wants_json(request):
             return _refused_json(refusal)
         try:
-            view = await service.get_generation(request.path_params["id"])
+            view = await service.get_generation(generation_id)
         except Refusal as missing:
             return _gone_page(request, missing)
         return await _render_set(
@@ -242,16 +237,17 @@ async def reroll(request: Request, form: FormData) -> Response:
     """The same prompt again with new seeds, as a new set of the member's: 303 to it."""
     who = require_member(request)
     service = service_of(request)
+    generation_id = set_id(request)
     try:
         # delivery=None, as in imagine(): no other front end answers a web set.
-        submitted = await service.reroll(_set_id(request), who.member, delivery=None)
+        submitted = await service.reroll(generation_id, who.member, delivery=None)
     except Refusal as refusal:
         if refusal.code == "gone":
             return _gone_page(request, refusal)
         if wants_json(request):
             return _refused_json(refusal)
         try:
-            view = await service.get_generation(request.path_params["id"])
+            view = await service.get_generation(generation_id)
         except Refusal as missing:
             return _gone_page(request, missing)
         return await _render_set(
@@ -269,21 +265,31 @@ async def rate(request: Request) -> Response:
     """The next set of another member to vote on, or a page saying there is none now."""
     who = require_member(request)
     skipped = [s for s in request.session.get("skipped", []) if isinstance(s, int)]
-    passed = request.query_params.get("skip", "")
-    if passed.isdigit() and int(passed) not in skipped:  # "Skip": only this session's state
-        skipped = [*skipped, int(passed)][-SKIPS_KEPT:]
-        request.session["skipped"] = skipped
     generation_id = await service_of(request).next_to_rate(who.member, skipped)
     if generation_id is None:
         return page(request, "rate.html", title="Rate others' sets", nav="rate")
     return RedirectResponse(f"/sets/{generation_id}?rate=1", status_code=303)
 
 
+async def skip(request: Request, form: FormData) -> Response:
+    """ "Skip this set": pass the set over (only this session remembers it), then the next."""
+    require_member(request)
+    text = field(form, "set", strip=True)
+    passed = parse_id(text)
+    if passed is None:
+        return problem(request, f"There is no set {text[:40]} to skip.", 404)
+    skipped = [s for s in request.session.get("skipped", []) if isinstance(s, int)]
+    if passed not in skipped:
+        request.session["skipped"] = [*skipped, passed][-SKIPS_KEPT:]
+    return RedirectResponse("/rate", status_code=303)
+
+
 routes: list[BaseRoute] = [
     Route("/", home, name="home"),
     Route("/imagine", post(imagine), methods=["POST"], name="imagine"),
-    Route("/sets/{id:int}", set_page, name="set"),
-    Route("/sets/{id:int}/vote", post(vote), methods=["POST"], name="vote"),
-    Route("/sets/{id:int}/reroll", post(reroll), methods=["POST"], name="reroll"),
+    Route("/sets/{id}", set_page, name="set"),
+    Route("/sets/{id}/vote", post(vote), methods=["POST"], name="vote"),
+    Route("/sets/{id}/reroll", post(reroll), methods=["POST"], name="reroll"),
     Route("/rate", rate, name="rate"),
+    Route("/rate/skip", post(skip), methods=["POST"], name="rate_skip"),
 ]

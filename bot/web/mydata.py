@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from bot.picks.mine import LISTED, my_counts
 from bot.web.forms import field, platform_of, service_of
 from bot.web.pages import page
 from bot.web.security import Viewer, post, require_member
@@ -37,6 +38,11 @@ async def _me_page(
     service = service_of(request)
     sets = await service.my_sets(who.member)
     votes = await service.my_votes(who.member)
+    sets_capped = votes_capped = ""
+    if len(sets) >= LISTED or len(votes) >= LISTED:  # say so: the lists are not everything
+        all_sets, all_votes = await my_counts(platform_of(request).sessions, who.member)
+        sets_capped = _capped(len(sets), all_sets)
+        votes_capped = _capped(len(votes), all_votes)
     return page(
         request,
         "me.html",
@@ -57,8 +63,17 @@ async def _me_page(
             {"id": v.generation_id, "when": when(v.chosen_at), "vote": vote_name(v.vote)}
             for v in votes
         ],
+        sets_capped=sets_capped,
+        votes_capped=votes_capped,
         forget_error=forget_error,
     )
+
+
+def _capped(shown: int, total: int) -> str:
+    """What a list that shows only the latest rows says ("": it shows them all)."""
+    if shown < LISTED or total <= shown:
+        return ""
+    return f"The latest {shown} of {total}; your zip has them all."
 
 
 async def export_mine(request: Request) -> Response:

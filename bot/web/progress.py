@@ -24,7 +24,7 @@ from bot.notify import GenerationEvent, ProgressEvent
 from bot.service import CollectionService
 from bot.web.events import EventHub
 from bot.web.forms import service_of
-from bot.web.members import MAX_ID, WAITING
+from bot.web.members import WAITING, set_id
 from bot.web.security import require_member
 
 CONNECT_WAIT_SECONDS = 5.0  # a progress stream waits this long at most for the listener
@@ -62,15 +62,12 @@ async def set_events(request: Request) -> Response:
     (Starlette cancels it) or the server stops.
     """
     require_member(request)
-    generation_id = request.path_params["id"]
+    generation_id = set_id(request)
     service = service_of(request)
     hub: EventHub = request.app.state.events
     stopping: asyncio.Event = request.app.state.stopping
 
     async def stream() -> AsyncIterator[str]:
-        if generation_id > MAX_ID:
-            yield _sse("done", {"status": "gone"})
-            return
         async with hub.subscribe(generation_id) as queue:
             yield "retry: 3000\n\n"
             last, final = await _now(service, generation_id)
@@ -130,5 +127,5 @@ async def set_events(request: Request) -> Response:
 
 
 routes: list[BaseRoute] = [
-    Route("/sets/{id:int}/events", set_events, name="set_events"),
+    Route("/sets/{id}/events", set_events, name="set_events"),
 ]

@@ -2,16 +2,23 @@
 
 - **Sessions** are Starlette's signed cookie (itsdangerous, HTTP-only, SameSite=Lax, Secure
   when the public URL is https). The cookie holds the member's id, display name, a CSRF
-  token and whether a login link granted admin rights; nothing else.
+  token, whether a login link granted admin rights and when they signed in; nothing else.
+  Starlette signs the cookie anew whenever the session changes, so its own age says little:
+  :func:`viewer` ends a session ``web.session_hours`` after the sign-in. A visitor who is
+  not signed in may hold a session with a CSRF token alone (a login link's confirm page).
 - **Admin rights** are checked on every request against the settings (the same lists
   ``/admin`` reads), except where an admin login link granted them (``prefloop web
   login-link``: whoever may run that command on the server is an admin already).
 - **CSRF**: every POST goes through :func:`post`, which refuses a request whose form field
   ``csrf`` (or header ``X-CSRF-Token``) is not the session's token, or whose ``Origin`` is
-  another site's. :func:`create_app` refuses to build an app with a POST route that skipped it.
+  another site's; before it reads the body it refuses a session without a token (403), a
+  multipart upload (415, no form here uploads files) and a body over
+  :data:`MAX_POST_BYTES` (413). :func:`create_app` refuses to build an app with a POST
+  route that skipped it.
 - **CSP**: a strict Content-Security-Policy on every answer (scripts and styles from this
   origin only, no inline script, no framing).
-- **Login links**: signed, short-lived and single-use (the audit log remembers the used ones).
+- **Login links**: signed, short-lived and single-use (the audit log remembers the used ones);
+  opening one shows a page whose button signs in (a link previewer only opens it).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +47,7 @@ SESSION_KEY_FILE = "web_session.key"
 LOGIN_LINK_MINUTES = 15
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
+MAX_POST_BYTES = 64 * 1024  # every form here is a few fields
 
 
 class Forbidden(Exception):
@@ -112,17 +121,32 @@ def sign_in(request: Request, member: UserRef, name: str, *, admin_grant: bool =
     )
 
 
+def anonymous_csrf(request: Request) -> str:
+    """The CSRF token of a visitor who is not signed in (made now if the session has none),
+    for a form they post before signing in (a login link's confirm page)."""
+    token = request.session.get("csrf")
+    if not isinstance(token, str) or not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
 def viewer(request: Request) -> Viewer | None:
-    """The signed-in member, or None."""
+    """The signed-in member, or None. A session older than ``web.session_hours`` (counted
+    from its sign-in) is over: it is cleared, and the member signs in again."""
     session = request.session
     ref = session.get("member")
     if not ref or not session.get("csrf"):
+        return None  # nobody, or a visitor with only a CSRF token
+    settings: Settings = request.app.state.settings
+    since = session.get("since")
+    age = time.time() - since if isinstance(since, int | float) else None
+    if age is None or age > settings.web.session_hours * 3600:
+        session.clear()
         return None
     try:
         member = UserRef.parse(ref)
     except Refusal:
         return None
-    settings: Settings = request.app.state.settings
     admin = bool(session.get("admin_grant")) or is_configured_admin(settings, member)
     return Viewer(member, str(session.get("name") or ref), admin, str(session["csrf"]))
 
@@ -154,28 +178,51 @@ def post(endpoint: Callable[[Request, FormData], Awaitable[Response]]) -> Endpoi
     """A POST endpoint behind the CSRF check; it receives the parsed form.
 
     The token comes in the form's ``csrf`` field or the ``X-CSRF-Token`` header (fetch);
-    it must equal the session's. A POST from another origin is refused as well.
+    it must equal the session's. A POST from another origin is refused as well. Nothing
+    is read of the body before the cheap checks: a session without a token is refused at
+    once (403), a multipart upload (415), a body over :data:`MAX_POST_BYTES` (413).
     """
 
     async def checked(request: Request) -> Response:
         check_origin(request)
-        form = await request.form()
-        token = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
         expected = request.session.get("csrf")
-        if (
-            not isinstance(token, str)
-            or not expected
-            or not hmac.compare_digest(token.encode(), str(expected).encode())
-        ):
-            raise Forbidden(
-                "This form has expired or did not come from this site: reload the page."
-            )
+        if not isinstance(expected, str) or not expected:
+            raise Forbidden(EXPIRED)
+        form = await read_form(request)
+        token = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Forbidden(EXPIRED)
         return await endpoint(request, form)
 
     checked.csrf_checked = True  # type: ignore[attr-defined]  # create_app looks for it
     checked.__name__ = getattr(endpoint, "__name__", "post")
     checked.__doc__ = endpoint.__doc__
     return checked
+
+
+EXPIRED = "This form has expired or did not come from this site: reload the page."
+TOO_LARGE = f"This form is larger than {MAX_POST_BYTES // 1024} KiB: nothing here takes that much."
+
+
+async def read_form(request: Request) -> FormData:
+    """The posted form, read no further than :data:`MAX_POST_BYTES` (413 beyond, 415 for
+    a multipart upload: no form here uploads files)."""
+    kind = request.headers.get("content-type", "").lower()
+    if kind.startswith("multipart/"):
+        raise HTTPException(415, "This page takes no file uploads: send the form as it is.")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isascii() or not declared.isdigit():
+            raise HTTPException(400, "This request's Content-Length is not a number.")
+        if int(declared) > MAX_POST_BYTES:
+            raise HTTPException(413, TOO_LARGE)
+    body = bytearray()
+    async for chunk in request.stream():  # bounded, whatever Content-Length said
+        body += chunk
+        if len(body) > MAX_POST_BYTES:
+            raise HTTPException(413, TOO_LARGE)
+    request._body = bytes(body)  # what request.form() parses (Starlette's own cache)
+    return await request.form()
 
 
 def check_origin(request: Request) -> None:
@@ -262,8 +309,13 @@ def content_security_policy(image_sources: str = "") -> str:
     )
 
 
+ERROR_LOGGED = "prefloop.error_logged"  # scope key: the app's error handler logged it
+
+
 class SecurityHeaders:
-    """ASGI middleware adding the CSP and its companions to every HTTP answer."""
+    """ASGI middleware adding the CSP and its companions to every HTTP answer. Outside
+    everything else, it also takes back an error the app's own handler has logged and
+    answered already (Starlette raises it on for the server to log: a second traceback)."""
 
     def __init__(self, app: ASGIApp, *, image_sources: str = "") -> None:
         self.app = app
@@ -285,4 +337,8 @@ class SecurityHeaders:
                 message["headers"] = [*message["headers"], *self.headers]
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        try:
+            await self.app(scope, receive, with_headers)
+        except Exception:
+            if not scope.get(ERROR_LOGGED):
+                raise

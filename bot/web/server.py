@@ -2,7 +2,10 @@
 
 ``prefloop run`` runs it beside the bot and the maintenance jobs; ``prefloop web`` alone.
 Signals stay with :func:`bot.serve.until_signalled`: uvicorn's own handlers are not
-installed, and cancelling :func:`serve_web` shuts the server down gracefully.
+installed, and cancelling :func:`serve_web` shuts the server down gracefully. Behind a
+reverse proxy, ``web.forwarded_allow_ips`` names the proxies whose ``X-Forwarded-For`` and
+``X-Forwarded-Proto`` are believed (uvicorn's ``forwarded_allow_ips``); unset, none are, and
+every request comes from the address that connected.
 """
 
 from __future__ import annotations
@@ -67,12 +70,14 @@ async def serve_web(
     bound = sock.getsockname()[1]
     app = create_app(platform, port=bound, hub=hub)
     url = app.state.public_url
+    trusted = settings.forwarded_allow_ips  # None: no proxy's headers are believed
     config = uvicorn.Config(
         app,
         log_level="warning",
         access_log=False,
         lifespan="on",
-        proxy_headers=False,
+        proxy_headers=trusted is not None,
+        forwarded_allow_ips=trusted,
         server_header=False,
         timeout_graceful_shutdown=5,
     )

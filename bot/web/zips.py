@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bot.domain import Vote
-from bot.picks.mine import MyData
+from bot.picks.mine import MyData, MyImage
 from bot.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ async def member_zip(storage: Storage, data: MyData) -> AsyncIterator[bytes]:
     files: dict[tuple[int, int], str] = {}
     for prompt in data.prompts:
         for image in prompt.images:
-            if image.withheld:
+            if image.withheld or image.storage_key is None:
                 continue  # flagged by the safety filter: never shown, not handed out
             try:
                 content = await storage.get(image.storage_key)
@@ -83,7 +83,8 @@ async def member_zip(storage: Storage, data: MyData) -> AsyncIterator[bytes]:
 
 
 def _document(data: MyData, files: dict[tuple[int, int], str]) -> dict[str, Any]:
-    """data.json: the member's prompts (with their images' files) and votes."""
+    """data.json: the member's prompts (with their images' files) and votes. A withheld
+    image is listed as withheld, without what would find its file (key, hash)."""
 
     def stamp(moment: datetime | None) -> str | None:
         return moment.isoformat() if moment else None
@@ -108,19 +109,7 @@ def _document(data: MyData, files: dict[tuple[int, int], str]) -> dict[str, Any]
                 "error": p.error,
                 "requested_at": stamp(p.requested_at),
                 "finished_at": stamp(p.finished_at),
-                "images": [
-                    {
-                        "image": i.index + 1,
-                        "file": files.get((p.id, i.index)),
-                        "storage_key": i.storage_key,
-                        "sha256": i.sha256,
-                        "seed": i.seed,
-                        "width": i.width,
-                        "height": i.height,
-                        "withheld": i.withheld,
-                    }
-                    for i in p.images
-                ],
+                "images": [_image(p.id, i, files) for i in p.images],
             }
             for p in data.prompts
         ],
@@ -128,6 +117,18 @@ def _document(data: MyData, files: dict[tuple[int, int], str]) -> dict[str, Any]
             {"set": v.generation_id, **said(v.vote), "at": stamp(v.chosen_at), "current": v.current}
             for v in data.votes
         ],
+    }
+
+
+def _image(prompt: int, image: MyImage, files: dict[tuple[int, int], str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"image": image.index + 1, "file": files.get((prompt, image.index))}
+    if not image.withheld:
+        entry |= {"storage_key": image.storage_key, "sha256": image.sha256}
+    return entry | {
+        "seed": image.seed,
+        "width": image.width,
+        "height": image.height,
+        "withheld": image.withheld,
     }
 
 

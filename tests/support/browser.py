@@ -187,10 +187,14 @@ class Site:
         return visitor
 
     async def signed_in(self, member: str, *, admin: bool = False) -> Visitor:
-        """A person signed in as ``member`` by a login link, on the imagine page."""
+        """A person signed in as ``member`` by a login link (its page, then its "Sign in"
+        button), on the imagine page."""
         visitor = await self.visit(member.split(":")[-1])
-        answer = await visitor.page.goto(login_url(self.base, self.platform, member, admin=admin))
+        page = visitor.page
+        answer = await page.goto(login_url(self.base, self.platform, member, admin=admin))
         assert answer is not None and answer.ok, f"the login link for {member} failed"
+        await page.locator("button#login-link-confirm").click()
+        await page.wait_for_url(self.base + "/")
         return visitor
 
     async def vote_of(self, generation_id: int, member: str) -> tuple[str, int | None] | None:

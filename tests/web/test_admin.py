@@ -377,3 +377,66 @@ async def test_the_audit_log_pages_newest_first(platform: Any) -> None:
         assert 'id="audit-newer" href="/admin/audit?page=1"' in second.text
         bad = await admin.get("/admin/audit?page=zero")
         assert bad.status_code == 400 and "not a page number" in html.unescape(bad.text)
+        for text in ("²", str(10**20), "0", "-1"):
+            bad = await admin.get(f"/admin/audit?page={text}")
+            assert bad.status_code == 400, text
+            assert "not a page number" in html.unescape(bad.text)
+
+
+async def test_addresses_no_row_can_have_are_404_for_admins(platform: Any) -> None:
+    huge = str(10**20)
+    async with (
+        web_running(platform, hub=False) as base,
+        signed_in(base, platform, "cli:root", admin=True) as admin,
+    ):
+        for text in (huge, "²", "9" * 19):
+            for path, words_said in (
+                (f"/admin/runs/{text}", "There is no retrain run"),
+                (f"/admin/runs/{text}/files/hps/gate.json", "There is no retrain run"),
+                (f"/admin/exports/{text}/download", "There is no export"),
+            ):
+                answer = await admin.get(path)
+                assert answer.status_code == 404, path
+                assert words_said in answer.text, path
+        assert (await admin.get("/admin/runs/999999999999999999")).status_code == 404
+
+
+async def test_the_dashboard_keeps_its_figures_until_the_data_change(
+    platform: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await asyncio.to_thread(
+        seed_picks, platform.database_url, platform.storage.root, picks=4, members=2
+    )
+    raters = platform.service.raters
+    calls = {"raters": 0, "agreement": 0}
+
+    def counted(name: str, real: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return await real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(raters, "raters", counted("raters", raters.raters))
+    monkeypatch.setattr(raters, "dataset_agreement", counted("agreement", raters.dataset_agreement))
+    async with (
+        web_running(platform, hub=False) as base,
+        signed_in(base, platform, "cli:root", admin=True) as admin,
+    ):
+        first = await admin.get("/admin")
+        assert first.status_code == 200 and calls == {"raters": 1, "agreement": 1}
+        assert (await admin.get("/admin")).status_code == 200
+        assert calls == {"raters": 1, "agreement": 1}  # nothing changed: kept
+        member = re.search(r"<td>(discord:\d+)", section(first.text, "members"))
+        assert member, section(first.text, "members")
+        banned = await admin.post(
+            "/admin/ban", data={"csrf": await csrf_of(admin, "/admin"), "member": member[1]}
+        )
+        page = await admin.get(banned.headers["location"])
+        assert calls == {"raters": 2, "agreement": 1}  # a ban shows on the raters' table
+        row = re.search(rf"<td>{member[1]}.*?</td>", section(page.text, "members"), re.S)
+        assert row and "banned" in row.group(0)
+        first_set = (await sql(platform, "SELECT min(id) FROM generations")).scalar_one()
+        await platform.service.record_choice(first_set, UserRef.parse("cli:carol"), VoteKind.tie)
+        assert (await admin.get("/admin")).status_code == 200
+        assert calls == {"raters": 3, "agreement": 2}  # a new vote: figured anew

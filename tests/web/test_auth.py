@@ -3,24 +3,38 @@ followed by hand with an HTTP client, through the real uvicorn."""
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
+from itsdangerous import TimestampSigner
 from pydantic import SecretStr
 from starlette.routing import Route
 
 from bot.config import DiscordSettings
 from bot.db.models import Frontend
 from bot.domain import UserRef
+from bot.web import server
 from bot.web.app import create_app
 from bot.web.auth import discord_endpoints, pkce_challenge
+from bot.web.security import session_key
+from tests.support.database import count
 from tests.support.fake_discord import FakeDiscord
-from tests.support.web import web_running
+from tests.support.web import (
+    PAGE_HEADERS,
+    csrf_of,
+    hidden_field,
+    login_url,
+    use_login_link,
+    web_running,
+)
 
 BOSS = 910_000_000_000_000_001
 ALICE = 910_000_000_000_000_002
@@ -85,7 +99,7 @@ def query_of(url: str) -> dict[str, str]:
 async def test_sign_in_with_discord_lands_on_the_page_that_asked(
     site: str, fake: FakeDiscord
 ) -> None:
-    async with httpx.AsyncClient(base_url=site) as client:
+    async with httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as client:
         asked = await client.get("/?from=test")
         assert asked.status_code == 303 and asked.headers["location"] == "/login"
         login = await client.get("/login")
@@ -134,7 +148,7 @@ async def test_sign_in_with_discord_lands_on_the_page_that_asked(
 
 
 async def test_a_callback_that_did_not_start_here_is_refused(site: str, fake: FakeDiscord) -> None:
-    async with httpx.AsyncClient(base_url=site) as client:
+    async with httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as client:
         callback = await consent(client, await authorize_url(client), ALICE)
         code = query_of(callback)["code"]
         for query in (f"code={code}&state=someone-elses", f"code={code}"):
@@ -143,7 +157,7 @@ async def test_a_callback_that_did_not_start_here_is_refused(site: str, fake: Fa
             assert "This sign-in did not start here; try again." in refused.text
         assert (await client.get("/")).status_code == 303  # not signed in
     # A browser that never started a sign-in, handed someone's callback (login CSRF).
-    async with httpx.AsyncClient(base_url=site) as victim:
+    async with httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as victim:
         refused = await victim.get(callback)
         assert refused.status_code == 403
         assert (await victim.get("/")).status_code == 303
@@ -151,10 +165,10 @@ async def test_a_callback_that_did_not_start_here_is_refused(site: str, fake: Fa
 
 
 async def test_a_replayed_code_is_refused(site: str, fake: FakeDiscord) -> None:
-    async with httpx.AsyncClient(base_url=site) as first:
+    async with httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as first:
         callback = await consent(first, await authorize_url(first), ALICE)
         assert (await first.get(callback)).status_code == 303
-    async with httpx.AsyncClient(base_url=site) as other:
+    async with httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as other:
         # A sign-in of its own (a valid state), finished with the used code.
         state = query_of(await authorize_url(other))["state"]
         code = query_of(callback)["code"]
@@ -169,7 +183,7 @@ async def test_a_replayed_code_is_refused(site: str, fake: FakeDiscord) -> None:
 
 async def test_the_fake_checks_the_verifier_and_the_client(site: str, fake: FakeDiscord) -> None:
     async with (
-        httpx.AsyncClient(base_url=site) as client,
+        httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as client,
         httpx.AsyncClient(base_url=fake.api_base) as discord,
     ):
         callback = await consent(client, await authorize_url(client), ALICE)
@@ -196,7 +210,7 @@ async def test_the_fake_checks_the_verifier_and_the_client(site: str, fake: Fake
 
 
 async def test_cancelling_on_discord_signs_nobody_in(site: str, fake: FakeDiscord) -> None:
-    async with httpx.AsyncClient(base_url=site) as client:
+    async with httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as client:
         authorize = await authorize_url(client)
         screen = await client.get(authorize)
         cancel = re.search(r'id="cancel" href="([^"]+)"', screen.text)
@@ -213,7 +227,7 @@ async def test_cancelling_on_discord_signs_nobody_in(site: str, fake: FakeDiscor
 
 
 async def test_discord_down_gives_a_clear_page(site: str, fake: FakeDiscord) -> None:
-    async with httpx.AsyncClient(base_url=site) as client:
+    async with httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as client:
         outage = fake.outage("POST", r"/oauth2/token")
         failed = await client.get(await consent(client, await authorize_url(client), ALICE))
         assert failed.status_code == 502
@@ -234,14 +248,23 @@ async def test_a_banned_member_signs_in_as_the_same_banned_member(
     site: str, discord_platform: Any
 ) -> None:
     await discord_platform.service.ban_user(UserRef(Frontend.discord, str(BOB)), "spam")
-    async with httpx.AsyncClient(base_url=site) as client:
+    async with httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as client:
         assert (await sign_in_as(client, BOB)).status_code == 303
         home = await client.get("/")
         assert home.status_code == 200 and f'title="discord:{BOB}">bob<' in home.text
+        imagined = await client.post(
+            "/imagine", data={"csrf": await csrf_of(client), "prompt": "a red cat"}
+        )
+        assert imagined.status_code == 400
+        assert "You are banned from prefloop (spam)." in imagined.text
+    assert await count(discord_platform, "generations") == 0
 
 
 async def test_discord_admins_are_admins_on_the_page(site: str) -> None:
-    async with httpx.AsyncClient(base_url=site) as boss, httpx.AsyncClient(base_url=site) as bob:
+    async with (
+        httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as boss,
+        httpx.AsyncClient(base_url=site, headers=PAGE_HEADERS) as bob,
+    ):
         assert (await sign_in_as(boss, BOSS)).status_code == 303
         assert (await sign_in_as(bob, BOB)).status_code == 303
         boss_home, bob_home = await boss.get("/"), await bob.get("/")
@@ -249,24 +272,156 @@ async def test_discord_admins_are_admins_on_the_page(site: str) -> None:
         assert "(admin)" not in bob_home.text and 'href="/admin"' not in bob_home.text
 
 
-async def test_sign_in_attempts_are_rate_limited(discord_platform: Any) -> None:
-    discord_platform.settings.web.login_attempts_per_minute = 3
+async def test_a_sign_in_counts_once_against_the_rate_limit(
+    discord_platform: Any, fake: FakeDiscord
+) -> None:
+    discord_platform.settings.web.login_attempts_per_minute = 2
     async with (
         web_running(discord_platform, hub=False) as base,
-        httpx.AsyncClient(base_url=base) as client,
+        httpx.AsyncClient(base_url=base, headers=PAGE_HEADERS) as client,
     ):
-        for _ in range(3):
-            assert (await client.get("/login/discord")).status_code == 302
+        fake.oauth_redirect_uris = [f"{base}/login/discord/callback"]
+        for _ in range(2):  # a start and its callback each: two sign-ins, two attempts
+            assert (await sign_in_as(client, ALICE)).status_code == 303
         refused = await client.get("/login/discord")
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
         assert "too many sign-in attempts" in refused.text.lower()
-        assert (await client.get("/login/discord/callback?code=x&state=y")).status_code == 429
+        # A login link's page uses nothing up (a previewer may open it); its button counts.
+        link = login_url(base, discord_platform, "cli:root")
+        assert (await client.get(link)).status_code == 200
+        assert (await use_login_link(client, link)).status_code == 429
+
+
+async def test_behind_a_trusted_proxy_the_limit_counts_each_forwarded_address(
+    platform: Any,
+) -> None:
+    platform.settings.web.login_attempts_per_minute = 1
+
+    async def start(client: httpx.AsyncClient, address: str) -> int:
+        answer = await client.get("/login/discord", headers={"X-Forwarded-For": address})
+        return answer.status_code  # 404 (no Discord client here) once counted, or 429
+
+    platform.settings.web.forwarded_allow_ips = ["127.0.0.1"]  # the proxy
+    async with (
+        web_running(platform, hub=False) as base,
+        httpx.AsyncClient(base_url=base, headers=PAGE_HEADERS) as proxy,
+    ):
+        assert await start(proxy, "203.0.113.1") == 404
+        assert await start(proxy, "203.0.113.1") == 429
+        assert await start(proxy, "203.0.113.2") == 404  # someone else behind the proxy
+    platform.settings.web.forwarded_allow_ips = None  # the default: nobody's headers believed
+    async with (
+        web_running(platform, hub=False) as base,
+        httpx.AsyncClient(base_url=base, headers=PAGE_HEADERS) as proxy,
+    ):
+        assert await start(proxy, "203.0.113.1") == 404
+        assert await start(proxy, "203.0.113.2") == 429  # all from 127.0.0.1
+
+
+def session_cookie(platform: Any, **session: Any) -> str:
+    """A session cookie as the app signs it (Starlette's: base64 JSON, timestamp-signed)."""
+    signer = TimestampSigner(session_key(platform.settings))
+    return signer.sign(base64.b64encode(json.dumps(session).encode())).decode()
+
+
+async def test_a_session_ends_session_hours_after_its_sign_in(platform: Any) -> None:
+    platform.settings.web.session_hours = 12
+    async with web_running(platform, hub=False) as base:
+        for hours, status in ((11, 200), (13, 303)):
+            # Freshly signed, as Starlette signs it anew on every change: only "since" is old.
+            cookie = session_cookie(
+                platform,
+                member="cli:alice",
+                name="alice",
+                csrf="token",
+                admin_grant=False,
+                since=int(time.time() - hours * 3600),
+            )
+            async with httpx.AsyncClient(
+                base_url=base, headers=PAGE_HEADERS, cookies={"prefloop_session": cookie}
+            ) as client:
+                home = await client.get("/")
+                assert home.status_code == status, hours
+                if status == 303:
+                    assert home.headers["location"] == "/login"
+                    assert "prefloop_session=null" in home.headers["set-cookie"]  # cleared
+                    posted = await client.post(
+                        "/imagine",
+                        data={"prompt": "a cat"},
+                        headers={"X-CSRF-Token": "token", "Cookie": f"prefloop_session={cookie}"},
+                    )
+                    assert posted.status_code == 303 and posted.headers["location"] == "/login"
+    assert await count(platform, "generations") == 0
+
+
+async def test_behind_https_the_cookie_is_secure_and_the_public_origin_is_accepted(
+    platform: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public = "https://prefloop.example"
+    platform.settings.web.public_url = public
+    bound: list[int] = []  # the port it listens on (its announced URL is the public one)
+
+    def create_app_on(platform: Any, *, port: int | None = None, hub: bool = True) -> Any:
+        assert port is not None
+        bound.append(port)
+        return create_app(platform, port=port, hub=hub)
+
+    monkeypatch.setattr(server, "create_app", create_app_on)
+    async with web_running(platform, hub=False) as announced:
+        assert announced == public
+        base = f"http://127.0.0.1:{bound[0]}"  # where the proxy would send the requests
+        client = httpx.AsyncClient(base_url=base, headers=PAGE_HEADERS)
+        away = await client.get("/me")
+        assert away.status_code == 303
+        assert "secure" in away.headers["set-cookie"].lower()  # prefloop_next too
+        asked = await client.get(login_url(base, platform, "cli:alice"))
+        first = asked.headers["set-cookie"]
+        assert first.startswith("prefloop_session=") and "secure" in first.lower()
+
+        def cookie_of(answer: httpx.Response) -> dict[str, str]:
+            # httpx keeps a Secure cookie off plain http: send it as the browser would.
+            [value] = [
+                c.split(";", 1)[0]
+                for c in answer.headers.get_list("set-cookie")
+                if c.startswith("prefloop_session=")
+            ]
+            return {"Cookie": value, "Origin": public}
+
+        signed = await client.post(
+            "/login/link",
+            data={
+                "csrf": hidden_field(asked.text, "csrf"),
+                "token": hidden_field(asked.text, "token"),
+            },
+            headers=cookie_of(asked),
+        )
+        assert signed.status_code == 303
+        assert all("secure" in c.lower() for c in signed.headers.get_list("set-cookie"))
+        session = cookie_of(signed)
+        home = await client.get("/", headers=session)
+        assert home.status_code == 200 and 'title="cli:alice"' in home.text
+        token = hidden_field(home.text, "csrf")
+        imagined = await client.post(
+            "/imagine", data={"csrf": token, "prompt": "a red cat"}, headers=session
+        )
+        assert imagined.status_code == 303 and imagined.headers["location"].startswith("/sets/")
+        foreign = await client.post(
+            "/imagine",
+            data={"csrf": token, "prompt": "a red cat"},
+            headers={**session, "Origin": "https://evil.example"},
+        )
+        assert foreign.status_code == 403
+        await client.aclose()
+    assert await count(platform, "generations") == 1
 
 
 async def test_without_a_client_id_there_is_no_discord_sign_in(platform: Any) -> None:
     assert platform.settings.web.discord_client_id is None
-    async with web_running(platform, hub=False) as base, httpx.AsyncClient(base_url=base) as client:
+    async with (
+        web_running(platform, hub=False) as base,
+        httpx.AsyncClient(base_url=base, headers=PAGE_HEADERS) as client,
+    ):
         login = await client.get("/login")
         assert 'id="discord-login"' not in login.text
         assert f'id="discord-redirect">{base}/login/discord/callback<' in login.text

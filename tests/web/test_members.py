@@ -39,7 +39,7 @@ async def sse(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
                 data.append(value)
 
 
-async def fetch_vote(client: httpx.AsyncClient, set_id: int, vote: str, token: str) -> Any:
+async def fetch_vote(client: httpx.AsyncClient, set_id: int | str, vote: str, token: str) -> Any:
     """A vote as the page's script sends it; (status, JSON answer)."""
     answer = await client.post(
         f"/sets/{set_id}/vote",
@@ -410,10 +410,124 @@ async def test_a_skipped_set_comes_back_only_after_the_others(
         first = (await carol.get("/rate")).headers["location"]
         assert first == f"/sets/{newer}?rate=1"
         page = await carol.get(first)
-        assert f'href="/rate?skip={newer}"' in page.text  # the page's "Skip this set"
-        skipped = await carol.get(f"/rate?skip={newer}")
-        assert skipped.headers["location"] == f"/sets/{older}?rate=1"
+        skip_form = re.search(
+            r'<form method="post" action="/rate/skip"[^>]*>(.*?)</form>', page.text, re.S
+        )
+        assert skip_form, "no Skip this set form"
+        assert 'id="skip-set"' in skip_form.group(1)
+        assert f'name="set" value="{newer}"' in skip_form.group(1)
         token = await csrf_of(carol)
+        # Skipping changes what comes next: a POST, with the token (never a plain link).
+        assert (await carol.get(f"/rate?skip={newer}")).headers["location"] == first
+        assert (await carol.post("/rate/skip", data={"set": str(newer)})).status_code == 403
+        skipped = await carol.post("/rate/skip", data={"csrf": token, "set": str(newer)})
+        assert skipped.status_code == 303 and skipped.headers["location"] == "/rate"
+        assert (await carol.get("/rate")).headers["location"] == f"/sets/{older}?rate=1"
         await fetch_vote(carol, older, "1", token)
         # Nothing else left: the skipped set comes up again rather than "nothing to rate".
         assert (await carol.get("/rate")).headers["location"] == f"/sets/{newer}?rate=1"
+
+
+async def test_numbers_no_row_can_have_are_404_or_400_never_a_crash(platform: Any) -> None:
+    huge = str(10**20)
+    async with (
+        web_running(platform, hub=False) as base,
+        signed_in(base, platform, "cli:carol") as carol,
+    ):
+        token = await csrf_of(carol)
+        for text in (huge, "²", "١٢", "-1", "1e3", "9" * 19):
+            for path in (f"/sets/{text}", f"/sets/{text}/events"):
+                answer = await carol.get(path)
+                assert answer.status_code == 404, path
+                assert "There is no set" in answer.text, path
+            status, voted = await fetch_vote(carol, text, "1", token)
+            assert status == 404 and voted["error"].startswith("There is no set"), text
+            again = await carol.post(f"/sets/{text}/reroll", data={"csrf": token})
+            assert again.status_code == 404 and "There is no set" in again.text
+            skipped = await carol.post("/rate/skip", data={"csrf": token, "set": text})
+            assert skipped.status_code == 404 and "There is no set" in skipped.text
+            # The old "Skip" link's address: nothing to skip there any more, and no crash.
+            assert (await carol.get(f"/rate?skip={text}")).status_code == 200
+        assert (await carol.get("/sets/999999999999999999")).status_code == 404  # 18 digits
+
+
+async def test_my_copy_leaves_out_what_members_are_not_shown(platform: Any, generator: Any) -> None:
+    mine = await make_done_generation(platform, generator, "cli:alice", "a red cat", n=2)
+    keys = (
+        (
+            await sql(
+                platform,
+                "SELECT storage_key FROM images WHERE generation_id = :id ORDER BY index",
+                id=mine,
+            )
+        )
+        .scalars()
+        .all()
+    )
+    # Image 2 withheld by the safety filter; the set made as a mixed control set would be.
+    await sql(
+        platform,
+        "UPDATE images SET nsfw = true WHERE generation_id = :id AND index = 1",
+        id=mine,
+    )
+    await sql(
+        platform,
+        "UPDATE generations SET params = params || CAST(:extra AS jsonb) WHERE id = :id",
+        id=mine,
+        extra=json.dumps({"versions": [None, 7], "control": {"kind": "degraded", "worse": 1}}),
+    )
+    async with (
+        web_running(platform, hub=False) as base,
+        signed_in(base, platform, "cli:alice") as alice,
+    ):
+        export = await alice.get("/me/export")
+        archive = zipfile.ZipFile(io.BytesIO(export.content))
+        data = json.loads(archive.read("data.json"))
+        [prompt] = data["prompts"]
+        assert set(prompt["params"]) == {"steps", "guidance", "width", "height", "seeds"}
+        shown, withheld = prompt["images"]
+        assert shown["storage_key"] == keys[0] and not shown["withheld"]
+        assert withheld["withheld"] and withheld["file"] is None
+        assert "storage_key" not in withheld and "sha256" not in withheld
+        text = archive.read("data.json").decode()
+        assert keys[1] not in text and keys[1].rsplit("/", 1)[1].split(".")[0] not in text
+        assert [n for n in archive.namelist() if n.startswith("images/")] == [shown["file"]]
+        # Nor is the withheld file served, to its own member or anyone else.
+        assert (await alice.get(f"/images/{keys[0]}")).status_code == 200
+        assert (await alice.get(f"/images/{keys[1]}")).status_code == 404
+
+
+async def test_my_data_says_when_it_lists_only_the_latest(platform: Any) -> None:
+    await sql(
+        platform,
+        "INSERT INTO users (frontend, external_id) VALUES ('cli', 'alice'), ('cli', 'bob')",
+    )
+    for member, sets in (("alice", 501), ("bob", 502)):
+        await sql(
+            platform,
+            "INSERT INTO generations (prompt, n_images, params, status, requested_by) "
+            "SELECT 'prompt ' || g, 2, '{}'::jsonb, 'queued', u.id "
+            "FROM generate_series(1, :n) g, users u WHERE u.external_id = :member",
+            n=sets,
+            member=member,
+        )
+    await sql(  # alice: "no favourite" on each of bob's sets
+        platform,
+        "INSERT INTO choices (generation_id, user_id, kind) "
+        "SELECT g.id, a.id, 'tie' FROM generations g JOIN users b ON b.id = g.requested_by "
+        "CROSS JOIN users a WHERE b.external_id = 'bob' AND a.external_id = 'alice'",
+    )
+    async with web_running(platform, hub=False) as base:
+        async with signed_in(base, platform, "cli:alice") as alice:
+            page = await alice.get("/me")
+            assert element(page.text, "my-sets-capped") == (
+                "The latest 500 of 501; your zip has them all."
+            )
+            assert element(page.text, "my-votes-capped") == (
+                "The latest 500 of 502; your zip has them all."
+            )
+            assert len(re.findall(r"<tr data-id=", element(page.text, "my-sets"))) == 500
+        async with signed_in(base, platform, "cli:bob") as bob:
+            page = await bob.get("/me")
+            assert 'id="my-sets-capped"' in page.text  # 502 of bob's
+            assert 'id="my-votes-capped"' not in page.text  # he voted on none

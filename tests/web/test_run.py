@@ -14,6 +14,7 @@ import httpx
 
 from tests.support.aio import eventually
 from tests.support.cli import platform_env, prefloop
+from tests.support.web import PAGE_HEADERS, use_login_link
 
 
 async def test_prefloop_run_serves_the_page_and_a_login_link_opens_the_dashboard(
@@ -39,9 +40,9 @@ async def test_prefloop_run_serves_the_page_and_a_login_link_opens_the_dashboard
         assert "as an admin" in link.stderr
         url = link.stdout.strip()
         assert url.startswith(f"{base}/login/link?token=")
-        async with httpx.AsyncClient(base_url=base, timeout=60) as browser:
+        async with httpx.AsyncClient(base_url=base, timeout=60, headers=PAGE_HEADERS) as browser:
             assert (await browser.get("/admin")).status_code == 303  # not signed in yet
-            signed = await browser.get(url)
+            signed = await use_login_link(browser, url)  # its page, then its button
             assert signed.status_code == 303
             dashboard = await browser.get("/admin")
             assert dashboard.status_code == 200, dashboard.text[:500]
@@ -52,3 +53,16 @@ async def test_prefloop_run_serves_the_page_and_a_login_link_opens_the_dashboard
         if server.returncode is None:
             server.kill()
             await server.wait()
+
+
+def test_a_login_link_needs_the_pages_address_when_the_port_is_any_free_one(
+    platform: Any, tmp_path: Path
+) -> None:
+    env = platform_env(platform, tmp_path / "data", web__port="0")
+    refused = prefloop("web", "login-link", "root", env=env)
+    assert refused.returncode == 2
+    assert "PREFLOOP_WEB__PUBLIC_URL" in refused.stderr and "--url" in refused.stderr
+    assert ":0/" not in refused.stdout
+    given = prefloop("web", "login-link", "root", "--url", "http://127.0.0.1:8123/", env=env)
+    assert given.returncode == 0, given.stderr
+    assert given.stdout.strip().startswith("http://127.0.0.1:8123/login/link?token=")

@@ -59,6 +59,16 @@
       source.close();
       window.location.reload(); // the page shows the images (or what went wrong)
     });
+    source.addEventListener("error", function () {
+      // A dropped connection is retried by the browser (CONNECTING); a refused stream is
+      // not (CLOSED: signed out, the set is gone …): the page itself says what happened.
+      if (source.readyState === EventSource.CLOSED) {
+        text.textContent = "The live progress stopped; reloading the page…";
+        window.setTimeout(function () {
+          window.location.reload();
+        }, 1000);
+      }
+    });
     return;
   }
 

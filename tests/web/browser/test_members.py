@@ -123,6 +123,11 @@ async def test_rating_others_sets_leads_from_set_to_set(site: Site) -> None:
     page = alice.page
     seen: list[int] = []
     await page.goto("/rate")
+    await expect(page).to_have_url(re.compile(r"/sets/\d+\?rate=1$"))
+    skipped = page.url
+    await page.locator("button#skip-set").click()  # a form: the skip is a POST
+    await expect(page).not_to_have_url(skipped)
+    await expect(page).to_have_url(re.compile(r"/sets/\d+\?rate=1$"))
     for _ in bobs:
         await expect(page).to_have_url(re.compile(r"/sets/\d+\?rate=1$"))
         seen.append(int(re.findall(r"/sets/(\d+)", page.url)[0]))

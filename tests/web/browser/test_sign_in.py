@@ -8,6 +8,7 @@ from playwright.async_api import expect
 
 from tests.support.browser import Site
 from tests.support.discord_bot import ADMIN, ALICE
+from tests.support.web import login_url
 
 
 async def test_sign_in_with_discord_lands_on_the_page_that_asked(site: Site) -> None:
@@ -45,9 +46,16 @@ async def test_a_discord_admin_signs_in_with_discord_and_reaches_the_dashboard(s
     admin.watch.check("/admin")
 
 
-async def test_a_login_link_signs_in_and_sign_out_signs_out(site: Site) -> None:
-    bob = await site.signed_in("cli:bob")
+async def test_a_login_link_asks_then_signs_in_and_sign_out_signs_out(site: Site) -> None:
+    bob = await site.visit("bob")
     page = bob.page
+    link = login_url(site.base, site.platform, "cli:bob")
+    await page.goto(link)  # what a link previewer sees too: a question, nothing used up
+    await expect(page.locator("#login-link-who")).to_have_text("Sign in as cli:bob?")
+    await page.goto("/")
+    await expect(page).to_have_url(site.base + "/login")  # not signed in by opening it
+    await page.goto(link)
+    await page.locator("button#login-link-confirm").click()
     await expect(page).to_have_url(site.base + "/")
     await expect(page.locator("header .who span")).to_have_attribute("title", "cli:bob")
     await page.get_by_role("button", name="Sign out").click()
