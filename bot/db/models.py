@@ -255,7 +255,7 @@ class Image(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(SmallInteger)
-    storage_key: Mapped[str] = mapped_column(Text)
+    storage_key: Mapped[str] = mapped_column(Text, index=True)  # migration 0008
     sha256: Mapped[str] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(BigInteger)
     width: Mapped[int] = mapped_column(SmallInteger)
