@@ -193,28 +193,33 @@ async def main(args: argparse.Namespace) -> None:
                 "PREFLOOP_WEB__LOGIN_ATTEMPTS_PER_MINUTE": "10000",
             }
             process, base = await web_server(env)
+            rng = random.Random(0)
+            results = []
             try:
-                rng = random.Random(0)
                 await over_http(base, settings, args.members, 2, rng)  # warm up
-                start = time.perf_counter()
-                web = await over_http(base, settings, args.members, args.rounds, rng)
-                web_seconds = time.perf_counter() - start
+                for members, rounds in ((1, args.rounds * 3), (args.members, args.rounds)):
+                    start = time.perf_counter()
+                    web = await over_http(base, settings, members, rounds, rng)
+                    results.append([members, rounds, web, time.perf_counter() - start])
             finally:
                 process.terminate()
                 await process.wait()
             await through_service(platform, args.members, 2, rng)  # warm up
-            start = time.perf_counter()
-            direct = await through_service(platform, args.members, args.rounds, rng)
-            direct_seconds = time.perf_counter() - start
-    rounds = args.members * args.rounds
-    print(f"{args.members} concurrent members, {args.rounds} rounds each ({rounds} of each kind)")
-    print(line("web (HTTP, prefloop web):", web))
-    print(line("service call (the CLI's):", direct))
-    ratio = median(web["page"]) / median(direct["page"])
-    print(
-        f"rounds per second: web {rounds / web_seconds:,.0f}, "
-        f"service {rounds / direct_seconds:,.0f}  (page p50, web/service: {ratio:.1f}x)"
-    )
+            for result in results:
+                start = time.perf_counter()
+                result.append(await through_service(platform, result[0], result[1], rng))
+                result.append(time.perf_counter() - start)
+    for members, rounds, web, web_seconds, direct, direct_seconds in results:
+        done = members * rounds
+        alone = "one member alone" if members == 1 else f"{members} concurrent members"
+        print(f"{alone}, {rounds} rounds each ({done} of each kind)")
+        print(line("  web (HTTP, prefloop web):", web))
+        print(line("  service call (the CLI's):", direct))
+        ratio = median(web["page"]) / median(direct["page"])
+        print(
+            f"  rounds per second: web {done / web_seconds:,.0f}, "
+            f"service {done / direct_seconds:,.0f}  (page p50, web/service: {ratio:.1f}x)"
+        )
 
 
 if __name__ == "__main__":
