@@ -54,7 +54,8 @@ def example(steps: int, images: int) -> dict[str, float]:
     from peft import LoraConfig
     from PIL import Image
 
-    from training.adapt.lora import PRESET_DEFAULTS, TARGETS, captions, load_pipeline
+    from training.adapt.lora import PRESET_DEFAULTS, captions
+    from training.adapt.tuning import TARGETS, load_pipeline
 
     work = Path(tempfile.mkdtemp(prefix="prefloop-bench-adapt-"))
     pairs = captions(_selection(work, images))
