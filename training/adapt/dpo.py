@@ -431,14 +431,18 @@ def train_dpo(
 
 
 def dpo_from_export(
-    config: DPOConfig, data: Path, *, on_pairs: Callable[[Pairs], None] | None = None
+    config: DPOConfig,
+    data: Path,
+    *,
+    manifest: Path | None = None,
+    on_pairs: Callable[[Pairs], None] | None = None,
 ) -> tuple[Path, Pairs]:
-    """Read the export's train pairs (or, in a folder trained in before, the pairs its
-    run started with: ``pairs.jsonl``), and train on them. ``on_pairs`` hears of them
-    before training starts."""
+    """Read the export's train pairs into ``manifest`` (default: ``pairs.jsonl`` in the
+    output folder), or, for a folder trained in before, keep the pairs its run started
+    with; train on them. ``on_pairs`` hears of them before training starts."""
     from dataclasses import replace
 
-    manifest = Path(config.out) / PAIRS
+    manifest = manifest or Path(config.out) / PAIRS
     if manifest.is_file() and has_run(Path(config.out)):
         found = Pairs(read_pairs(manifest))
     else:
