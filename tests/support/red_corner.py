@@ -150,7 +150,8 @@ class DPOLoop:
     seed: int
     pairs: int
     served: Any  # AdaptEvaluation: the DPO adapter (no negative prompt) against the base
-    against_lora: Any | None  # against the LoRA served with "Weird image.", same pool
+    against_lora: Any | None = None  # DPO against the LoRA served with "Weird image."
+    lora: Any | None = None  # that LoRA, served, against the base
 
 
 def dpo_loop(
@@ -169,8 +170,9 @@ def dpo_loop(
     DPO adapter trains on the preset's defaults (or ``hyper``) with ``seed``, and meets
     the base on ``held_out`` prompts it never saw, on the same 4 seeds each. With ``lora``
     the HPS paper's LoRA also trains on the same pool (the rule selecting, as
-    :func:`closed_loop`) and budget (steps x images a step), and DPO meets it as it
-    serves, with "Weird image." as its negative prompt."""
+    :func:`closed_loop`) and budget (steps, and images a step: a pair is two), and DPO
+    meets it as it serves, with "Weird image." as its negative prompt; the LoRA meets the
+    base too."""
     from training.adapt.dpo import DPOConfig, train_dpo
     from training.adapt.evaluate import evaluate_adapter
     from training.adapt.lora import AdaptConfig, adapt_generator
@@ -189,9 +191,7 @@ def dpo_loop(
             str(model), cache_dir=model.parent, device="cpu", safety_checker=False, adapter=adapter
         )
 
-    adapted = load(train_dpo(config, pairs))
-
-    def against(reference: Any) -> Any:
+    def compare(reference: Any, adapted: Any) -> Any:
         return evaluate_adapter(
             reference,
             adapted,
@@ -204,8 +204,8 @@ def dpo_loop(
             bootstrap=500,
         )[0]
 
-    served = against(base)
-    versus = None
+    dpo = load(train_dpo(config, pairs))
+    loop = DPOLoop(seed, len(pairs), compare(base, dpo))
     if lora:
         resolved = config.resolved()
         lora_config = AdaptConfig(
@@ -214,7 +214,9 @@ def dpo_loop(
             cache_dir=model.parent,
             seed=seed,
             steps=resolved["steps"],
-            batch_size=2 * resolved["batch_size"],  # a pair is two images
+            batch_size=2 * resolved["batch_size"],
         )
-        versus = against(load(adapt_generator(lora_config, select(RedCornerScorer(), groups))))
-    return DPOLoop(seed, len(pairs), served, versus)
+        served = load(adapt_generator(lora_config, select(RedCornerScorer(), groups)))
+        loop.against_lora = compare(served, dpo)
+        loop.lora = compare(base, served)
+    return loop
