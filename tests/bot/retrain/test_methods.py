@@ -3,7 +3,8 @@ same gates as the LoRA (bot/retrain/methods.py).
 
 The retrain runs use the scripted trainer (tests/support/scripted_trainer.py) as
 test_retrain.py does: the platform's side is what is tested there. The last test runs the
-real DPO stage (training/gate.py) and hands its gate file to the model gate.
+real DPO stage (training/gate.py) and hands its gate file to the model gate; the
+leaderboard names each adapter's method.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.arena.leaderboard import leaderboard
 from bot.config import Settings
 from bot.db.models import Comparison, RetrainRun
 from bot.registry import ModelRegistry
@@ -22,6 +24,7 @@ from bot.retrain import methods
 from bot.retrain.stages import Retrain
 from bot.retrain.triggers import request_retrain
 from bot.runtime import Platform
+from tests.support.arena_rows import add_comparison, add_set, add_users
 from tests.support.colours import colour_dataset
 from tests.support.retrain import TRAINER, scripted_gates
 from tests.support.synthetic import seed_picks
@@ -151,3 +154,20 @@ def test_the_real_dpo_stage_writes_figures_the_model_gate_judges(
     assert candidate.evidence["verdict"] in {"better", "not better", "not enough evidence"}
     assert "over 3 held-out prompts against base" in candidate.figures
     assert candidate.figures.endswith("served without a negative prompt")
+
+
+async def test_the_leaderboard_says_which_method_trained_each_adapter(platform: Platform) -> None:
+    registry = ModelRegistry(platform.sessions)
+    lora = await registry.register("generator_adapter", "/models/lora", {"method": "lora"})
+    dpo = await registry.register("generator_adapter", "/models/dpo", {"method": "dpo"})
+    requester, other = await add_users(platform, 2)
+    compared = await add_comparison(platform, lora, dpo)
+    for k in range(3):  # people pick the DPO adapter's image in each mixed set
+        await add_set(
+            platform, requester, [lora, dpo], {other: 1}, comparison_id=compared, prompt=f"{k}"
+        )
+    board = await leaderboard(platform.sessions, platform.settings, bootstrap=20)
+    assert board.lines()[1].startswith(f"1. adapter #{dpo} (dpo): +")
+    assert board.lines()[2].startswith(f"2. adapter #{lora} (lora): ")
+    ranked = board.to_json()["ratings"]
+    assert [r["method"] for r in ranked] == ["dpo", "lora"]
