@@ -104,7 +104,7 @@ def test_the_loss_rewards_lowering_the_winner_s_error_against_the_reference() ->
     assert float(dpo_loss(ref_w - 0.1, ref_l - 0.1, ref_w, ref_l, beta=100.0)) == pytest.approx(
         math.log(2)
     )
-    weights = torch.tensor([1.0, 0.0])  # a pair of weight 0 does not count
+    weights = torch.tensor([2.0, 0.0])  # a pair of weight 0 does not count
     mixed = dpo_loss(ref_w - torch.tensor([0.01, -0.5]), ref_l, ref_w, ref_l, 100.0, weights)
     assert float(mixed) == pytest.approx(float(better))
 
@@ -191,6 +191,9 @@ def test_a_full_fine_tune_writes_a_generator_and_starts_from_its_frozen_copy(
     no_pairs = tmp_path / "none"
     with pytest.raises(AdaptError, match="no preference pairs"):
         train_dpo(_config(tiny_model, no_pairs), [])
+    unreliable = [Pair(p.prompt, p.winner, p.loser, weight=0.0) for p in pairs]
+    with pytest.raises(AdaptError, match="reliability weight 0"):
+        train_dpo(_config(tiny_model, no_pairs), unreliable)
 
 
 def _wilson_low(wins: float, n: int, z: float = 1.96) -> float:

@@ -6,10 +6,10 @@ themselves, no reward model in between.
 no image is better than another, so it gives no pair (as in the paper, which dropped
 Pick-a-Pic's ties); a "None are good" vote names no winner, so it gives none either; control
 sets are left out (one image is corrupted on purpose: not what the generator makes), as are
-near-blank images (blacked out or flat, as selection leaves them out: select.py). Several
-members who voted on one set give a pair each; each pair carries its voter's reliability
-weight, and with ``rater_weights`` the loss weighs pairs by it (divided by the mean, as
-the HPS fit does: training/hps/examples.py).
+near-blank images (blacked out or flat, as selection leaves them out: select.py). Each
+member's pick in a set gives its own pairs, which carry that member's reliability weight;
+with ``rater_weights`` the loss weighs pairs by it (divided by the mean, as the HPS fit
+does: training/hps/examples.py).
 
 **Loss.** For a pair (w, l) of one prompt, both latents get the same noise and timestep;
 the trained UNet and the frozen reference predict the noise, and with per-image MSEs::
@@ -216,14 +216,13 @@ def dpo_loss(
     model_w: Any, model_l: Any, ref_w: Any, ref_l: Any, beta: float, weights: Any = None
 ) -> Any:
     """The Diffusion-DPO loss of a batch of pairs from per-image errors ([B] each):
-    ``-log sigmoid(-beta/2 ((model_w - ref_w) - (model_l - ref_l)))``, its mean
-    (weighted by ``weights`` when given)."""
+    ``-log sigmoid(-beta/2 ((model_w - ref_w) - (model_l - ref_l)))``, its mean, each
+    pair's scaled by its weight when given (weights of mean 1 over the training pairs, as
+    the HPS fit's: a batch of unreliable voters moves the model less)."""
     import torch
 
     losses = -torch.nn.functional.logsigmoid(margins(model_w, model_l, ref_w, ref_l, beta))
-    if weights is None:
-        return losses.mean()
-    return (losses * weights).sum() / weights.sum()
+    return losses.mean() if weights is None else (losses * weights).mean()
 
 
 def margins(model_w: Any, model_l: Any, ref_w: Any, ref_l: Any, beta: float) -> Any:
@@ -292,12 +291,15 @@ def train_dpo(
     prompt_of = {f: p.prompt for p in pairs for f in (p.winner, p.loser)}
     cached = cache(setup, [(f, prompt_of[f], False) for f in files])
     raw = torch.tensor([p.weight if config.rater_weights else 1.0 for p in pairs])
+    if not raw.sum() > 0:
+        raise AdaptError(
+            "every pair's voter has reliability weight 0: nothing to learn from "
+            "(--no-rater-weights counts every pick alike)"
+        )
     indexed = Indexed(
         winner=torch.tensor([position[p.winner] for p in pairs]),
         loser=torch.tensor([position[p.loser] for p in pairs]),
-        weight=(raw / raw.mean() if raw.mean() > 0 else torch.zeros_like(raw)).to(
-            accelerator.device
-        ),
+        weight=(raw / raw.mean()).to(accelerator.device),
     )
     unet = setup.pipe.unet
     frozen_copy = None
