@@ -240,7 +240,9 @@ class Indexed:
     weight: Any  # [P], mean 1
 
 
-def _errors(setup: Setup, unet: Any, reference: Any, cached: Cached, index: Any, g: Any) -> Any:
+def _errors(
+    setup: Setup, unet: Any, reference: Any, cached: Cached, index: Any, g: Any
+) -> tuple[Any, Any]:
     """Per-image noise-prediction MSEs of the model and the reference ([2B] each) on
     the winners then the losers of a batch, each pair's two with the same noise and
     timestep. The reference runs first, without gradients."""
@@ -276,6 +278,12 @@ def train_dpo(
             "no preference pairs: nothing to learn from (ties, 'None are good' votes and "
             "control sets give none)"
         )
+    raw = torch.tensor([p.weight if config.rater_weights else 1.0 for p in pairs])
+    if not raw.sum() > 0:
+        raise AdaptError(
+            "every pair's voter has reliability weight 0: nothing to learn from "
+            "(--no-rater-weights counts every pick alike)"
+        )
     hyper = config.resolved()
     setup = prepare(
         config.base,
@@ -290,12 +298,6 @@ def train_dpo(
     position = {f: i for i, f in enumerate(files)}
     prompt_of = {f: p.prompt for p in pairs for f in (p.winner, p.loser)}
     cached = cache(setup, [(f, prompt_of[f], False) for f in files])
-    raw = torch.tensor([p.weight if config.rater_weights else 1.0 for p in pairs])
-    if not raw.sum() > 0:
-        raise AdaptError(
-            "every pair's voter has reliability weight 0: nothing to learn from "
-            "(--no-rater-weights counts every pick alike)"
-        )
     indexed = Indexed(
         winner=torch.tensor([position[p.winner] for p in pairs]),
         loser=torch.tensor([position[p.loser] for p in pairs]),
