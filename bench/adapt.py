@@ -1,11 +1,15 @@
-"""How fast the LoRA adaptation trains, against the same steps written as diffusers' example.
+"""How fast the adapters train: the LoRA against the same steps written as diffusers'
+example, and Diffusion-DPO beside them.
 
 On the tiny preset (CPU): prefloop's trainer (latents and text embeddings computed once,
 then cached) against the loop of diffusers' `train_text_to_image_lora.py` (every step
 re-encodes its images with the VAE and its captions with the text encoder), same LoRA,
-batch, steps and data. Each runs in a child process; prints steps/s and peak RSS, and
-the ratio (goal >= 1.0). (The GPU figure the issue asks for, an SD 1.5-size UNet at
-512 px, is not measured here: no GPU was lent to this task.)
+batch, steps and data; and prefloop's Diffusion-DPO on the same images, 4 pairs a step
+(the same 8 images a step: each pair is two images, each image also through the frozen
+reference, the same UNet with the LoRA switched off). Each runs in a child process;
+prints steps/s and peak RSS, and the ratios (goal for the LoRA's >= 1.0). (The GPU
+figures, an SD 1.5-size UNet at 512 px, are not measured here: no GPU was lent to these
+tasks.)
 
     python -m bench.adapt [--steps 60] [--images 32]
 """
@@ -22,14 +26,37 @@ import time
 from pathlib import Path
 
 
-def _selection(work: Path, images: int) -> list:
-    from tests.support.red_corner import RedCornerScorer, generate_pool
-    from training.adapt.select import select
+def _pool(work: Path, images: int) -> list:
+    from tests.support.red_corner import generate_pool
     from training.generator import Generator
 
     generator = Generator.load("tiny", cache_dir=work, device="cpu", safety_checker=False)
-    pool = generate_pool(generator, [f"a thing {i}" for i in range(images // 4)], work / "pool")
-    return select(RedCornerScorer(), pool, alpha=1.0)
+    return generate_pool(generator, [f"a thing {i}" for i in range(images // 4)], work / "pool")
+
+
+def _selection(work: Path, images: int) -> list:
+    from tests.support.red_corner import RedCornerScorer
+    from training.adapt.select import select
+
+    return select(RedCornerScorer(), _pool(work, images), alpha=1.0)
+
+
+def dpo(steps: int, images: int) -> dict[str, float]:
+    """Diffusion-DPO on the rule's picks in the same pool: 4 pairs (8 images) a step."""
+    from tests.support.red_corner import rule_pairs
+    from training.adapt.dpo import DPOConfig, train_dpo
+    from training.run_folder import read_info
+
+    work = Path(tempfile.mkdtemp(prefix="prefloop-bench-adapt-"))
+    pairs = rule_pairs(_pool(work, images))
+    started = time.perf_counter()
+    out = train_dpo(
+        DPOConfig(out=work / "dpo", base="tiny", cache_dir=work, steps=steps, batch_size=4),
+        pairs,
+    )
+    total = time.perf_counter() - started
+    metrics = read_info(out)["metrics"]
+    return {"steps_per_s": steps / metrics["seconds"], "with_setup_s": total}
 
 
 def ours(steps: int, images: int) -> dict[str, float]:
@@ -54,7 +81,8 @@ def example(steps: int, images: int) -> dict[str, float]:
     from peft import LoraConfig
     from PIL import Image
 
-    from training.adapt.lora import PRESET_DEFAULTS, TARGETS, captions, load_pipeline
+    from training.adapt.lora import PRESET_DEFAULTS, captions
+    from training.adapt.tuning import TARGETS, load_pipeline
 
     work = Path(tempfile.mkdtemp(prefix="prefloop-bench-adapt-"))
     pairs = captions(_selection(work, images))
@@ -111,15 +139,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--child", choices=["ours", "example"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["ours", "example", "dpo"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run = (ours if args.child == "ours" else example)(args.steps, args.images)
+        run = {"ours": ours, "example": example, "dpo": dpo}[args.child](args.steps, args.images)
         run["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(run))
         return
     results = {}
-    for name in ("example", "ours"):
+    for name in ("example", "ours", "dpo"):
         done = subprocess.run(
             [
                 sys.executable,
@@ -139,13 +167,19 @@ def main() -> None:
             raise SystemExit(done.stderr[-3000:])
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"tiny preset, CPU, {args.steps} steps of batch 8, {args.images} pool images")
-    labels = {"example": "diffusers example loop", "ours": "prefloop (cached latents)"}
+    labels = {
+        "example": "diffusers example loop",
+        "ours": "prefloop (cached latents)",
+        "dpo": "prefloop DPO (4 pairs)",
+    }
     for name, r in results.items():
         print(
             f"  {labels[name]:<28} {r['steps_per_s']:6.2f} steps/s  peak RSS {r['rss_mb']:.0f} MB"
         )
     ratio = results["ours"]["steps_per_s"] / results["example"]["steps_per_s"]
     print(f"  ratio prefloop / example: {ratio:.2f} (goal >= 1.0)")
+    dpo_ratio = results["dpo"]["steps_per_s"] / results["ours"]["steps_per_s"]
+    print(f"  ratio DPO / prefloop LoRA, same images a step: {dpo_ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -280,7 +280,15 @@ class RetrainSettings(BaseModel):
     adapter_min_win_rate: float = Field(
         0.55, ge=0.0, le=1.0, description="Win rate a new adapter needs against the serving one."
     )
-    adapter_steps: int | None = Field(None, ge=1, description="LoRA steps; unset = its default.")
+    adapter_steps: int | None = Field(
+        None, ge=1, description="Adapter training steps; unset = the method's default."
+    )
+    adapter_method: Literal["lora", "dpo", "both"] = Field(
+        "lora",
+        description="How the adapter stage trains its candidate: lora (HPS selects, the HPS "
+        "paper's LoRA learns), dpo (Diffusion-DPO straight from the picks), or both (each "
+        "registered and judged; the one the model gate rates higher goes before people).",
+    )
     eval_prompts: int = Field(50, ge=1, description="Held-out prompts the adapter is judged on.")
     adapter_gate: Literal["model", "people", "both"] = Field(
         "both",

@@ -4,9 +4,10 @@
     python -m training data PATH                read a dataset and say what is in it
     python -m training fit-hps --data … --out …  refit HPS on a dataset
     python -m training adapt --selection … --out …  fine-tune a LoRA on an HPS selection
-    python -m training gate hps|adapt …         a retrain stage: train, judge, write the gate
+    python -m training dpo --data … --out …     Diffusion-DPO on an export's picks
+    python -m training gate hps|adapt|dpo …     a retrain stage: train, judge, write the gate
 
-``fit-hps``, ``adapt`` and ``gate`` run the same code under
+``fit-hps``, ``adapt``, ``dpo`` and ``gate`` run the same code under
 ``accelerate launch -m training …`` on several GPUs. The library modules keep no
 command line of their own.
 """
@@ -124,16 +125,40 @@ def adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def dpo(args: argparse.Namespace) -> int:
+    """Diffusion-DPO on an export's picks; print the adapter's metrics."""
+    from training.adapt.dpo import PAPER, DPOConfig, dpo_from_export
+    from training.run_folder import read_info
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = DPOConfig(
+        out=args.out,
+        base=args.base,
+        grad_accum=args.grad_accum,
+        full=args.full,
+        rater_weights=args.rater_weights,
+        seed=args.seed,
+        mixed_precision=args.mixed_precision,
+        device=args.device,
+        cache_dir=args.cache,
+        **{name: getattr(args, name) for name in PAPER},
+    )
+    out, _ = dpo_from_export(config, args.data)
+    print(json.dumps(read_info(out)["metrics"], indent=2))
+    return 0
+
+
 def gate(args: argparse.Namespace) -> int:
     """A retrain stage: train a candidate, judge it, write the gate; print the gate."""
-    from training.gate import adapt_stage, hps_stage
+    from training.gate import adapt_stage, dpo_stage, hps_stage
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     common = {"cache": args.cache, "device": args.device, "seed": args.seed, "active": args.active}
     if args.stage == "hps":
         figures = hps_stage(args.data, args.out, start=args.start, base=args.base, **common)
     else:
-        figures = adapt_stage(
+        stage = adapt_stage if args.stage == "adapt" else dpo_stage
+        figures = stage(
             args.data,
             args.out,
             hps=args.hps,
@@ -170,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _fit_hps_options(commands)
     _adapt_options(commands)
+    _dpo_options(commands)
     _gate_options(commands)
     return parser
 
@@ -228,13 +254,41 @@ def _adapt_options(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     lora.set_defaults(run=adapt)
 
 
+def _dpo_options(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from training.adapt.dpo import PAPER
+
+    parser = commands.add_parser("dpo", help=dpo.__doc__, description=dpo.__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="an export (its picks)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--base", default="CompVis/stable-diffusion-v1-4")
+    for name in PAPER:
+        kind = float if name in {"beta", "lr", "weight_decay"} else int
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument(
+        "--full", action="store_true", help="fine-tune every UNet weight, not a LoRA"
+    )
+    parser.add_argument(
+        "--rater-weights",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each pair weighted by its voter's reliability weight (default: on)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-precision", default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache", type=Path, default=None, help="where models are kept")
+    parser.set_defaults(run=dpo)
+
+
 def _gate_options(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     stage = commands.add_parser("gate", help=gate.__doc__, description=gate.__doc__)
     stage.set_defaults(run=gate)
     stages = stage.add_subparsers(dest="stage", required=True)
     hps = stages.add_parser("hps", help="fit and evaluate a candidate HPS")
     adapter = stages.add_parser("adapt", help="select, train and evaluate a candidate adapter")
-    for each in (hps, adapter):
+    direct = stages.add_parser("dpo", help="train a Diffusion-DPO adapter on the picks, judge it")
+    for each in (hps, adapter, direct):
         each.add_argument("--data", type=Path, required=True)
         each.add_argument("--out", type=Path, required=True)
         each.add_argument("--active", default=None)
@@ -243,12 +297,14 @@ def _gate_options(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         each.add_argument("--seed", type=int, default=0)
     hps.add_argument("--start", required=True, help="what to fine-tune from")
     hps.add_argument("--base", required=True, help="the plain CLIP every HPS must beat")
-    adapter.add_argument("--hps", required=True)
-    adapter.add_argument("--generator", required=True)
-    adapter.add_argument("--steps", type=int, default=None)
-    adapter.add_argument("--seeds", type=int, default=4)
-    adapter.add_argument("--limit", type=int, default=50)
-    adapter.add_argument("--eval-steps", type=int, default=30)
+    adapter.add_argument("--hps", required=True, help="what selects and judges")
+    direct.add_argument("--hps", required=True, help="what judges (DPO trains without it)")
+    for each in (adapter, direct):
+        each.add_argument("--generator", required=True)
+        each.add_argument("--steps", type=int, default=None)
+        each.add_argument("--seeds", type=int, default=4)
+        each.add_argument("--limit", type=int, default=50)
+        each.add_argument("--eval-steps", type=int, default=30)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

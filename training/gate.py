@@ -11,6 +11,11 @@ the serving models alone.
     python -m training gate hps --data EXPORT --out DIR --start SRC --base CLIP [--active SRC]
     python -m training gate adapt --data EXPORT --out DIR --hps SRC --generator MODEL
                                   [--active ADAPTER] [--steps N] [--seeds N] [--limit N]
+    python -m training gate dpo   (the same options)
+
+The two adapter stages differ in how they train (``adapt``: HPS selects, the paper's LoRA
+learns; ``dpo``: Diffusion-DPO learns from the picks themselves, HPS only judges) and
+judge alike; the gate file says which (``method``).
 """
 
 from __future__ import annotations
@@ -120,20 +125,78 @@ def adapt_stage(
     done = readapt(config, hps=hps, data=data, manifest=out / "selection.jsonl", judging=judging)
     if done.verdict is None:
         return {}  # under accelerate launch: the main process judges
-    result, tried = done.verdict.result, done.verdict.tried
     gate = {
         "stage": "adapter",
+        "method": "lora",
         "model": str(done.adapter),
         "against": active or "base",
         "hps": hps,
         "selected": len(done.selection.items),
         "negatives": done.selection.negatives,
+        **_judged(done.verdict, against=active or "base", seeds=seeds, seed=seed),
+    }
+    write_gate(out, gate)
+    return gate
+
+
+def dpo_stage(
+    data: Path,
+    out: Path,
+    *,
+    hps: str,
+    generator: str,
+    active: str | None,
+    cache: Path,
+    device: str = "auto",
+    steps: int | None = None,
+    seeds: int = 4,
+    limit: int = 50,
+    eval_steps: int = 30,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train Diffusion-DPO on the export's picks, and pit it against ``active`` (or the
+    base) as :func:`adapt_stage` does its LoRA; ``hps`` only judges."""
+    from training.adapt.dpo import PAIRS, DPOConfig, dpo_from_export, read_pairs
+    from training.adapt.pipeline import Judging, judge, load_scorer
+
+    config = DPOConfig(
+        out=out / "adapter", base=generator, steps=steps, seed=seed, device=device, cache_dir=cache
+    )
+    scorer = load_scorer(hps, config)  # a bad HPS fails before training
+    manifest = out / PAIRS  # beside the adapter: it lists the picks' images and prompts
+    if is_finished(config.out):  # the stage was restarted after training
+        pairs = len(read_pairs(manifest))
+    else:
+        pairs = len(dpo_from_export(config, data, manifest=manifest)[1].pairs)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {}  # under accelerate launch: the main process judges
+    judging = Judging(
+        data=data, report=out / "report", active=active, seeds=seeds, limit=limit, steps=eval_steps
+    )
+    verdict = judge(config, config.out, scorer, judging, hps=hps)
+    gate = {
+        "stage": "adapter",
+        "method": "dpo",
+        "model": str(config.out),
+        "against": active or "base",
+        "hps": hps,
+        "pairs": pairs,
+        **_judged(verdict, against=active or "base", seeds=seeds, seed=seed),
+    }
+    write_gate(out, gate)
+    return gate
+
+
+def _judged(verdict: Any, *, against: str, seeds: int, seed: int) -> dict[str, Any]:
+    """An adapter stage's figures from its verdict (training/adapt/pipeline.py's judge)."""
+    result, tried = verdict.result, verdict.tried
+    return {
         "prompts": result.prompts,
         "seeds_per_prompt": seeds,
         "win_rate": result.win_rate,
         "mean_difference": result.mean_difference,
         "difference_ci": list(result.difference_ci),
-        "negative_prompt": done.verdict.negative_prompt,
+        "negative_prompt": verdict.negative_prompt,
         "tried": {
             k: {
                 "win_rate": r.win_rate,
@@ -145,7 +208,7 @@ def adapt_stage(
         # Per held-out prompt: the candidate's mean HPS minus the serving generator's, as
         # served; the better of the ways tried was kept, so the p-value pays for each.
         "paired": {
-            "against": active or "base",
+            "against": against,
             **paired(
                 [row["adapted"] - row["base"] for row in result.per_prompt],
                 tests=len(tried),
@@ -153,8 +216,6 @@ def adapt_stage(
             ).to_dict(),
         },
     }
-    write_gate(out, gate)
-    return gate
 
 
 def _top1_credits(evaluation: Any, examples: Any) -> list[float]:

@@ -3,7 +3,9 @@
 Every current pick on a mixed set (any comparison, open or closed) is one match between
 the set's two versions (bot/arena/outcomes.py); bot/arena/ratings.py rates them. Beside
 the ratings: the live agreement of the active HPS with members' picks
-(bot/arena/agreement.py). ``write_report`` leaves leaderboard.json, report.md and
+(bot/arena/agreement.py). Each adapter is named with the method that trained it (lora,
+dpo) where its registered figures say, so the board shows which method wins here.
+``write_report`` leaves leaderboard.json, report.md and
 ratings.png in a folder.
 """
 
@@ -11,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.arena.agreement import Agreement, active_agreement
@@ -23,6 +26,7 @@ from bot.arena.outcomes import outcomes
 from bot.arena.ratings import Match, Ratings, rate
 from bot.arena.versions import key, label
 from bot.config import Settings
+from bot.db.models import ModelVersion
 from bot.registry import active_versions
 
 SEED = 0
@@ -34,6 +38,14 @@ class Leaderboard:
     ratings: Ratings
     serving: int | None  # the active adapter's id (None: the base serves)
     agreement: Agreement | None  # None: no HPS is active
+    # How each rated adapter was trained (its registered metrics' ``method``: lora, dpo),
+    # so the board says which method wins here; absent for versions that do not say.
+    methods: dict[int, str] = field(default_factory=dict)
+
+    def name(self, version: int | None) -> str:
+        """The version's label, with its training method when known: ``adapter #3 (dpo)``."""
+        method = self.methods.get(version) if version is not None else None
+        return f"{label(version)} ({method})" if method else label(version)
 
     def lines(self, limit: int = 10) -> list[str]:
         """Plain sentences: the ranking, head-to-head, the agreement."""
@@ -49,12 +61,12 @@ class Leaderboard:
             for rank, x in enumerate(r.ratings[:limit], 1):
                 mark = " (serving)" if x.version == self.serving else ""
                 lines.append(
-                    f"{rank}. {label(x.version)}{mark}: {x.rating:+.0f} "
+                    f"{rank}. {self.name(x.version)}{mark}: {x.rating:+.0f} "
                     f"[{x.low:+.0f}, {x.high:+.0f}], {x.comparisons} comparisons"
                 )
             for h in r.head_to_head[:limit]:
                 lines.append(
-                    f"{label(h.a)} vs {label(h.b)}: {h.comparisons} comparisons, "
+                    f"{self.name(h.a)} vs {self.name(h.b)}: {h.comparisons} comparisons, "
                     f"{label(h.a)} won {h.win_rate_a:.1%} (on {h.prompt_win_rate_a:.0%} of "
                     f"{h.prompts} prompts)"
                 )
@@ -78,7 +90,12 @@ class Leaderboard:
             "bootstrap": r.bootstrap,
             "confidence": r.confidence,
             "ratings": [
-                {**asdict(x), "version": key(x.version), "label": label(x.version)}
+                {
+                    **asdict(x),
+                    "version": key(x.version),
+                    "label": label(x.version),
+                    "method": self.methods.get(x.version) if x.version is not None else None,
+                }
                 for x in r.ratings
             ],
             "head_to_head": [{**asdict(h), "a": key(h.a), "b": key(h.b)} for h in r.head_to_head],
@@ -93,13 +110,18 @@ async def leaderboard(
     async with sessions() as session:
         found = await outcomes(session)
         active = {v.kind: v for v in await active_versions(session)}
+        rated = {v for o in found for v in (o.winner, o.loser) if v is not None}
+        rows = await session.execute(
+            select(ModelVersion.id, ModelVersion.metrics).where(ModelVersion.id.in_(rated))
+        )
+        methods = {i: str(m["method"]) for i, m in rows if m and m.get("method")}
     adapter = active.get("generator_adapter")
     serving = adapter.id if adapter else None
     matches = [Match(o.winner, o.loser, o.score, 1.0, o.generation_id, o.prompt) for o in found]
     # The bootstrap refits a thousand times: off the event loop that serves Discord.
     ratings = await asyncio.to_thread(rate, matches, bootstrap=bootstrap, seed=SEED)
     agreement = await active_agreement(sessions, settings.arena.agreement_window)
-    return Leaderboard(datetime.now(UTC), ratings, serving, agreement)
+    return Leaderboard(datetime.now(UTC), ratings, serving, agreement, methods)
 
 
 def report_folder(settings: Settings, when: datetime) -> Path:
@@ -134,7 +156,7 @@ def plot_ratings(board: Leaderboard, out: Path) -> Path:
         colours = ["tab:orange" if x.version == board.serving else "tab:blue" for x in rated]
         axis.errorbar(values, ys, xerr=errors, fmt="none", ecolor="grey", capsize=4)
         axis.scatter(values, ys, c=colours, zorder=3)
-        axis.set_yticks(ys, [label(x.version) for x in rated])
+        axis.set_yticks(ys, [board.name(x.version) for x in rated])
         axis.axvline(0, color="lightgrey", linewidth=1)
     else:
         axis.text(0.5, 0.5, "no picks on mixed sets yet", ha="center", va="center")
@@ -164,7 +186,7 @@ def _markdown(board: Leaderboard, plot: str) -> str:
     for rank, x in enumerate(r.ratings, 1):
         mark = " (serving)" if x.version == board.serving else ""
         lines.append(
-            f"| {rank} | {label(x.version)}{mark} | {x.rating:+.0f} | "
+            f"| {rank} | {board.name(x.version)}{mark} | {x.rating:+.0f} | "
             f"[{x.low:+.0f}, {x.high:+.0f}] | {x.comparisons} | {x.score:g} |"
         )
     lines += [
@@ -176,7 +198,7 @@ def _markdown(board: Leaderboard, plot: str) -> str:
     ]
     for h in r.head_to_head:
         lines.append(
-            f"| {label(h.a)} | {label(h.b)} | {h.comparisons} | {h.wins_a:g} | "
+            f"| {board.name(h.a)} | {board.name(h.b)} | {h.comparisons} | {h.wins_a:g} | "
             f"{h.win_rate_a:.1%} | {h.prompts} | {h.prompt_win_rate_a:.0%} |"
         )
     lines += ["", "## The active HPS and live picks", ""]

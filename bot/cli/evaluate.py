@@ -7,7 +7,7 @@ looks up the active HPS in the database, when there is one, to compare against i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -131,7 +131,8 @@ def eval_adapt(
     ),
     device: Device = "auto",
 ) -> None:
-    """The adapted generator against its base on held-out prompts: win rate, HPS gain."""
+    """The adapted generator against its base, or another adapter (--vs: a DPO adapter
+    against a LoRA, say), on held-out prompts with the same seeds: win rate, HPS gain."""
     from training.adapt.evaluate import evaluate_adapter, write_adapt_report
     from training.data import DatasetError
     from training.generator import Generator
@@ -160,17 +161,28 @@ def eval_adapt(
         result, shown = evaluate_adapter(
             plain, adapted, scorer, texts, seeds_per_prompt=seeds, steps=steps
         )
-        against = f"adapter `{vs}`" if vs else "the base"
-        description = f"Adapter `{adapter}` on `{model}` against {against}, scored by `{hps}`."
-        write_adapt_report(out, result, shown, description=description)
+        mine = f"{_method(info)} adapter"
+        other = f"{_method(read_info(vs))} adapter" if vs else "base"
+        description = (
+            f"{mine} `{adapter}` on `{model}` against "
+            + (f"the {other} `{vs}`" if vs else "the base")
+            + f", scored by `{hps}`; each served with its own negative prompt, if any."
+        )
+        title = f"{mine} vs {other}"
+        write_adapt_report(out, result, shown, description=description, title=title)
     low, high = result.difference_ci
     console.print(
         f"{result.prompts} prompts x {seeds} seeds: adapted wins {result.win_rate:.1%}; mean "
         f"HPS {result.base_mean:.3f} -> {result.adapted_mean:.3f} ({result.mean_difference:+.3f}, "
-        f"95% CI {low:+.3f} to {high:+.3f}); report: {out / 'report.md'}",
+        f"95% CI {low:+.3f} to {high:+.3f}) against {other}; report: {out / 'report.md'}",
         markup=False,
         highlight=False,
     )
+
+
+def _method(info: dict[str, Any]) -> str:
+    """How an adapter was trained, from its prefloop.json (older ones: the LoRA)."""
+    return {"lora": "LoRA", "dpo": "DPO"}.get(str(info.get("method", "lora")), "LoRA")
 
 
 def _prompts(source: Path) -> list[str]:

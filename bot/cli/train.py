@@ -1,5 +1,5 @@
-"""The model commands of ``prefloop``: score images, train HPS and the adapter
-(``eval`` is in bot/cli/evaluate.py).
+"""The model commands of ``prefloop``: score images, train HPS and the adapter (the HPS
+paper's LoRA, or Diffusion-DPO from the picks; ``eval`` is in bot/cli/evaluate.py).
 
 They read only dataset folders and model files (training/ does the work).
 """
@@ -282,6 +282,91 @@ def train_adapt(
         f"adapter {folder}: {metrics['steps']} steps in {metrics['seconds']:.0f} s; loss on a "
         f"fixed batch {metrics['fixed_batch_loss_before']:.4f} -> "
         f"{metrics['fixed_batch_loss_after']:.4f}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@train_app.command("dpo")
+def train_dpo(
+    data: Annotated[Path, typer.Option(help="An exported dataset: its picks are the pairs.")],
+    out: Annotated[Path, typer.Option(help="Folder for the adapter (new, or to resume).")],
+    base: Annotated[str, typer.Option(help="The generator (hub id, folder or tiny).")] = (
+        "CompVis/stable-diffusion-v1-4"
+    ),
+    beta: Annotated[
+        float | None,
+        typer.Option(
+            help="How far from the base it may move (the paper's 5000 at SD scale; the tiny "
+            "preset's 200). diffusers' research example's --beta_dpo is half of it."
+        ),
+    ] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default 8).")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Default 1e-5, constant (--full: 1e-8 for each pair of a step)."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Default 1000.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs a step (per process); 16.")] = None,
+    grad_accum: Annotated[int, typer.Option()] = 1,
+    full: Annotated[
+        bool,
+        typer.Option(
+            help="Fine-tune every UNet weight against a frozen copy, not a LoRA; the output "
+            "is then a whole generator folder (serve it as PREFLOOP_GENERATOR__MODEL)."
+        ),
+    ] = False,
+    rater_weights: Annotated[
+        bool, typer.Option(help="Weight each pair by its voter's reliability weight.")
+    ] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+    mixed_precision: Annotated[str, typer.Option(help="auto, no, fp16 or bf16.")] = "auto",
+    device: Device = "auto",
+) -> None:
+    """Diffusion-DPO straight from the picks: each picked image against every image not
+    picked in its set ("No favourite" and "None are good" give no pair); no HPS needed.
+
+    On several GPUs: accelerate launch -m training dpo --data … --out … (same code).
+    """
+    from training.adapt.dpo import DPOConfig, Pairs, dpo_from_export
+    from training.run_folder import read_info
+
+    def found(pairs: Pairs) -> None:
+        if not pairs.picks:  # an unfinished (or finished) run: the pairs it started with
+            line = f"using the {len(pairs.pairs)} pairs in {out}"
+        else:
+            left = ", ".join(f"{n} {kind}" for kind, n in pairs.left_out.items() if n)
+            line = f"{len(pairs.pairs)} pairs from {pairs.picks} picks" + (
+                f" (no pair from: {left})" if left else ""
+            )
+        console.print(line, markup=False, highlight=False)
+
+    config = DPOConfig(
+        out=out,
+        base=base,
+        beta=beta,
+        rank=rank,
+        lr=lr,
+        steps=steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        full=full,
+        rater_weights=rater_weights,
+        seed=seed,
+        mixed_precision=mixed_precision,
+        device=device,
+        cache_dir=model_cache(),
+    )
+    with plain_errors():
+        folder, _ = dpo_from_export(config, data, on_pairs=found)
+    info = read_info(folder)
+    metrics = info["metrics"]
+    console.print(
+        f"DPO {'model' if full else 'adapter'} {folder}: {metrics['steps']} steps in "
+        f"{metrics['seconds']:.0f} s, beta {info['hyperparameters']['beta']:g}; loss on a "
+        f"fixed batch of pairs {metrics['fixed_batch_loss_before']:.4f} -> "
+        f"{metrics['fixed_batch_loss_after']:.4f}, the winner preferred over the base on "
+        f"{metrics['fixed_batch_preferred_after']:.0%}",
         markup=False,
         highlight=False,
     )

@@ -30,11 +30,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATA = "data"
-SELECTION = Path("adapter") / "selection.jsonl"  # lists the export's images and prompts
+# What the adapter stages list of the export's images and prompts: the LoRA's selection,
+# DPO's pairs (bot/retrain/methods.py names the folders).
+SELECTIONS = (Path("adapter") / "selection.jsonl", Path("adapter-dpo") / "pairs.jsonl")
 # Resume points of a stage's training: stale once the data they were trained on is gone.
 RESUME_POINTS = {
-    "hps": resume_dir(Path("hps") / "model"),
-    "adapter": resume_dir(Path("adapter") / "adapter"),
+    "hps": (resume_dir(Path("hps") / "model"),),
+    "adapter": (
+        resume_dir(Path("adapter") / "adapter"),
+        resume_dir(Path("adapter-dpo") / "adapter"),
+    ),
 }
 
 
@@ -67,18 +72,20 @@ def remove_export(folder: Path) -> bool:
 
 def remove_run_data(folder: Path) -> bool:
     """Delete what an ended run holds of members' picks: its export and the adapter
-    stage's selection (a list of the export's images and prompts)."""
+    stages' selection and pairs (lists of the export's images and prompts)."""
     found = remove_export(folder)
-    if (folder / SELECTION).exists():
-        (folder / SELECTION).unlink()
-        found = True
+    for listing in SELECTIONS:
+        if (folder / listing).exists():
+            (folder / listing).unlink()
+            found = True
     return found
 
 
 def forget_stale_training(folder: Path, undecided: list[str]) -> None:
     """Drop the resume points of ``undecided`` stages: their data is about to be new."""
     for stage in undecided:
-        shutil.rmtree(folder / RESUME_POINTS[stage], ignore_errors=True)
+        for point in RESUME_POINTS[stage]:
+            shutil.rmtree(folder / point, ignore_errors=True)
 
 
 def _folders_with_data(root: Path) -> dict[int, Path]:
@@ -92,7 +99,7 @@ def _folders_with_data(root: Path) -> dict[int, Path]:
         if (
             (folder / DATA).exists()
             or any(folder.glob(f".{DATA}.*"))
-            or (folder / SELECTION).exists()
+            or any((folder / listing).exists() for listing in SELECTIONS)
         ):
             found[int(number)] = folder
     return found

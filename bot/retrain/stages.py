@@ -13,7 +13,9 @@ last progress line, outcome), so ``prefloop jobs`` and ``/admin status`` can sho
    trains an adapter and pits it against the serving adapter (or the bare base) on the
    same held-out prompts and seeds; promoted only when the paired evidence shows it
    better, its win rate reaches ``adapter_min_win_rate`` and its mean HPS gain is
-   positive (or, on the people's route, registered unpromoted: step 5);
+   positive (or, on the people's route, registered unpromoted: step 5).
+   ``adapter_method`` dpo trains with Diffusion-DPO on the picks instead (``gate dpo``),
+   both does both and one candidate goes on (bot/retrain/methods.py);
 4. every candidate is registered in ``model_versions`` with its figures, promoted or
    not, and the outcome is logged and announced.
 5. ``people`` (bot/retrain/people.py, when ``adapter_gate`` and ``arena.share`` say
@@ -47,8 +49,8 @@ from sqlalchemy import func, select, update
 from bot.config import Settings
 from bot.db.models import Choice, RetrainRun, RetrainStatus, VoteKind
 from bot.export.run import ExportOptions, export_dataset
-from bot.retrain import people
-from bot.retrain.evidence import ADAPTER_ITEMS, HPS_ITEMS, judge
+from bot.retrain import methods, people
+from bot.retrain.evidence import HPS_ITEMS, judge
 from bot.retrain.gpu_turn import training_turn
 from bot.retrain.run_data import (
     DATA,
@@ -226,57 +228,48 @@ class Retrain:
         )
 
     async def _adapter(self, data: Path) -> dict[str, Any]:
-        config = self.settings.retrain
+        """Train and judge each configured method's candidate (bot/retrain/methods.py);
+        register every one, and let one go on: promoted, or put before people."""
+        candidates = [await self._candidate(data, m) for m in methods.chosen(self.settings)]
+        best = methods.finalist(candidates)
+        others = []
+        for other in candidates:
+            if other is not best:  # registered with its verdict, neither promoted nor judged
+                decided = await self._decide_candidate(other, people.Hold(False, False))
+                why = f"the {best.method.name} candidate went on"
+                others.append({**decided, "summary": f"{decided['summary']}; {why}"})
+        decision = people.route(
+            self.settings, await self._decide_candidate(best, people.hold_of(self.settings))
+        )
+        if others:
+            decision["others"] = others
+            decision["summary"] += "; " + "; ".join(o["summary"] for o in others)
+        return decision
+
+    async def _candidate(self, data: Path, method: methods.Method) -> methods.Candidate:
+        """Run one method's stage and hold its figures against the model gate."""
         hps = await self.registry.active("hps")
         active = await self.registry.active("generator_adapter")
-        out = self.folder / "adapter"
-        args = [
-            "adapt",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--hps",
-            hps.uri if hps else hps_base(self.settings),
-            "--generator",
-            self.settings.generator.model,
-            "--seeds",
-            str(config.eval_seeds),
-            "--limit",
-            str(config.eval_prompts),
-            "--eval-steps",
-            str(config.eval_steps),
-        ]
-        if config.adapter_steps:
-            args += ["--steps", str(config.adapter_steps)]
-        if active:
-            args += ["--active", active.uri]
-        gate = await self._stage("adapter", args, out)
-        reasons = []
-        if gate["win_rate"] < config.adapter_min_win_rate:
-            reasons.append(
-                f"win rate {gate['win_rate']:.1%} is below {config.adapter_min_win_rate:.1%}"
-            )
-        if gate["mean_difference"] <= 0:
-            reasons.append(f"mean HPS change {gate['mean_difference']:+.3f} is no gain")
-        judged = judge(gate, self.settings, ADAPTER_ITEMS)
-        if judged.reason:
-            reasons.append(judged.reason)
+        out = self.folder / method.folder
+        hps_uri = hps.uri if hps else hps_base(self.settings)
+        args = methods.arguments(
+            method, self.settings, data, out, hps_uri, active.uri if active else None
+        )
+        return methods.judged(method, await self._stage("adapter", args, out), self.settings)
+
+    async def _decide_candidate(
+        self, candidate: methods.Candidate, hold: people.Hold | None
+    ) -> dict[str, Any]:
         decision = await self._decide(
             "generator_adapter",
-            gate,
-            reasons,
-            f"win rate {gate['win_rate']:.1%} over {gate['prompts']} "
-            f"held-out prompts against {gate['against']}{judged.figures}, "
-            + (
-                f"served with {gate['negative_prompt']!r} as the negative prompt"
-                if gate.get("negative_prompt")
-                else "served without a negative prompt"
-            ),
-            evidence=judged.record,
-            hold=people.hold_of(self.settings),
+            candidate.gate,
+            candidate.reasons,
+            candidate.figures,
+            evidence=candidate.evidence,
+            hold=hold,
+            noun=candidate.method.noun,
         )
-        return people.route(self.settings, decision)
+        return {**decision, "method": candidate.method.name}
 
     async def _decide(
         self,
@@ -287,6 +280,7 @@ class Retrain:
         *,
         evidence: dict[str, Any] | None = None,
         hold: people.Hold | None = None,
+        noun: str = "adapter",
     ) -> dict[str, Any]:
         """Register the candidate (always); promote it when no reason stands against it,
         unless ``hold`` leaves the decision to people (bot/retrain/people.py).
@@ -310,7 +304,7 @@ class Retrain:
             version = earlier.id
         if promoted and (earlier is None or earlier.promoted_at is None):
             await self.registry.promote(version)
-        name = "HPS" if kind == "hps" else "adapter"
+        name = "HPS" if kind == "hps" else noun
         if promoted:
             verdict = "promoted"
         elif passed:

@@ -128,3 +128,95 @@ def closed_loop(
     bare = against(base)
     adapted.negative_prefix = prefix
     return Loop(seed, len(chosen), served, bare, learned)
+
+
+def rule_pairs(groups: Sequence[Any]) -> list[Any]:
+    """The rule as a person picking in each set: the reddest top-left corner is picked,
+    and (as from an export's picks: training/adapt/dpo.py) it makes a pair with each
+    image not picked."""
+    from training.adapt.dpo import pairs_of_pick
+
+    pairs = []
+    for group in groups:
+        scores = [red_corner(image) for image in group.images]
+        pairs += pairs_of_pick(group.prompt, group.images, scores.index(max(scores)))
+    return pairs
+
+
+@dataclass
+class DPOLoop:
+    """One Diffusion-DPO closed loop's outcome on held-out prompts."""
+
+    seed: int
+    pairs: int
+    served: Any  # AdaptEvaluation: the DPO adapter (no negative prompt) against the base
+    against_lora: Any | None = None  # DPO against the LoRA served with "Weird image."
+    lora: Any | None = None  # that LoRA, served, against the base
+
+
+def dpo_loop(
+    model: Path,
+    base: Any,
+    work: Path,
+    seed: int,
+    *,
+    pool: int = 64,
+    held_out: int = 20,
+    lora: bool = False,
+    **hyper: Any,
+) -> DPOLoop:
+    """:func:`closed_loop`'s world, learned with Diffusion-DPO: the rule picks in each set
+    of the same pool (``pool`` prompts x 4 base images), every pick gives its pairs, the
+    DPO adapter trains on the preset's defaults (or ``hyper``) with ``seed``, and meets
+    the base on ``held_out`` prompts it never saw, on the same 4 seeds each. With ``lora``
+    the HPS paper's LoRA also trains on the same pool (the rule selecting, as
+    :func:`closed_loop`) and budget (steps, and images a step: a pair is two), and DPO
+    meets it as it serves, with "Weird image." as its negative prompt; the LoRA meets the
+    base too."""
+    from training.adapt.dpo import DPOConfig, train_dpo
+    from training.adapt.evaluate import evaluate_adapter
+    from training.adapt.lora import AdaptConfig, adapt_generator
+    from training.adapt.select import select
+    from training.generator import Generator
+
+    prompts = [f"a thing {1000 * seed + i}" for i in range(pool)]
+    groups = generate_pool(base, prompts, work / "pool")
+    pairs = rule_pairs(groups)
+    config = DPOConfig(
+        out=work / "dpo", base=str(model), cache_dir=model.parent, seed=seed, **hyper
+    )
+
+    def load(adapter: Path) -> Any:
+        return Generator.load(
+            str(model), cache_dir=model.parent, device="cpu", safety_checker=False, adapter=adapter
+        )
+
+    def compare(reference: Any, adapted: Any) -> Any:
+        return evaluate_adapter(
+            reference,
+            adapted,
+            RedCornerScorer(),
+            [f"held out prompt {i}" for i in range(held_out)],
+            seeds_per_prompt=4,
+            seed=1 + seed,
+            steps=10,
+            grid=0,
+            bootstrap=500,
+        )[0]
+
+    dpo = load(train_dpo(config, pairs))
+    loop = DPOLoop(seed, len(pairs), compare(base, dpo))
+    if lora:
+        resolved = config.resolved()
+        lora_config = AdaptConfig(
+            out=work / "lora",
+            base=str(model),
+            cache_dir=model.parent,
+            seed=seed,
+            steps=resolved["steps"],
+            batch_size=2 * resolved["batch_size"],
+        )
+        served = load(adapt_generator(lora_config, select(RedCornerScorer(), groups)))
+        loop.against_lora = compare(served, dpo)
+        loop.lora = compare(base, served)
+    return loop

@@ -1,14 +1,15 @@
 """A stand-in for ``python -m training gate`` that writes the figures a test asks for.
 
 It takes the stage's real arguments (and checks that the real trainer's command line
-takes them too), and writes the gate file in ``--out`` from the
-JSON in ``PREFLOOP_TEST_GATES`` (keyed by stage), so the platform's gates, registry and
-records can be tested without training; ``crash`` as a stage's value exits non-zero,
-``hang`` sleeps until it is stopped; ``PREFLOOP_TEST_ADAPTER`` names a real adapter
-folder the adapt stage hands over as its candidate. Like the real trainers it refuses to go
-on from a resume point left in its model folder (``hps/model``, ``adapter/adapter``; a test plants
-one when the data it was trained on is gone) and it records which export it was given
-(``data_created_at``, from the export's manifest).
+takes them too), and writes the gate file in ``--out`` from the JSON in
+``PREFLOOP_TEST_GATES`` (keyed by stage: ``hps``, ``adapter``, ``dpo``), so the platform's
+gates, registry and records can be tested without training; ``crash`` as a stage's value
+exits non-zero, ``hang`` sleeps until it is stopped; ``PREFLOOP_TEST_ADAPTER`` names a
+real adapter folder the adapter stages hand over as their candidate. Like the real
+trainers it refuses to go on from a resume point left in its model folder (``hps/model``,
+``adapter/adapter``, ``adapter-dpo/adapter``; a test plants one when the data it was
+trained on is gone) and it records which export it was given (``data_created_at``, from
+the export's manifest).
 
 A stage's ``paired`` (and the HPS's ``paired_base``) given as ``"from top-1"`` or ``"from
 win rate"`` is the paired evidence those figures imply (training/evidence.py, as the real
@@ -38,7 +39,8 @@ def main() -> int:
     build_parser().parse_args(["gate", stage, *args])  # exits 2 on what the trainer refuses
     out = Path(args[args.index("--out") + 1])
     manifest = Path(args[args.index("--data") + 1]) / "manifest.json"
-    model = out / ("adapter" if stage == "adapt" else "model")  # as the real stages name it
+    adapter = stage in ("adapt", "dpo")
+    model = out / ("adapter" if adapter else "model")  # as the real stages name it
     figures = json.loads(os.environ["PREFLOOP_TEST_GATES"])[{"adapt": "adapter"}.get(stage, stage)]
     print(f"{stage}: step 1/1", flush=True)
     if figures == "hang":  # a long stage: until the test stops it
@@ -51,17 +53,20 @@ def main() -> int:
         return 3
     out.mkdir(parents=True, exist_ok=True)
     model.mkdir(exist_ok=True)
-    if stage == "adapt" and os.environ.get("PREFLOOP_TEST_ADAPTER"):
+    if adapter and os.environ.get("PREFLOOP_TEST_ADAPTER"):
         # a real adapter as the candidate, for tests whose workers serve it
         shutil.copytree(os.environ["PREFLOOP_TEST_ADAPTER"], model, dirs_exist_ok=True)
     if stage == "adapt":  # the real stage lists the images it selected
         (out / "selection.jsonl").write_text('{"prompt": "a cat", "file": "x.png"}\n')
+    if stage == "dpo":  # ... and the DPO stage the pairs it learned from
+        (out / "pairs.jsonl").write_text('{"prompt": "a cat", "winner": "x.png"}\n')
     created = json.loads(manifest.read_text())["created_at"] if manifest.is_file() else None
     gate = {
         "stage": stage,
         "model": str(model),
         "args": args,
         "data_created_at": created,
+        **({"method": "lora" if stage == "adapt" else "dpo"} if adapter else {}),
         **figures,
     }
     if gate.get("paired") == "from top-1":

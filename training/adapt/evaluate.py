@@ -80,13 +80,15 @@ def write_adapt_report(
     shown: Sequence[tuple[str, list[Any], list[Any]]],
     *,
     description: str = "",
+    title: str = "Adapted generator vs base",
 ) -> Path:
-    """metrics.json, report.md and grid.png (base on the left, adapted on the right)."""
+    """metrics.json, report.md and grid.png (base, or what it is compared with, on the
+    left; adapted on the right)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(asdict(evaluation), indent=2))
     low, high = evaluation.difference_ci
     lines = [
-        "# Adapted generator vs base",
+        f"# {title}",
         "",
         description,
         "",

@@ -3,7 +3,8 @@
 :func:`readapt` selects with HPS (or keeps the selection an earlier try of the same
 adapter was started with), trains the LoRA, and, when asked, judges it against what
 serves now. ``prefloop train adapt`` runs the first two steps; the retrain's adapter
-stage (training/gate.py) all three.
+stage (training/gate.py) all three. The DPO stage judges its adapter the same way
+(:func:`judge`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from training.run_folder import has_run, is_finished, read_info, write_info
 
 if TYPE_CHECKING:
+    from training.adapt.dpo import DPOConfig
     from training.adapt.evaluate import AdaptEvaluation
     from training.adapt.lora import AdaptConfig
     from training.adapt.select import Selected
@@ -114,7 +116,7 @@ def readapt(
 
     adapter = Path(config.out)
     # Judging needs the scorer anyway: load it first, so a bad HPS fails before training.
-    scorer = _load_scorer(hps, config) if judging else None
+    scorer = load_scorer(hps, config) if judging else None
     if manifest.is_file() and has_run(adapter):
         items = read_manifest(manifest)
         digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
@@ -122,7 +124,7 @@ def readapt(
     else:
         sets = sets_from_export(data)
         pool = sets.groups + (pool_from_folder(extra) if extra else [])
-        scorer = scorer or _load_scorer(hps, config)
+        scorer = scorer or load_scorer(hps, config)
         items = select(scorer, pool, alpha=alpha, min_group=min_group)
         if none_votes:
             items += rejected_negatives(scorer, sets.rejected)
@@ -151,11 +153,12 @@ def readapt(
 
 
 def judge(
-    config: AdaptConfig, adapter: Path, scorer: Any, judging: Judging, *, hps: str
+    config: AdaptConfig | DPOConfig, adapter: Path, scorer: Any, judging: Judging, *, hps: str
 ) -> Verdict:
     """Pit ``adapter`` (on ``config.base``) against what serves, with its learned negative
     prompt and without; it keeps the negative prompt only when that measurably does better
-    (its info then says it was dropped). Writes the report."""
+    (its info then says it was dropped). An adapter with no negative prompt (a DPO one)
+    is judged as it is. Writes the report."""
     from training.adapt.evaluate import evaluate_adapter, write_adapt_report
     from training.data import DatasetError, read_preferences
     from training.generator import Generator
@@ -221,7 +224,7 @@ def judge(
     )
 
 
-def _load_scorer(hps: str, config: AdaptConfig) -> Any:
+def load_scorer(hps: str, config: AdaptConfig | DPOConfig) -> Any:
     from training.hps import HPSScorer
 
     return HPSScorer.load(hps, device=config.device, cache_dir=config.cache_dir)
