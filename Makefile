@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.arena
 	$(BIN)/python -m bench.rater_weights
 	$(BIN)/python -m bench.closed_loop
+	$(BIN)/python -m bench.dpo_loop
 	$(BIN)/python -m bench.choices
 	$(BIN)/python -m bench.bot_latency
 	$(BIN)/python -m bench.web
