@@ -208,17 +208,7 @@ async def vote(request: Request, form: FormData) -> Response:
             generation_id, who.member, Vote.parse(field(form, "vote"))
         )
     except Refusal as refusal:
-        if refusal.code == "gone":
-            return _gone_page(request, refusal)
-        if wants_json(request):
-            return _refused_json(refusal)
-        try:
-            view = await service.get_generation(generation_id)
-        except Refusal as missing:
-            return _gone_page(request, missing)
-        return await _render_set(
-            request, who, view, rate=rate, status=_status_of(refusal), vote_error=refusal.message
-        )
+        return await _refused_on_set(request, who, generation_id, refusal, rate=rate)
     if wants_json(request):
         return JSONResponse(
             {
@@ -242,20 +232,33 @@ async def reroll(request: Request, form: FormData) -> Response:
         # delivery=None, as in imagine(): no other front end answers a web set.
         submitted = await service.reroll(generation_id, who.member, delivery=None)
     except Refusal as refusal:
-        if refusal.code == "gone":
-            return _gone_page(request, refusal)
-        if wants_json(request):
-            return _refused_json(refusal)
-        try:
-            view = await service.get_generation(generation_id)
-        except Refusal as missing:
-            return _gone_page(request, missing)
-        return await _render_set(
-            request, who, view, rate=False, status=_status_of(refusal), action_error=refusal.message
-        )
+        return await _refused_on_set(request, who, generation_id, refusal, action=True)
     if wants_json(request):
         return JSONResponse({"id": submitted.generation_id})
     return RedirectResponse(f"/sets/{submitted.generation_id}", status_code=303)
+
+
+async def _refused_on_set(
+    request: Request,
+    who: Viewer,
+    generation_id: int,
+    refusal: Refusal,
+    *,
+    rate: bool = False,
+    action: bool = False,
+) -> Response:
+    """A refused vote (or, ``action``, reroll) on a set: JSON for the page's script, else the
+    set again with the message where the member looks (a gone set: its own page)."""
+    if refusal.code == "gone":
+        return _gone_page(request, refusal)
+    if wants_json(request):
+        return _refused_json(refusal)
+    try:
+        view = await service_of(request).get_generation(generation_id)
+    except Refusal as missing:
+        return _gone_page(request, missing)
+    said = {"action_error" if action else "vote_error": refusal.message}
+    return await _render_set(request, who, view, rate=rate, status=_status_of(refusal), **said)
 
 
 # ----- rate others' sets ------------------------------------------------------------
