@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from training.hps.evaluate import bootstrap_interval
@@ -60,6 +60,13 @@ class Paired:
             "tests": self.tests,
             "test": "exact one-sided sign test on the items that differ",
         }
+
+    def tried(self, tests: int) -> Paired:
+        """The same evidence when ``tests`` candidates in all were tried on these items and
+        the best kept (the retrain's ``adapter_method`` both: every method's tries): the
+        sign test's p-value times ``tests`` (Bonferroni), recomputed from the counts."""
+        p_value = min(1.0, tests * sign_test(self.better, self.worse))
+        return replace(self, p_value=p_value, tests=tests)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Paired:

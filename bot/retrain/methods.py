@@ -10,6 +10,12 @@ verdict, and one goes on (promoted by the model gate, or put before people): the
 model gate passed, if only one did, else the one with the higher mean HPS gain over what
 serves on the same held-out prompts and seeds. The other stays a registered candidate; an
 admin can still put it before people (``prefloop arena start VERSION``).
+
+Two candidates judged on the same items are two chances to promote noise: when more than
+one is judged, each one's paired evidence pays for every try across the methods
+(:func:`judged_all`: its sign test's p-value times all the tries, Bonferroni), so the
+chance of a wrong promotion stays within ``1 - gate_confidence``. A method whose stage
+fails does not take the other's candidate with it (bot/retrain/stages.py).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.retrain.evidence import ADAPTER_ITEMS, judge
+from training.evidence import Paired
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,39 @@ def judged(method: Method, gate: dict[str, Any], settings: Settings) -> Candidat
         )
     )
     return Candidate(method, gate, reasons, evidence.record, figures)
+
+
+def judged_all(
+    finished: list[tuple[Method, dict[str, Any]]], settings: Settings
+) -> list[Candidate]:
+    """The candidates of the methods whose stage ``finished``, each held against the model
+    gate (:func:`judged`). With more than one, each one's paired evidence counts every
+    try on the held-out items across the methods (each gate's ``paired.tests``: the LoRA
+    tries two servings): its p-value is recomputed for them all, and what it said alone
+    is kept as ``paired_alone``."""
+    if len(finished) < 2:
+        return [judged(method, gate, settings) for method, gate in finished]
+    tries = sum(_tries(gate) for _, gate in finished)
+    return [judged(method, _tried(gate, tries), settings) for method, gate in finished]
+
+
+def _tries(gate: dict[str, Any]) -> int:
+    try:
+        return Paired.from_dict(gate["paired"]).tests
+    except (KeyError, TypeError, ValueError):
+        return 1  # no readable evidence: the gate refuses it anyway (bot/retrain/evidence.py)
+
+
+def _tried(gate: dict[str, Any], tries: int) -> dict[str, Any]:
+    try:
+        evidence = Paired.from_dict(gate["paired"])
+    except (KeyError, TypeError, ValueError):
+        return gate
+    return {
+        **gate,
+        "paired": {**gate["paired"], **evidence.tried(tries).to_dict()},
+        "paired_alone": gate["paired"],
+    }
 
 
 def finalist(candidates: list[Candidate]) -> Candidate:

@@ -229,25 +229,52 @@ class Retrain:
 
     async def _adapter(self, data: Path) -> dict[str, Any]:
         """Train and judge each configured method's candidate (bot/retrain/methods.py);
-        register every one, and let one go on: promoted, or put before people."""
-        candidates = [await self._candidate(data, m) for m in methods.chosen(self.settings)]
+        register every one that finished, and let one go on: promoted, or put before
+        people. A method whose stage fails is recorded with its reason (``failed``); the
+        stage fails only when no method finished."""
+        chosen = methods.chosen(self.settings)
+        finished: list[tuple[methods.Method, dict[str, Any]]] = []
+        failed: list[dict[str, str]] = []
+        for method in chosen:
+            try:
+                finished.append((method, await self._trained(data, method)))
+            except StageFailed as error:
+                if len(chosen) == 1:
+                    raise
+                log.warning("retrain %d: the %s stage failed: %s", self.run_id, method.name, error)
+                failed.append({"method": method.name, "error": str(error)})
+        if not finished:
+            raise StageFailed(
+                "adapter: every method failed: "
+                + "; ".join(f"{f['method']}: {f['error']}" for f in failed)
+            )
+        candidates = methods.judged_all(finished, self.settings)
         best = methods.finalist(candidates)
+        hold = people.hold_of(self.settings)
+        goes_on = not best.reasons or (hold is not None and hold.judged(False))
         others = []
         for other in candidates:
             if other is not best:  # registered with its verdict, neither promoted nor judged
                 decided = await self._decide_candidate(other, people.Hold(False, False))
-                why = f"the {best.method.name} candidate went on"
+                why = (
+                    f"the {best.method.name} candidate went on"
+                    if goes_on
+                    else "neither candidate passed the model gate"
+                )
                 others.append({**decided, "summary": f"{decided['summary']}; {why}"})
-        decision = people.route(
-            self.settings, await self._decide_candidate(best, people.hold_of(self.settings))
-        )
+        decision = people.route(self.settings, await self._decide_candidate(best, hold))
         if others:
             decision["others"] = others
             decision["summary"] += "; " + "; ".join(o["summary"] for o in others)
+        if failed:
+            decision["failed"] = failed
+            decision["summary"] += "; " + "; ".join(
+                f"the {f['method']} stage failed ({f['error']})" for f in failed
+            )
         return decision
 
-    async def _candidate(self, data: Path, method: methods.Method) -> methods.Candidate:
-        """Run one method's stage and hold its figures against the model gate."""
+    async def _trained(self, data: Path, method: methods.Method) -> dict[str, Any]:
+        """Run one method's stage: its gate figures, or StageFailed."""
         hps = await self.registry.active("hps")
         active = await self.registry.active("generator_adapter")
         out = self.folder / method.folder
@@ -255,7 +282,7 @@ class Retrain:
         args = methods.arguments(
             method, self.settings, data, out, hps_uri, active.uri if active else None
         )
-        return methods.judged(method, await self._stage("adapter", args, out), self.settings)
+        return await self._stage("adapter", args, out)
 
     async def _decide_candidate(
         self, candidate: methods.Candidate, hold: people.Hold | None

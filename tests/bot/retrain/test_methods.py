@@ -125,6 +125,71 @@ async def test_with_both_methods_the_one_that_passes_goes_on_and_alone_is_promot
     assert f"adapter v{active.id} promoted" in said and "the lora candidate went on" in said
 
 
+def _barely(gates: dict[str, Any]) -> dict[str, Any]:
+    """Both candidates better on all 5 held-out prompts: p = 1/32 = 0.031 each, shown
+    better at 95% alone, not when two tries share the 5% (0.031 > 0.025)."""
+    evidence = {
+        "against": "base",
+        **{"n": 5, "better": 5, "worse": 0, "equal": 0, "mean_difference": 0.5},
+        **{"interval": [0.5, 0.5], "p_value": 1 / 32, "tests": 1},
+    }
+    for stage in ("adapter", "dpo"):
+        gates[stage] = {**gates[stage], "prompts": 5, "win_rate": 1.0, "paired": evidence}
+    return gates
+
+
+async def test_with_both_methods_each_candidate_pays_for_every_try(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform.settings.retrain.adapter_method = "both"
+    platform.settings.retrain.adapter_gate = "model"
+    gates = _barely(_gates(lora_win=1.0, dpo_win=1.0))
+    for method, stage in ((methods.LORA, "adapter"), (methods.DPO, "dpo")):  # alone: better
+        assert methods.judged(method, dict(gates[stage]), platform.settings).reasons == []
+    _use(platform, monkeypatch, gates)
+    run, said = await _run(platform)
+
+    registry = ModelRegistry(platform.sessions)
+    assert await registry.active("generator_adapter") is None  # neither is promoted
+    decided = run.outcome["adapter"]
+    for candidate in (decided, decided["others"][0]):
+        assert candidate["evidence"]["verdict"] == "not enough evidence"
+        assert candidate["evidence"]["p_value"] == pytest.approx(2 / 32)
+        assert not candidate["promoted"]
+    assert "neither candidate passed the model gate" in said and "went on" not in said
+    version = await registry.get(decided["version"])
+    assert version.metrics["paired"]["tests"] == 2
+    assert version.metrics["paired_alone"]["p_value"] == pytest.approx(1 / 32)
+
+
+async def test_with_both_methods_one_failing_stage_leaves_the_other_candidate(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform.settings.retrain.adapter_method = "both"
+    platform.settings.retrain.adapter_gate = "model"
+    _use(platform, monkeypatch, {**_gates(lora_win=0.8, dpo_win=0.9), "dpo": "crash"})
+    run, said = await _run(platform)
+
+    assert run.status == "succeeded"
+    registry = ModelRegistry(platform.sessions)
+    active = await registry.active("generator_adapter")
+    assert active is not None and active.metrics["method"] == "lora"
+    assert active.metrics["paired"]["tests"] == 1  # judged alone: one try
+    decided = run.outcome["adapter"]
+    assert decided["version"] == active.id and "others" not in decided
+    assert decided["failed"][0]["method"] == "dpo"
+    assert "exited with code 3" in decided["failed"][0]["error"]
+    assert f"adapter v{active.id} promoted" in said and "the dpo stage failed" in said
+
+    # Both failing fails the run, with each one's reason.
+    _use(platform, monkeypatch, {**_gates(0.8, 0.9), "adapter": "crash", "dpo": "crash"})
+    failed, said = await _run(platform)
+    assert failed.status == "failed"
+    assert failed.error is not None and failed.error.startswith("adapter: every method failed")
+    assert "lora: adapter: the trainer exited with code 3" in failed.error
+    assert "dpo: adapter: the trainer exited with code 3" in failed.error
+
+
 def test_the_real_dpo_stage_writes_figures_the_model_gate_judges(
     settings: Settings, tmp_path: Path
 ) -> None:
