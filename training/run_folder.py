@@ -27,7 +27,7 @@ GATE = "gate.json"
 _RESUME_POINT = "state.pt"  # inside RESUME
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename: whole or not at all."""
     staging = path.with_name(f".{path.name}.partial")
     staging.write_text(text, encoding="utf-8")
@@ -53,7 +53,7 @@ def read_info(folder: Path) -> dict[str, Any]:
 
 def write_info(folder: Path, info: dict[str, Any]) -> None:
     """Write the folder's ``INFO`` atomically (paths and other objects as strings)."""
-    _write_atomically(Path(folder) / INFO, json.dumps(info, indent=2, default=str))
+    write_atomically(Path(folder) / INFO, json.dumps(info, indent=2, default=str))
 
 
 def has_run(folder: Path) -> bool:
@@ -139,7 +139,7 @@ def forget_resume_point(folder: Path) -> None:
 
 def write_gate(folder: Path, gate: dict[str, Any]) -> None:
     """Write a retrain stage's ``GATE`` atomically: the platform reads it after a restart too."""
-    _write_atomically(Path(folder) / GATE, json.dumps(gate, indent=2, default=list))
+    write_atomically(Path(folder) / GATE, json.dumps(gate, indent=2, default=list))
 
 
 def read_gate(folder: Path) -> dict[str, Any]:

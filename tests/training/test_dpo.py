@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -76,8 +77,13 @@ def test_pairs_are_each_pick_against_every_image_not_picked(tmp_path: Path) -> N
     ]
     assert found.picks == 3
     assert found.left_out == {"tie": 1, "none": 1, "control": 1, "blank": 2}
+    # Under accelerate launch only the main process writes; the others have the same digest.
+    elsewhere = write_pairs(found.pairs, tmp_path / "pairs.jsonl", write=False)
+    assert not (tmp_path / "pairs.jsonl").exists()
     digest = write_pairs(found.pairs, tmp_path / "pairs.jsonl")
-    assert read_pairs(tmp_path / "pairs.jsonl") == found.pairs and len(digest) == 64
+    assert read_pairs(tmp_path / "pairs.jsonl") == found.pairs and digest == elsewhere
+    assert digest == hashlib.sha256((tmp_path / "pairs.jsonl").read_bytes()).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "pairs.jsonl"]  # no partial
 
 
 def test_the_loss_rewards_lowering_the_winner_s_error_against_the_reference() -> None:

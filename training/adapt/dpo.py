@@ -42,6 +42,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -64,7 +65,13 @@ from training.adapt.tuning import (
     write_adapter,
 )
 from training.presets import preset_of
-from training.run_folder import forget_resume_point, has_run, is_finished, write_info
+from training.run_folder import (
+    forget_resume_point,
+    has_run,
+    is_finished,
+    write_atomically,
+    write_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +162,14 @@ def pairs_from_export(data: Path, split: str = "train", *, blank_threshold: floa
     return Pairs(pairs, picks, dict(left_out))
 
 
-def write_pairs(pairs: Sequence[Pair], path: Path) -> str:
-    """Write the pairs as JSON Lines; return their sha256 (recorded with the adapter)."""
+def write_pairs(pairs: Sequence[Pair], path: Path, *, write: bool = True) -> str:
+    """Write the pairs as JSON Lines (whole or not at all: a temporary file, renamed);
+    return their sha256 (recorded with the adapter). ``write`` False: only the sha256 (the
+    other processes under ``accelerate launch``: the main one writes)."""
     text = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, text)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -294,6 +304,7 @@ def train_dpo(
         unet_dtype=not config.full,  # a full fine-tune keeps float32 weights to train
     )
     accelerator = setup.accelerator
+    accelerator.wait_for_everyone()  # the main process has written the pairs' manifest
     files = sorted({f for p in pairs for f in (p.winner, p.loser)})
     position = {f: i for i, f in enumerate(files)}
     prompt_of = {f: p.prompt for p in pairs for f in (p.winner, p.loser)}
@@ -449,6 +460,7 @@ def dpo_from_export(
     manifest = manifest or Path(config.out) / PAIRS
     if manifest.is_file() and has_run(Path(config.out)):
         found = Pairs(read_pairs(manifest))
+        digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
     else:
         found = pairs_from_export(data)
         if not found.pairs:
@@ -456,10 +468,18 @@ def dpo_from_export(
                 f"{data} has no picks to learn from (ties, 'None are good' votes and "
                 "control sets give no pairs)"
             )
-        write_pairs(found.pairs, manifest)
+        # Under accelerate launch every process reads the same pairs; the main one writes
+        # them (the others have the digest without reading the file: train_dpo waits
+        # for every process before any step, so none reads a half-written one).
+        digest = write_pairs(found.pairs, manifest, write=_main_process())
     if on_pairs is not None:
         on_pairs(found)
-    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
     configured = replace(config, pairs_hash=digest, data=config.data or str(data))
     summary = found if found.picks else None
     return train_dpo(configured, found.pairs, summary=summary), found
+
+
+def _main_process() -> bool:
+    """Whether this is the main process (``RANK`` 0 under accelerate launch, or alone):
+    before the Accelerator exists, as training/gate.py asks."""
+    return int(os.environ.get("RANK", "0")) == 0
