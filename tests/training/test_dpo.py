@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,65 @@ def test_the_loss_rewards_lowering_the_winner_s_error_against_the_reference() ->
     weights = torch.tensor([2.0, 0.0])  # a pair of weight 0 does not count
     mixed = dpo_loss(ref_w - torch.tensor([0.01, -0.5]), ref_l, ref_w, ref_l, 100.0, weights)
     assert float(mixed) == pytest.approx(float(better))
+
+
+def test_rater_weights_weigh_each_pair_s_loss() -> None:
+    import torch
+
+    ref_w, ref_l = torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5])
+    model_w = ref_w - torch.tensor([0.01, -0.02])  # the first pair gained, the second lost
+    unweighted = float(dpo_loss(model_w, ref_l, ref_w, ref_l, beta=100.0))
+    equal = dpo_loss(model_w, ref_l, ref_w, ref_l, 100.0, torch.tensor([1.0, 1.0]))
+    assert float(equal) == pytest.approx(unweighted)  # weights of 1: no weighting
+    first = float(dpo_loss(model_w, ref_l, ref_w, ref_l, 100.0, torch.tensor([1.5, 0.5])))
+    second = float(dpo_loss(model_w, ref_l, ref_w, ref_l, 100.0, torch.tensor([0.5, 1.5])))
+    assert first < unweighted < second  # trusting the pair it gained on lowers the loss
+    each = -torch.nn.functional.logsigmoid(-50.0 * (model_w - ref_w))
+    assert first == pytest.approx(float((each * torch.tensor([1.5, 0.5])).mean()))
+
+
+def test_a_pair_s_winner_and_loser_get_the_same_noise_and_timestep() -> None:
+    """The loss compares the errors on two images under one draw: a UNet that predicts
+    the timestep whatever it sees errs alike on both only when both got the same noise
+    (the target) and the same timestep; across pairs the draws differ."""
+    from types import SimpleNamespace
+
+    import torch
+    from diffusers import DDPMScheduler
+
+    from training.adapt.dpo import _errors
+    from training.adapt.tuning import Cached, Setup
+
+    def unet(noisy: Any, timesteps: Any, text: Any) -> Any:
+        return SimpleNamespace(sample=(timesteps / 1000).view(-1, 1, 1, 1).expand_as(noisy))
+
+    setup = Setup(
+        accelerator=SimpleNamespace(device=torch.device("cpu")),
+        pipe=None,
+        precision="no",
+        weight_dtype=torch.float32,
+        on_gpu=False,
+        noise_scheduler=DDPMScheduler(),
+        scaling=0.18215,
+    )
+    rng = torch.Generator().manual_seed(0)
+    cached = Cached(
+        mean=torch.randn((6, 4, 8, 8), generator=rng),  # six different images
+        std=torch.rand((6, 4, 8, 8), generator=rng),
+        text=torch.randn((2, 3, 8), generator=rng),
+        caption=torch.tensor([0, 0, 0, 1, 1, 1]),
+        regular=torch.zeros(6, dtype=torch.bool),
+    )
+    index = torch.tensor([0, 1, 3, 2, 4, 5])  # winners 0, 1, 3 against losers 2, 4, 5
+
+    @contextlib.contextmanager
+    def reference() -> Iterator[Any]:
+        yield unet
+
+    model, ref = _errors(setup, unet, reference, cached, index, torch.Generator().manual_seed(1))
+    winners, losers = model.chunk(2)
+    assert torch.equal(winners, losers) and torch.equal(model, ref)
+    assert len(set(winners.tolist())) == 3  # each pair its own draw
 
 
 @pytest.fixture(scope="module")
