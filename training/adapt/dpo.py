@@ -28,7 +28,9 @@ reference is the same UNet with the adapter switched off: no second copy. The ou
 the folder ``train adapt`` writes (``pytorch_lora_weights.safetensors``, stock
 ``load_lora_weights`` loads it, and ``prefloop.json`` with ``"method": "dpo"`` and no
 negative prompt). ``full`` fine-tunes every UNet weight against a frozen copy and writes a
-whole diffusers pipeline folder instead (a generator model, not an adapter).
+whole diffusers pipeline folder instead (a generator model, not an adapter); the copy is
+kept in float32 like the trained UNet (one more float32 UNet in memory), so under mixed
+precision both run under the same autocast and agree exactly before the first step.
 
 Everything else is the LoRA trainer's: latents and text embeddings cached before the
 first step, every step's draws seeded by (seed, step, process), resumable (start the same
@@ -317,7 +319,7 @@ def train_dpo(
     unet = setup.pipe.unet
     frozen_copy = None
     if config.full:
-        frozen_copy = copy.deepcopy(unet).to(dtype=setup.weight_dtype).eval()
+        frozen_copy = copy.deepcopy(unet).eval()  # float32, as the trained UNet
         unet.requires_grad_(True)
         if hyper["lr"] is None:
             pairs_a_step = hyper["batch_size"] * config.grad_accum * accelerator.num_processes
