@@ -287,7 +287,8 @@ class RetrainSettings(BaseModel):
         "lora",
         description="How the adapter stage trains its candidate: lora (HPS selects, the HPS "
         "paper's LoRA learns), dpo (Diffusion-DPO straight from the picks), or both (each "
-        "registered and judged; the one the model gate rates higher goes before people).",
+        "registered and judged, each paying for both methods' tries; the one the model gate "
+        "rates higher goes on: promoted, or put before people as adapter_gate says).",
     )
     eval_prompts: int = Field(50, ge=1, description="Held-out prompts the adapter is judged on.")
     adapter_gate: Literal["model", "people", "both"] = Field(
