@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bot.notify import GenerationEvent, NotificationListener, ProgressEvent
+
+LATEST_KEPT = 10_000  # sets whose latest step is remembered (the oldest are forgotten)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class EventHub:
             on_connect=self._recheck,
         )
         self._streams: dict[int, set[asyncio.Queue[Event]]] = {}
+        # The latest step of each set still being drawn, whoever watches it: a page opened
+        # between two steps shows where the worker is (the row does not keep the step).
+        self._latest: OrderedDict[int, ProgressEvent] = OrderedDict()
 
     @property
     def connected(self) -> asyncio.Event:
@@ -61,7 +67,18 @@ class EventHub:
     def subscribers(self) -> int:
         return sum(len(queues) for queues in self._streams.values())
 
+    def latest_progress(self, generation_id: int) -> ProgressEvent | None:
+        """The last progress notice of a set still being drawn, if this process heard one."""
+        return self._latest.get(generation_id)
+
     async def _publish(self, event: GenerationEvent | ProgressEvent) -> None:
+        if isinstance(event, ProgressEvent):
+            self._latest[event.generation_id] = event
+            self._latest.move_to_end(event.generation_id)
+            while len(self._latest) > LATEST_KEPT:
+                self._latest.popitem(last=False)
+        else:
+            self._latest.pop(event.generation_id, None)
         for queue in tuple(self._streams.get(event.generation_id, ())):
             _offer(queue, event)
 

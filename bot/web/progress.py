@@ -38,8 +38,9 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 RUNNING = _sse("running", {})
 
 
-async def _now(service: CollectionService, generation_id: int) -> tuple[str, bool]:
-    """The set's state as an event, and whether it is final (done, failed or gone)."""
+async def _now(service: CollectionService, hub: EventHub, generation_id: int) -> tuple[str, bool]:
+    """The set's state as an event, and whether it is final (done, failed or gone); a
+    running set's latest step when the hub heard one."""
     try:
         view = await service.get_generation(generation_id)
     except Refusal:
@@ -48,6 +49,9 @@ async def _now(service: CollectionService, generation_id: int) -> tuple[str, boo
         return _sse("done", {"status": view.status.value}), True
     if view.status == GenerationStatus.queued:
         return _sse("queued", {"position": await service.queue_position(generation_id)}), False
+    latest = hub.latest_progress(generation_id)
+    if latest is not None:
+        return _sse("progress", {"step": latest.step, "total": latest.total}), False
     return RUNNING, False
 
 
@@ -70,14 +74,14 @@ async def set_events(request: Request) -> Response:
     async def stream() -> AsyncIterator[str]:
         async with hub.subscribe(generation_id) as queue:
             yield "retry: 3000\n\n"
-            last, final = await _now(service, generation_id)
+            last, final = await _now(service, hub, generation_id)
             if not final and not hub.connected.is_set():
                 # Right after the server started its listener may not be connected yet: wait
                 # a little, so that the first steps are not missed (an end would not be: the
                 # listener's connect makes every stream look again).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(hub.connected.wait(), CONNECT_WAIT_SECONDS)
-                last, final = await _now(service, generation_id)
+                last, final = await _now(service, hub, generation_id)
             yield last
             if final:
                 return
@@ -104,7 +108,7 @@ async def set_events(request: Request) -> Response:
                         yield _sse("done", {"status": event.status})
                         return
                     else:  # a keepalive, or the listener reconnected: look at the row
-                        now, final = await _now(service, generation_id)
+                        now, final = await _now(service, hub, generation_id)
                         if final:
                             yield now
                             return
