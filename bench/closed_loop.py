@@ -25,6 +25,26 @@ import time
 from pathlib import Path
 
 
+def summarise(loops: list, labels: dict[str, str], prompts: int, *, ahead: bool = False) -> None:
+    """One line per comparison over the loops: prompts won with a Wilson interval, the mean
+    gain over seeds with a t interval (and, ``ahead``, in how many seeds it was above 0)."""
+    from tests.support.synthetic_raters import t_interval
+
+    width = max(len(label) for label in labels.values())
+    for name, label in labels.items():
+        results = [getattr(loop, name) for loop in loops]
+        wins = sum(r.win_rate * r.prompts for r in results)
+        low, high = wilson(wins, prompts)
+        gain = [r.mean_difference for r in results]
+        g_low, g_high = t_interval(gain)
+        tail = f", ahead in {sum(g > 0 for g in gain)} of {len(gain)}" if ahead else ""
+        print(
+            f"  {label:>{width}}: wins {wins / prompts:.1%} [{low:.1%}, {high:.1%}] of prompts; "
+            f"mean gain {statistics.fmean(gain):+.2f} [{g_low:+.2f}, {g_high:+.2f}] over "
+            f"seeds{tail}"
+        )
+
+
 def wilson(wins: float, n: int, z: float = 1.96) -> tuple[float, float]:
     p = wins / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -70,16 +90,7 @@ def main() -> None:
         "bare": "without it",
         "learned": "with it, vs base with it",
     }
-    for name, label in labels.items():
-        results = [getattr(loop, name) for loop in loops]
-        wins = sum(r.win_rate * r.prompts for r in results)
-        low, high = wilson(wins, prompts)
-        gain = [r.mean_difference for r in results]
-        g_low, g_high = t_interval(gain)
-        print(
-            f"  {label:>26}: wins {wins / prompts:.1%} [{low:.1%}, {high:.1%}] of prompts; "
-            f"mean gain {statistics.fmean(gain):+.2f} [{g_low:+.2f}, {g_high:+.2f}] over seeds"
-        )
+    summarise(loops, labels, prompts)
     paired = [loop.served.mean_difference - loop.bare.mean_difference for loop in loops]
     p_low, p_high = t_interval(paired)
     ahead = sum(d > 0 for d in paired)

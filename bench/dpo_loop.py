@@ -18,12 +18,11 @@ with a t interval over seeds. docs/adaptation.md quotes a run of this.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from bench.closed_loop import wilson
+from bench.closed_loop import summarise
 
 
 def main() -> None:
@@ -33,7 +32,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from tests.support.red_corner import dpo_loop
-    from tests.support.synthetic_raters import t_interval
     from training.generator import Generator
     from training.presets import save_preset
 
@@ -64,18 +62,7 @@ def main() -> None:
         "against_lora": "DPO vs LoRA ('Weird image.')",
         "lora": "LoRA ('Weird image.') vs base",
     }
-    for name, label in labels.items():
-        results = [getattr(loop, name) for loop in loops]
-        wins = sum(r.win_rate * r.prompts for r in results)
-        low, high = wilson(wins, prompts)
-        gain = [r.mean_difference for r in results]
-        g_low, g_high = t_interval(gain)
-        ahead = sum(g > 0 for g in gain)
-        print(
-            f"  {label:>29}: wins {wins / prompts:.1%} [{low:.1%}, {high:.1%}] of prompts; "
-            f"mean gain {statistics.fmean(gain):+.2f} [{g_low:+.2f}, {g_high:+.2f}] over "
-            f"seeds, ahead in {ahead} of {len(gain)}"
-        )
+    summarise(loops, labels, prompts, ahead=True)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ page is bot/web/admin_runs.py, exports are bot/web/admin_exports.py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -174,29 +176,30 @@ def _run_row(run: Any) -> dict[str, Any]:
 
 async def growth_plot(request: Request) -> Response:
     """Cumulative generations, images and votes over time (PNG)."""
-    await require_admin(request, "plots", "growth")
-    platform = platform_of(request)
-
-    async def draw() -> bytes:
-        async with platform.sessions() as session:
-            data = await timeline.growth(session)
-        return await asyncio.to_thread(growth_png, data)
-
-    png = await _memo(request).get("growth.png", await _marker(platform), draw)
-    return Response(png, media_type="image/png", headers={"Cache-Control": PLOT_CACHE})
+    return await _plot(request, "growth", timeline.growth, growth_png)
 
 
 async def picks_plot(request: Request) -> Response:
     """Votes per day by kind: picks, no favourite, none are good (PNG)."""
-    await require_admin(request, "plots", "picks")
+    return await _plot(request, "picks", timeline.daily_votes, picks_png)
+
+
+async def _plot(
+    request: Request,
+    name: str,
+    read: Callable[[AsyncSession], Awaitable[Any]],
+    draw: Callable[[Any], bytes],
+) -> Response:
+    """A plot of the data ``read`` finds, drawn off the loop and kept until the data change."""
+    await require_admin(request, "plots", name)
     platform = platform_of(request)
 
-    async def draw() -> bytes:
+    async def made() -> bytes:
         async with platform.sessions() as session:
-            data = await timeline.daily_votes(session)
-        return await asyncio.to_thread(picks_png, data)
+            data = await read(session)
+        return await asyncio.to_thread(draw, data)
 
-    png = await _memo(request).get("picks.png", await _marker(platform), draw)
+    png = await _memo(request).get(f"{name}.png", await _marker(platform), made)
     return Response(png, media_type="image/png", headers={"Cache-Control": PLOT_CACHE})
 
 
